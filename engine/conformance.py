@@ -1,0 +1,338 @@
+"""Conformance: turn a source's raw rows into the canonical table of a contract, counting flags.
+
+Safe changes (dtype casts, epoch unit, time zone, row order, identical duplicate rows, rows outside
+the window) are made and counted. What cannot be fixed is counted and kept or dropped as noted in
+``FLAG_DOCS``. A conformance preset then decides which counted flags block (:func:`blocking`).
+All checks run on whole column buffers with pyarrow compute and numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.calendars import Calendar
+from engine.contracts import TS, VALUE_COLUMNS, Contract
+from engine.errors import ConformanceError
+from engine.presets import FLAG_NAMES, ConformancePreset
+from engine.ranges import TimeRange, iso
+
+SAMPLE_SIZE = 5
+
+FLAG_DOCS: dict[str, str] = {
+    "missing_column": "a required column is absent (filled with NaN); counts columns per partition",
+    "dtype_cast": "values cast to the contract type (e.g. integer volumes to float64)",
+    "ts_unit_inferred": "epoch timestamps whose unit was guessed from their size; counts rows",
+    "ts_timezone_normalized": "timestamps converted from another time zone to UTC; counts rows",
+    "invalid_timestamp": "null or unparseable timestamps (rows dropped)",
+    "unsorted_ts": "rows out of time order (sorted); counts descents",
+    "duplicate_rows": "identical copies of a row (dropped)",
+    "duplicate_ts": "one timestamp with different values (the last row is kept)",
+    "off_grid_ts": "timestamps not on the interval grid (rows dropped)",
+    "gap_bars": "bars the calendar expects that are missing",
+    "non_finite": "rows with NaN or infinite values",
+    "negative_value": "rows with a negative price or volume",
+    "ohlc_inconsistent": "rows where high < max(open, close), low > min(open, close) or high < low",
+    "repeated_bars": "rows repeating the OHLCV values of an earlier bar (not flat zero-volume fills)",
+    "out_of_range": "rows outside the requested window (dropped)",
+}
+assert tuple(FLAG_DOCS) == FLAG_NAMES or set(FLAG_DOCS) == set(FLAG_NAMES)
+
+_UNIT_TO_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
+
+
+@dataclass
+class ConformanceReport:
+    """Per-flag counts and the first few offending bar times (epoch ms) of each flag."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FLAG_NAMES, 0))
+    samples: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, flag: str, count: int, times: Any = ()) -> None:
+        if count <= 0:
+            return
+        self.counts[flag] += int(count)
+        got = self.samples.setdefault(flag, [])
+        if len(got) < SAMPLE_SIZE:
+            got.extend(int(t) for t in list(times)[: SAMPLE_SIZE - len(got)])
+
+    def merge(self, other: ConformanceReport) -> None:
+        for flag, count in other.counts.items():
+            self.add(flag, count, other.samples.get(flag, ()))
+
+    def nonzero(self) -> dict[str, int]:
+        return {k: v for k, v in self.counts.items() if v}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "counts": dict(sorted(self.counts.items())),
+            "samples": {k: [iso(t) for t in v] for k, v in sorted(self.samples.items())},
+        }
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int]) -> ConformanceReport:
+        report = cls()
+        for k, v in counts.items():
+            report.counts[k] = int(v)
+        return report
+
+    def summary(self) -> str:
+        lines = []
+        for flag, count in sorted(self.nonzero().items()):
+            sample = ", ".join(iso(t) for t in self.samples.get(flag, []))
+            lines.append(f"{flag}: {count}" + (f" (first: {sample})" if sample else ""))
+        return "\n".join(lines) or "no flags"
+
+
+def blocking(report: ConformanceReport, preset: ConformancePreset) -> dict[str, int]:
+    """The flags of ``report`` that ``preset`` refuses, with their counts."""
+    if preset.partial_ok:
+        return {}
+    return {f: report.counts[f] for f in preset.block if report.counts.get(f, 0) > 0}
+
+
+@dataclass(frozen=True)
+class TsHints:
+    """What a source knows about its timestamps: strptime format, epoch unit, zone of naive times."""
+
+    format: str | None = None
+    unit: str | None = None
+    timezone: str = "UTC"
+
+
+def infer_epoch_unit(values: np.ndarray) -> str:
+    """Guess s, ms, us or ns from the magnitude of epoch numbers (years 1973–5138 in seconds)."""
+    finite = np.abs(values[np.isfinite(values)]) if values.dtype.kind == "f" else np.abs(values)
+    if finite.size == 0:
+        return "ms"
+    mid = float(np.median(finite))
+    if mid < 1e11:
+        return "s"
+    if mid < 1e14:
+        return "ms"
+    if mid < 1e17:
+        return "us"
+    return "ns"
+
+
+@dataclass
+class NormalizedTs:
+    """Epoch milliseconds of a timestamp column, with masks of invalid and sub-ms values."""
+
+    ms: np.ndarray  # int64; 0 where invalid
+    valid: np.ndarray  # bool
+    sub_ms: np.ndarray  # bool: had a sub-millisecond part, so it cannot be on the grid
+
+
+def normalize_ts(column: pa.Array | pa.ChunkedArray, hints: TsHints,
+                 report: ConformanceReport | None = None) -> NormalizedTs:
+    """Epoch ms of a raw timestamp column (strings, epochs or timestamps), counting what changed."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = _parse_strings(arr, hints)
+    typ = arr.type
+    if pa.types.is_timestamp(typ):
+        tz = typ.tz or hints.timezone
+        if typ.tz is None and not _is_utc(tz):
+            arr = pc.assume_timezone(arr, tz, ambiguous="earliest", nonexistent="earliest")
+        raw = _ints(arr.cast(pa.timestamp(typ.unit, tz="UTC")).cast(pa.int64()))
+        result = _scale(raw, typ.unit, _valid(arr))
+        if not _is_utc(tz) and report is not None:
+            report.add("ts_timezone_normalized", int(result.valid.sum()), result.ms[result.valid])
+        return result
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        valid = _valid(arr)
+        unit = hints.unit
+        if unit is None:
+            unit = infer_epoch_unit(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)[valid])
+            if report is not None:
+                report.add("ts_unit_inferred", int(valid.sum()))
+        if pa.types.is_floating(typ):
+            values = np.asarray(arr.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+            ok = valid & np.isfinite(values)
+            scaled = np.where(ok, values, 0.0) * _UNIT_TO_MS[unit]
+            rounded = np.round(scaled)
+            return NormalizedTs(rounded.astype(np.int64), ok, ok & (rounded != scaled))
+        return _scale(_ints(arr.cast(pa.int64())), unit, valid)
+    raise ValueError(f"cannot read timestamps of type {typ}")
+
+
+def _is_utc(tz: str) -> bool:
+    return tz in ("UTC", "Etc/UTC", "+00:00", "Z", "utc")
+
+
+def _valid(arr: pa.Array) -> np.ndarray:
+    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _ints(arr: pa.Array) -> np.ndarray:
+    return np.asarray(arr.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _parse_strings(arr: pa.Array, hints: TsHints) -> pa.Array:
+    if hints.format:
+        return pc.strptime(arr, format=hints.format, unit="ms", error_is_null=True)
+    try:  # ISO-8601; values with an offset are parsed as instants
+        return pc.cast(arr, pa.timestamp("ms", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    try:
+        return pc.cast(arr, pa.timestamp("ms"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pc.strptime(arr, format="%Y-%m-%dT%H:%M:%S", unit="ms", error_is_null=True)
+
+
+def _scale(values: np.ndarray, unit: str, valid: np.ndarray) -> NormalizedTs:
+    no_sub = np.zeros(len(values), dtype=bool)
+    if unit == "ms":
+        return NormalizedTs(values, valid, no_sub)
+    if unit == "s":
+        return NormalizedTs(values * 1000, valid, no_sub)
+    divisor = 1000 if unit == "us" else 1_000_000
+    return NormalizedTs(values // divisor, valid, valid & (values % divisor != 0))
+
+
+@dataclass(frozen=True)
+class RawBatch:
+    """Rows as a source delivers them: canonical column names, any types, any order."""
+
+    table: pa.Table
+    hints: TsHints = TsHints()
+
+
+@dataclass(frozen=True)
+class RowMemory:
+    """Row hashes of the previous partition, so repeated bars are found across a boundary."""
+
+    hashes: np.ndarray
+
+
+def _bits(values: np.ndarray) -> np.ndarray:
+    canon = np.where(np.isnan(values), np.nan, values + 0.0)
+    return canon.view(np.uint64)
+
+
+def _row_hashes(columns: list[np.ndarray]) -> np.ndarray:
+    """A 64-bit mix of the canonical bits of each row (splitmix64 finalizer per column)."""
+    h = np.zeros(len(columns[0]), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for col in columns:
+            z = h ^ _bits(col)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            h = z ^ (z >> np.uint64(31))
+    return h
+
+
+def _value_column(table: pa.Table, name: str, report: ConformanceReport) -> np.ndarray:
+    n = table.num_rows
+    if name not in table.column_names:
+        report.add("missing_column", 1)
+        return np.full(n, np.nan)
+    col = table[name].combine_chunks()
+    if col.type != pa.float64():
+        try:
+            col = pc.cast(col, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ValueError(f"column {name!r} holds values that are not numbers: {exc}") from None
+        report.add("dtype_cast", n)
+    return np.asarray(col.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def conform(
+    batch: RawBatch,
+    *,
+    window: TimeRange,
+    interval_ms: int,
+    contract: Contract,
+    calendar: Calendar,
+    memory: RowMemory | None = None,
+) -> tuple[pa.Table, ConformanceReport, RowMemory]:
+    """Return the canonical table of ``batch`` for ``window``, its flag report, and row memory.
+
+    Raises :class:`ConformanceError` only when the rows cannot be read at all (no timestamp
+    column, non-numeric values); whether counted flags block is decided by :func:`blocking`.
+    """
+    report = ConformanceReport()
+    table = batch.table
+    if TS not in table.column_names:
+        report.add("missing_column", 1)
+        raise ConformanceError(report, blocking={"missing_column": 1},
+                               partition=window.label())
+    try:
+        ts = normalize_ts(table[TS], batch.hints, report)
+        names = [*VALUE_COLUMNS, *(c.name for c in contract.optional
+                                   if c.name in table.column_names)]
+        values = {name: _value_column(table, name, report) for name in names}
+    except ValueError as exc:
+        report.add("invalid_timestamp", table.num_rows)
+        err = ConformanceError(report, blocking={"invalid_timestamp": table.num_rows},
+                               partition=window.label())
+        err.what += f" ({exc})"
+        raise err from None
+
+    report.add("invalid_timestamp", int((~ts.valid).sum()))
+    keep = ts.valid.copy()
+    in_window = (ts.ms >= window.start) & (ts.ms < window.end)
+    outside = keep & ~in_window
+    report.add("out_of_range", int(outside.sum()), ts.ms[outside])
+    keep &= in_window
+    off_grid = keep & ((ts.ms % interval_ms != 0) | ts.sub_ms)
+    report.add("off_grid_ts", int(off_grid.sum()), ts.ms[off_grid])
+    keep &= ~off_grid
+
+    idx = np.flatnonzero(keep)
+    t = ts.ms[idx]
+    descents = t[1:] < t[:-1]
+    report.add("unsorted_ts", int(descents.sum()), t[1:][descents])
+    order = np.argsort(t, kind="stable")
+    idx, t = idx[order], t[order]
+    cols = {name: v[idx] for name, v in values.items()}
+
+    same = t[1:] == t[:-1]
+    if same.any():
+        equal = np.ones(len(same), dtype=bool)
+        for v in cols.values():
+            b = _bits(v)
+            equal &= b[1:] == b[:-1]
+        report.add("duplicate_rows", int((same & equal).sum()), t[1:][same & equal])
+        report.add("duplicate_ts", int((same & ~equal).sum()), t[1:][same & ~equal])
+        last = np.append(~same, True)  # keep the last row of each run of equal timestamps
+        t = t[last]
+        cols = {name: v[last] for name, v in cols.items()}
+
+    o, h, lo, c, vol = (cols[n] for n in VALUE_COLUMNS)
+    stacked = [cols[n] for n in names]
+    bad = np.zeros(len(t), dtype=bool)
+    for v in stacked:
+        bad |= ~np.isfinite(v)
+    report.add("non_finite", int(bad.sum()), t[bad])
+    negative = (o < 0) | (h < 0) | (lo < 0) | (c < 0) | (vol < 0)
+    report.add("negative_value", int(negative.sum()), t[negative])
+    with np.errstate(invalid="ignore"):
+        inconsistent = (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (h < lo)
+    report.add("ohlc_inconsistent", int(inconsistent.sum()), t[inconsistent])
+
+    hashes = _row_hashes([o, h, lo, c, vol])
+    eligible = ~((o == h) & (h == lo) & (lo == c) & (vol == 0))
+    eh = hashes[eligible]
+    _, first = np.unique(eh, return_index=True)
+    repeated = np.ones(len(eh), dtype=bool)
+    repeated[first] = False
+    if memory is not None and memory.hashes.size:
+        repeated |= np.isin(eh, memory.hashes)
+    report.add("repeated_bars", int(repeated.sum()), t[eligible][repeated])
+
+    expected = calendar.expected(window, interval_ms)
+    missing = expected[~np.isin(expected, t)]
+    report.add("gap_bars", int(missing.size), missing)
+
+    arrays = [pa.array(t, type=pa.timestamp("ms", tz="UTC"))]
+    arrays += [pa.array(cols[n], type=pa.float64()) for n in names]
+    out = pa.Table.from_arrays(arrays, names=[TS, *names])
+    return out, report, RowMemory(np.unique(eh))

@@ -1,0 +1,255 @@
+"""Errors raised by the engine.
+
+Every error of qmtl-lock derives from one root, :class:`QmtlLockError`. The engine owns the root and
+the engine-side branches; ``qmtl_lock.errors`` adds the manifest and lockfile branches and draws the
+whole tree. Each error keeps its data as attributes and builds its message from them: what went
+wrong, where, and what to do next::
+
+    QmtlLockError
+    ├── InputError                      bad input: exit 2
+    │   ├── PresetError                 unknown preset, invalid catalog
+    │   └── RangeError                  impossible or unaligned time range
+    ├── IntegrityError                  data differs from what was pinned: exit 1
+    │   ├── FingerprintMismatch         recomputed fingerprint != expected
+    │   ├── ObjectMissing               a store object or snapshot is not there
+    │   └── ObjectCorrupted             a store object does not hash to its name
+    └── MaterializationError            the data could not be produced: exit 3
+        ├── SourceError                 a source failed (network, file, format)
+        │   └── MissingDependency       an optional extra is not installed
+        ├── ConformanceError            blocking conformance flags (carries the report)
+        └── SLAExceeded                 an SLA budget was exceeded under fail_fast
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.conformance import ConformanceReport
+
+
+class QmtlLockError(Exception):
+    """Root of every qmtl-lock error.
+
+    ``what`` says what went wrong, ``where`` locates it (file and line, or dataset, symbol and
+    partition), ``fix`` says what to do next. ``exit_code`` is read by the command line only.
+    """
+
+    exit_code = 2
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None) -> None:
+        self.what = what
+        self.where = where
+        self.fix = fix
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [self.what]
+        if self.where:
+            lines.append(f"  where: {self.where}")
+        if self.fix:
+            lines.append(f"  fix:   {self.fix}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Machine-readable form for ``--json`` output."""
+        data: dict[str, Any] = {"error": type(self).__name__, "what": self.what}
+        if self.where:
+            data["where"] = self.where
+        if self.fix:
+            data["fix"] = self.fix
+        return data
+
+
+class InputError(QmtlLockError, ValueError):
+    """The user's input (manifest, lock, preset catalog, arguments) is invalid."""
+
+    exit_code = 2
+
+
+class PresetError(InputError):
+    """A preset id is unknown or a preset catalog is invalid."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        preset: str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.preset = preset
+        self.path = path
+        self.line = line
+        where = None
+        if path:
+            where = f"{path}:{line}" if line else path
+        super().__init__(what, where=where, fix=fix)
+
+
+class RangeError(InputError):
+    """A time range is empty, inverted or otherwise impossible."""
+
+
+class IntegrityError(QmtlLockError):
+    """Data in the store does not match what a lock or a name says it is."""
+
+    exit_code = 1
+
+
+class FingerprintMismatch(IntegrityError):
+    """The fingerprint recomputed from stored data differs from the expected one."""
+
+    def __init__(
+        self,
+        *,
+        expected: str,
+        actual: str,
+        dataset: str | None = None,
+        symbol: str | None = None,
+        partition: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.expected = expected
+        self.actual = actual
+        self.dataset = dataset
+        self.symbol = symbol
+        self.partition = partition
+        parts = [p for p in (dataset, symbol) if p]
+        where = "/".join(parts) if parts else None
+        if partition:
+            where = f"{where}, partition {partition}" if where else f"partition {partition}"
+        super().__init__(
+            f"fingerprint mismatch: expected {expected}, got {actual}",
+            where=where,
+            fix=fix
+            or "the data behind the lock changed; run `qmtl-lock verify` to see which partitions, "
+            "then `qmtl-lock resolve` to rebuild them (or `resolve --update` to accept new data)",
+        )
+
+
+class ObjectMissing(IntegrityError):
+    """A store object or snapshot manifest named by a lock is not in the store."""
+
+    def __init__(self, what: str, *, path: str, partition: str | None = None,
+                 fix: str | None = None) -> None:
+        self.path = path
+        self.partition = partition
+        where = f"{path}" + (f" (partition {partition})" if partition else "")
+        super().__init__(
+            what, where=where,
+            fix=fix or "run `qmtl-lock resolve` to materialize the missing data again",
+        )
+
+
+class ObjectCorrupted(IntegrityError):
+    """A store object does not hash to the digest in its name."""
+
+    def __init__(self, *, path: str, expected: str, actual: str,
+                 partition: str | None = None) -> None:
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        self.partition = partition
+        super().__init__(
+            f"store object is corrupted: its content hashes to {actual}, its name says {expected}",
+            where=path + (f" (partition {partition})" if partition else ""),
+            fix="delete the object and run `qmtl-lock resolve` to fetch the partition again",
+        )
+
+
+class MaterializationError(QmtlLockError):
+    """Data could not be produced: a source, conformance or an SLA failed."""
+
+    exit_code = 3
+
+
+class SourceError(MaterializationError):
+    """A source could not deliver data."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        source: str,
+        symbol: str | None = None,
+        window: str | None = None,
+        url: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.source = source
+        self.symbol = symbol
+        self.window = window
+        self.url = url
+        bits = [f"source {source}"]
+        if symbol:
+            bits.append(f"symbol {symbol}")
+        if window:
+            bits.append(f"range {window}")
+        if url:
+            bits.append(f"url {url}")
+        super().__init__(what, where=", ".join(bits), fix=fix)
+
+
+class MissingDependency(SourceError):
+    """An optional integration is used without its extra installed."""
+
+    def __init__(self, *, source: str, module: str, extra: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"the {source} source needs the Python package {module!r}, which is not installed",
+            source=source,
+            fix=f"pip install 'qmtl-lock[{extra}]'",
+        )
+
+
+class ConformanceError(MaterializationError):
+    """Conformance found flags that the conformance preset blocks; nothing was written."""
+
+    def __init__(self, report: ConformanceReport, *, blocking: Mapping[str, int],
+                 symbol: str | None = None, partition: str | None = None,
+                 preset: str | None = None) -> None:
+        self.report = report
+        self.blocking = dict(blocking)
+        self.symbol = symbol
+        self.partition = partition
+        self.preset = preset
+        listing = ", ".join(f"{k}={v}" for k, v in sorted(self.blocking.items()))
+        where = ", ".join(
+            b for b in (
+                f"symbol {symbol}" if symbol else "",
+                f"partition {partition}" if partition else "",
+                f"conformance preset {preset}" if preset else "",
+            ) if b
+        )
+        super().__init__(
+            f"conformance refused the data: {listing}",
+            where=where or None,
+            fix="fix the source data, or declare the dataset with a conformance preset that "
+            "accepts these flags (e.g. permissive-dev) if you are sure they are harmless",
+        )
+
+
+class SLAExceeded(MaterializationError):
+    """A service-level budget was exceeded under ``on_violation: fail_fast``."""
+
+    def __init__(self, *, phase: str, budget_ms: float, elapsed_ms: float,
+                 dataset: str | None = None, symbol: str | None = None,
+                 detail: str | None = None) -> None:
+        self.phase = phase
+        self.budget_ms = budget_ms
+        self.elapsed_ms = elapsed_ms
+        self.dataset = dataset
+        self.symbol = symbol
+        where = "/".join(p for p in (dataset, symbol) if p) or None
+        what = detail or (
+            f"SLA exceeded in phase {phase}: {elapsed_ms:.0f} ms spent, budget {budget_ms:.0f} ms"
+        )
+        super().__init__(
+            what, where=where,
+            fix="retry later, narrow the range, or use an SLA preset with a larger budget or "
+            "on_violation: partial_fill",
+        )

@@ -1,0 +1,336 @@
+"""Materialization: plan the partitions a request needs, then fetch, conform, store and hash them.
+
+``plan()`` is pure: it decides, from a request, an optional earlier snapshot and a resume
+checkpoint, which partition windows can be reused and which must be fetched. ``Engine.apply()``
+does the work one partition at a time, so memory does not grow with the length of the range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from engine.calendars import get_calendar
+from engine.clock import Clock, SystemClock
+from engine.conformance import ConformanceReport, RowMemory, blocking, conform
+from engine.contracts import get_contract
+from engine.errors import (
+    ConformanceError,
+    FingerprintMismatch,
+    InputError,
+    QmtlLockError,
+    SourceError,
+)
+from engine.fingerprint import Fingerprint, SnapshotHeader, dataset_fingerprint
+from engine.presets import ResolvedPreset
+from engine.ranges import TimeRange, floor_to, iso, partition_windows, window_name
+from engine.sla import SLAResult, SLATimer
+from engine.sources import make_source
+from engine.store import Snapshot, SnapshotPartition, Store
+
+Mode = Literal["materialize", "strategy"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One symbol of one preset over a fixed coverage range (``end: now`` already resolved)."""
+
+    preset: ResolvedPreset
+    symbol: str
+    coverage: TimeRange
+    contract_version: str
+    dataset: str | None = None  # for messages only
+
+    @property
+    def contract_ref(self) -> str:
+        return f"{self.preset.data.contract.name}@{self.contract_version}"
+
+    def header(self) -> SnapshotHeader:
+        return SnapshotHeader(
+            contract=self.contract_ref, preset=self.preset.id, symbol=self.symbol,
+            interval_ms=self.preset.interval_ms, coverage_start=self.coverage.start,
+            coverage_end=self.coverage.end,
+        )
+
+    def job_key(self) -> str:
+        """Idempotent key of this materialization: preset (and its definition), symbol, range."""
+        text = json.dumps([self.preset.id, self.preset.digest(), self.symbol, self.coverage.start,
+                           self.coverage.end, self.contract_version])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def where(self) -> str:
+        return "/".join(p for p in (self.dataset, self.symbol) if p)
+
+
+@dataclass(frozen=True)
+class PlannedPartition:
+    window: TimeRange
+    action: Literal["reuse", "fetch"]
+    reused: SnapshotPartition | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: Request
+    partitions: tuple[PlannedPartition, ...]
+
+    @property
+    def to_fetch(self) -> list[PlannedPartition]:
+        return [p for p in self.partitions if p.action == "fetch"]
+
+    def describe(self) -> list[str]:
+        scheme = self.request.preset.partition
+        return [f"{p.action:5} {window_name(p.window, scheme)}" + (f" ({p.why})" if p.why else "")
+                for p in self.partitions]
+
+
+def closed_before(preset: ResolvedPreset, now_ms: int) -> int:
+    """End of the last bar that is closed and stable at ``now_ms``."""
+    interval = preset.interval_ms
+    return floor_to(now_ms, interval) - preset.data.stabilization_bars * interval
+
+
+def plan(request: Request, *, previous: Snapshot | None = None,
+         checkpoint: dict[str, Any] | None = None, now_ms: int,
+         has_object: Callable[[str], bool] = lambda d: True) -> Plan:
+    """Decide which partitions to reuse and which to fetch. Reads nothing but its arguments.
+
+    A partition is reused when an earlier snapshot or the resume checkpoint has exactly the same
+    window, the window was closed (stable) when it was fetched, and its object is in the store.
+    """
+    stable_end = closed_before(request.preset, now_ms)
+    known: dict[tuple[int, int], tuple[SnapshotPartition, str]] = {}
+    if previous is not None:
+        for p in previous.partitions:
+            known[(p.start, p.end)] = (p, "in the locked snapshot")
+    done = (checkpoint or {}).get("done", {})
+    for key, value in done.items():
+        start, end = (int(x) for x in key.split("-"))
+        known.setdefault((start, end), (SnapshotPartition(start, end, value["rows"],
+                                                          value["digest"], value["flags"]),
+                                         "finished before an interruption"))
+    out = []
+    for window in partition_windows(request.coverage, request.preset.partition):
+        hit = known.get((window.start, window.end))
+        if hit and window.end <= stable_end and has_object(hit[0].digest):
+            out.append(PlannedPartition(window, "reuse", hit[0], hit[1]))
+        else:
+            out.append(PlannedPartition(window, "fetch"))
+    return Plan(request, tuple(out))
+
+
+@dataclass
+class MaterializeResult:
+    """What materializing one request produced: identity plus observed metadata."""
+
+    fingerprint: str
+    coverage: TimeRange
+    rows: int
+    partitions: int
+    flags: dict[str, int]
+    report: ConformanceReport
+    sla: SLAResult
+    as_of: int
+    fetched: int
+    reused: int
+    checkpoint_key: str
+    attempts: int = 1
+    snapshot: Snapshot | None = field(default=None, repr=False)
+
+
+ProgressFn = Callable[[Request, int, int], None]
+
+
+class Engine:
+    """The one engine. ``materialize`` mode may fetch and write; ``strategy`` mode only reads."""
+
+    def __init__(self, store: Store, *, mode: Mode = "materialize",
+                 clock: Clock | None = None) -> None:
+        self.store = store
+        self.mode = mode
+        self.clock = clock or SystemClock()
+
+    def _require_materialize(self) -> None:
+        if self.mode != "materialize":
+            raise InputError("this engine was opened in strategy mode and never fetches data",
+                             fix="open an Engine with mode='materialize' to resolve data")
+
+    # -- materialize ---------------------------------------------------------------------------
+    def plan(self, request: Request, *, previous: Snapshot | None = None) -> Plan:
+        return plan(request, previous=previous, checkpoint=self.store.read_job(request.job_key()),
+                    now_ms=self.clock.now_ms(), has_object=self.store.has_object)
+
+    def materialize(self, request: Request, *, previous: Snapshot | None = None,
+                    progress: ProgressFn | None = None) -> MaterializeResult:
+        """Materialize ``request`` into the store and return its snapshot's fingerprint.
+
+        Raises :class:`ConformanceError` (after scanning every partition, so the report is
+        complete), :class:`SLAExceeded` under fail_fast, :class:`SourceError` from the source.
+        No snapshot is published unless every partition passed.
+        """
+        self._require_materialize()
+        return self.apply(self.plan(request, previous=previous), progress=progress)
+
+    def apply(self, the_plan: Plan, *, progress: ProgressFn | None = None) -> MaterializeResult:
+        self._require_materialize()
+        request = the_plan.request
+        preset = request.preset
+        contract = get_contract(preset.data.contract.name, request.contract_version)
+        calendar = get_calendar(preset.data.calendar)
+        source = make_source(preset.data.source.name, preset.data.source.options,
+                             base_dir=preset.base_dir) if the_plan.to_fetch else None
+        timer = SLATimer(preset.sla, self.clock, dataset=request.dataset, symbol=request.symbol)
+        key = request.job_key()
+        checkpoint = self.store.read_job(key) or {"request": request.where(), "done": {}}
+        stable_end = closed_before(preset, self.clock.now_ms())
+        total = ConformanceReport()
+        refused: dict[str, int] = {}
+        first_refused: str | None = None
+        parts: list[SnapshotPartition] = []
+        memory: RowMemory | None = None
+        fetched = 0
+        for i, step in enumerate(the_plan.partitions):
+            name = window_name(step.window, preset.partition)
+            if step.action == "reuse":
+                assert step.reused is not None
+                part = step.reused
+                memory = None
+                total.merge(ConformanceReport.from_counts(part.flags))
+            else:
+                assert source is not None
+                try:
+                    batch = source.fetch(request.symbol, step.window, preset.interval_ms)
+                except QmtlLockError:
+                    raise
+                except Exception as exc:  # a source bug or an unexpected I/O failure
+                    raise SourceError(
+                        f"{type(exc).__name__}: {exc}", source=preset.data.source.name,
+                        symbol=request.symbol, window=step.window.label(),
+                        fix="rerun `qmtl-lock resolve`; finished partitions are kept",
+                    ) from exc
+                try:
+                    table, report, memory = conform(
+                        batch, window=step.window, interval_ms=preset.interval_ms,
+                        contract=contract, calendar=calendar, memory=memory)
+                except ConformanceError as exc:
+                    exc.symbol, exc.preset = request.symbol, preset.data.conformance_preset
+                    raise
+                fetched += 1
+                total.merge(report)
+                blocked = blocking(report, preset.conformance)
+                if blocked:
+                    for flag, count in blocked.items():
+                        refused[flag] = refused.get(flag, 0) + count
+                    first_refused = first_refused or name
+                    continue
+                if refused:
+                    continue  # keep scanning for a complete report, but write nothing more
+                digest = self.store.put_object(table)
+                part = SnapshotPartition(step.window.start, step.window.end, table.num_rows,
+                                         digest.value, report.nonzero())
+                if step.window.end <= stable_end:
+                    checkpoint["done"][f"{step.window.start}-{step.window.end}"] = {
+                        "rows": part.rows, "digest": part.digest, "flags": part.flags}
+                    self.store.write_job(key, checkpoint)
+            parts.append(part)
+            if progress is not None:
+                progress(request, i + 1, len(the_plan.partitions))
+            timer.checkpoint("backfill")
+        if refused:
+            err = ConformanceError(total, blocking=refused, symbol=request.symbol,
+                                   partition=first_refused, preset=preset.data.conformance_preset)
+            err.where = f"{request.where()}, first in partition {first_refused}, " \
+                        f"conformance preset {preset.data.conformance_preset}"
+            raise err
+        expected = calendar.expected(request.coverage, preset.interval_ms).size
+        coverage_ratio = 1.0 - total.counts["gap_bars"] / expected if expected else 1.0
+        timer.check_coverage(coverage_ratio)
+        header = request.header()
+        fingerprint = dataset_fingerprint(header, [p.ref() for p in parts])
+        snapshot = Snapshot(fingerprint.value, header, parts)
+        self.store.put_snapshot(snapshot)
+        self.store.delete_job(key)
+        return MaterializeResult(
+            fingerprint=fingerprint.value, coverage=request.coverage,
+            rows=sum(p.rows for p in parts), partitions=len(parts),
+            flags=dict(sorted(total.counts.items())), report=total, sla=timer.result(),
+            as_of=self.clock.now_ms(), fetched=fetched, reused=len(parts) - fetched,
+            checkpoint_key=key, snapshot=snapshot,
+        )
+
+    # -- read ----------------------------------------------------------------------------------
+    def iter_verified(self, fingerprint: str, *, dataset: str | None = None,
+                      symbol: str | None = None,
+                      window: TimeRange | None = None) -> Iterator[tuple[SnapshotPartition, pa.Table]]:
+        """Yield each partition of snapshot ``fingerprint``, re-hashed, in order.
+
+        The snapshot manifest itself is checked against ``fingerprint`` first, then each object
+        against its digest. Any difference raises :class:`FingerprintMismatch` naming the
+        partition. With ``window``, only overlapping partitions are read (still each verified).
+        """
+        snap = self.store.get_snapshot(fingerprint)
+        recomputed = dataset_fingerprint(snap.header, [p.ref() for p in snap.partitions])
+        if recomputed.value != fingerprint:
+            raise FingerprintMismatch(expected=fingerprint, actual=recomputed.value,
+                                      dataset=dataset, symbol=symbol,
+                                      partition="snapshot manifest")
+        scheme_of = _scheme_guess(snap)
+        for part in snap.partitions:
+            pw = TimeRange(part.start, part.end)
+            if window is not None and pw.intersect(window) is None:
+                continue
+            name = window_name(pw, scheme_of)
+            table = self.store.read_object(part.digest, partition=name)
+            from engine.fingerprint import partition_digest
+
+            actual = partition_digest(table)
+            if actual.value != part.digest or table.num_rows != part.rows:
+                raise FingerprintMismatch(expected=part.digest, actual=actual.value,
+                                          dataset=dataset, symbol=symbol, partition=name)
+            yield part, table
+
+    def load(self, fingerprint: str, *, dataset: str | None = None, symbol: str | None = None,
+             window: TimeRange | None = None) -> pa.Table:
+        """The verified rows of a snapshot as one table (optionally only those in ``window``)."""
+        tables = [t for _, t in self.iter_verified(fingerprint, dataset=dataset, symbol=symbol,
+                                                   window=window)]
+        if not tables:
+            from engine.contracts import OHLCV_V1
+
+            return _empty_table(OHLCV_V1.required_names)
+        table = pa.concat_tables(tables)
+        if window is not None:
+            import pyarrow.compute as pc
+
+            ts = table["ts"].cast(pa.int64())
+            mask = pc.and_(pc.greater_equal(ts, window.start), pc.less(ts, window.end))
+            table = table.filter(mask)
+        return table
+
+
+def _scheme_guess(snap: Snapshot) -> Literal["day", "month", "year"]:
+    from engine.ranges import DAY_MS
+
+    spans = [p.end - p.start for p in snap.partitions]
+    longest = max(spans, default=DAY_MS)
+    if longest <= DAY_MS:
+        return "day"
+    if longest <= 31 * DAY_MS:
+        return "month"
+    return "year"
+
+
+def _empty_table(names: tuple[str, ...]) -> pa.Table:
+    arrays = [pa.array([], type=pa.timestamp("ms", tz="UTC"))]
+    arrays += [pa.array([], type=pa.float64()) for _ in names[1:]]
+    return pa.Table.from_arrays(arrays, names=list(names))
+
+
+__all__ = ["Engine", "MaterializeResult", "Plan", "Request", "closed_before", "iso", "plan",
+           "Fingerprint"]

@@ -1,0 +1,52 @@
+"""The interface every source implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from engine.conformance import RawBatch
+from engine.errors import PresetError
+from engine.ranges import TimeRange
+
+
+class SourceOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(ABC):
+    """Delivers raw rows for one symbol and one partition window.
+
+    A source must be deterministic for closed windows: asking twice for the same window gives the
+    same rows (up to order), whatever else was asked before.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[SourceOptions]]
+
+    @classmethod
+    def parse_options(cls, options: dict[str, Any]) -> SourceOptions:
+        try:
+            return cls.Options.model_validate(options)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            raise PresetError(
+                f"invalid option {key!r} for the {cls.name} source: {err['msg']}",
+                fix=f"see the {cls.name} source options in `qmtl-lock presets --json` and the docs",
+            ) from None
+
+    @classmethod
+    @abstractmethod
+    def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
+        """Build the source from preset options."""
+
+    @abstractmethod
+    def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
+        """Rows for ``symbol`` whose bar open time lies in ``window`` (extra rows are flagged)."""
+
+    def describe(self, symbol: str, window: TimeRange) -> str:
+        """Where the rows of a window come from, for messages and ``--dry-run``."""
+        return f"{self.name}:{symbol}:{window.label()}"

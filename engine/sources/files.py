@@ -1,0 +1,165 @@
+"""Vendor files as they come: CSV or Parquet on any fsspec URL or glob (DESIGN §7).
+
+Options::
+
+    url: "data/{symbol}.csv.gz"   # fsspec URL or glob; {symbol} is filled in; relative to the catalog
+    format: csv                   # csv | parquet
+    skip_rows: 0                  # banner lines before the header
+    header: true                  # false: columns are named by position (0, 1, ...)
+    delimiter: ","
+    columns: {ts: Date, open: Open, high: High, low: Low, close: Close, volume: Volume}
+    ts_format: "%Y-%m-%d"         # strptime format; or ts_unit: s | ms | us | ns for epochs
+    timezone: UTC                 # zone of naive timestamps
+    symbol_column: null           # for long files holding many symbols
+
+Each file is read once per resolve. A partition gets the raw rows whose timestamps fall in its
+window; conformance then sees them exactly as the vendor wrote them (order, zone, unit, types).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from engine.conformance import RawBatch, TsHints, normalize_ts
+from engine.contracts import TS, VALUE_COLUMNS
+from engine.errors import SourceError
+from engine.ranges import TimeRange
+from engine.sources.base import Source, SourceOptions
+
+_GLOB_CHARS = set("*?[")
+
+
+class FilesOptions(SourceOptions):
+    url: str
+    format: Literal["csv", "parquet"] = "csv"
+    skip_rows: int = Field(default=0, ge=0)
+    header: bool = True
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    columns: dict[str, str | int] = Field(default_factory=dict)
+    ts_format: str | None = None
+    ts_unit: Literal["s", "ms", "us", "ns"] | None = None
+    timezone: str = "UTC"
+    symbol_column: str | int | None = None
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text or text.startswith("/")
+
+
+class FilesSource(Source):
+    name: ClassVar[str] = "files"
+    Options: ClassVar[type[SourceOptions]] = FilesOptions
+
+    def __init__(self, options: FilesOptions, *, base_dir: str) -> None:
+        self.options = options
+        self.base_dir = base_dir
+        self._cache: dict[str, tuple[pa.Table, np.ndarray]] = {}
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
+        parsed = cls.parse_options(options)
+        assert isinstance(parsed, FilesOptions)
+        return cls(parsed, base_dir=base_dir)
+
+    @property
+    def hints(self) -> TsHints:
+        return TsHints(format=self.options.ts_format, unit=self.options.ts_unit,
+                       timezone=self.options.timezone)
+
+    def url_for(self, symbol: str) -> str:
+        url = self.options.url.replace("{symbol}", symbol)
+        if not _is_url(url):
+            url = str(Path(self.base_dir) / url)
+        return url
+
+    def describe(self, symbol: str, window: TimeRange) -> str:
+        return self.url_for(symbol)
+
+    def _mapping(self) -> dict[str, str]:
+        """Canonical name -> column name in the file (positions become f0, f1, ...)."""
+        cols = dict(self.options.columns) or {c: c for c in (TS, *VALUE_COLUMNS)}
+        return {k: (f"f{v}" if isinstance(v, int) else v) for k, v in cols.items()}
+
+    def _symbol_col(self) -> str | None:
+        s = self.options.symbol_column
+        return f"f{s}" if isinstance(s, int) else s
+
+    def _read_one(self, fs: Any, path: str, symbol: str) -> pa.Table:
+        mapping = self._mapping()
+        wanted = list(dict.fromkeys([*mapping.values(), *filter(None, [self._symbol_col()])]))
+        with fs.open(path, "rb", compression="infer") as f:
+            if self.options.format == "parquet":
+                import pyarrow.parquet as pq
+
+                table = pq.read_table(f)
+            else:
+                from pyarrow import csv
+
+                ts_col = mapping.get(TS)
+                types = {ts_col: pa.string()} if ts_col and self.options.ts_unit is None else {}
+                if self._symbol_col():
+                    types[str(self._symbol_col())] = pa.string()
+                table = csv.read_csv(
+                    f,
+                    read_options=csv.ReadOptions(skip_rows=self.options.skip_rows,
+                                                 autogenerate_column_names=not self.options.header),
+                    parse_options=csv.ParseOptions(delimiter=self.options.delimiter),
+                    convert_options=csv.ConvertOptions(column_types=types),
+                )
+        present = [c for c in wanted if c in table.column_names]
+        table = table.select(present)
+        sym = self._symbol_col()
+        if sym:
+            table = table.filter(pc.equal(table[sym].cast(pa.string()), symbol))
+        inverse = {v: k for k, v in mapping.items()}
+        return table.rename_columns([inverse.get(c, c) for c in table.column_names])
+
+    def _load(self, symbol: str) -> tuple[pa.Table, np.ndarray]:
+        if symbol in self._cache:
+            return self._cache[symbol]
+        url = self.url_for(symbol)
+        try:
+            fs, path = fsspec.core.url_to_fs(url)
+            paths = sorted(fs.glob(path)) if _GLOB_CHARS & set(path) else [path]
+            if not paths:
+                raise FileNotFoundError(path)
+            tables = [self._read_one(fs, p, symbol) for p in paths]
+        except FileNotFoundError:
+            raise SourceError(
+                f"no file for symbol {symbol!r}", source=self.name, symbol=symbol, url=url,
+                fix="check the symbol and the `url` option of the preset's files source",
+            ) from None
+        except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+            raise SourceError(
+                f"cannot read {posixpath.basename(url)}: {exc}", source=self.name,
+                symbol=symbol, url=url,
+                fix="check the file's format options (format, skip_rows, header, delimiter, "
+                "columns)",
+            ) from None
+        table = pa.concat_tables(tables, promote_options="permissive")
+        if TS not in table.column_names:
+            raise SourceError(
+                f"the timestamp column {self._mapping().get(TS)!r} is not in the file",
+                source=self.name, symbol=symbol, url=url,
+                fix="fix `columns.ts` in the preset's files source options",
+            )
+        norm = normalize_ts(table[TS], self.hints)
+        ms = pa.array(norm.ms, mask=~norm.valid)
+        # A row without a valid time goes to the partition of the row before it (or after it).
+        attributed = pc.fill_null_backward(pc.fill_null_forward(ms))
+        times = np.asarray(attributed.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        self._cache = {symbol: (table, times)}  # one file at a time: memory stays bounded
+        return table, times
+
+    def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
+        table, times = self._load(symbol)
+        mask = (times >= window.start) & (times < window.end)
+        return RawBatch(table.filter(pa.array(mask)), self.hints)

@@ -1,0 +1,248 @@
+"""The content-addressed store on any fsspec URL (DESIGN §6).
+
+::
+
+    <store>/objects/<aa>/<partition digest hex>.parquet   partition data, immutable
+    <store>/snapshots/<aa>/<fingerprint hex>.json         snapshot manifests, immutable
+    <store>/jobs/<job key>.json                           resume checkpoints
+
+Every write goes to a temporary name first and is then moved into place, so a reader never sees
+half a file. An object's name is the digest of its canonical content, so writing the same content
+twice lands on the same name, and :meth:`Store.check_object` re-hashes an object against its name.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.errors import InputError, ObjectCorrupted, ObjectMissing
+from engine.fingerprint import Fingerprint, PartitionRef, SnapshotHeader, partition_digest
+
+SNAPSHOT_VERSION = 1
+JOB_VERSION = 1
+
+
+@dataclass
+class SnapshotPartition:
+    start: int
+    end: int
+    rows: int
+    digest: str
+    flags: dict[str, int] = field(default_factory=dict)
+
+    def ref(self) -> PartitionRef:
+        return PartitionRef(self.start, self.end, self.rows, Fingerprint(self.digest))
+
+
+@dataclass
+class Snapshot:
+    """A snapshot manifest: the header, the ordered partitions and its fingerprint."""
+
+    fingerprint: str
+    header: SnapshotHeader
+    partitions: list[SnapshotPartition]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "snapshot_version": SNAPSHOT_VERSION,
+            "fingerprint": self.fingerprint,
+            "header": self.header.canonical(),
+            "partitions": [
+                {"start": p.start, "end": p.end, "rows": p.rows, "digest": p.digest,
+                 "flags": dict(sorted(p.flags.items()))}
+                for p in self.partitions
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, path: str) -> Snapshot:
+        version = data.get("snapshot_version")
+        if version != SNAPSHOT_VERSION:
+            raise InputError(
+                f"snapshot manifest has snapshot_version {version!r}; this qmtl-lock reads "
+                f"version {SNAPSHOT_VERSION}",
+                where=path, fix="upgrade qmtl-lock (pip install -U qmtl-lock)",
+            )
+        h = data["header"]
+        header = SnapshotHeader(
+            contract=h["contract"], preset=h["preset"], symbol=h["symbol"],
+            interval_ms=h["interval_ms"], coverage_start=h["coverage"][0],
+            coverage_end=h["coverage"][1],
+        )
+        parts = [SnapshotPartition(p["start"], p["end"], p["rows"], p["digest"],
+                                   dict(p.get("flags", {}))) for p in data["partitions"]]
+        return cls(data["fingerprint"], header, parts)
+
+
+class Store:
+    """One store root on an fsspec filesystem."""
+
+    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self.fs = fs
+        self.root = root.rstrip("/") or "/"
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def object_path(self, digest: str) -> str:
+        hexd = Fingerprint(digest).hex
+        return self._path("objects", hexd[:2], f"{hexd}.parquet")
+
+    def snapshot_path(self, fingerprint: str) -> str:
+        hexd = Fingerprint(fingerprint).hex
+        return self._path("snapshots", hexd[:2], f"{hexd}.json")
+
+    def job_path(self, key: str) -> str:
+        return self._path("jobs", f"{key}.json")
+
+    def display(self, path: str) -> str:
+        """A path as the user would write it (with the protocol for non-local stores)."""
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return path if protocol in ("file", "local") else f"{protocol}://{path.lstrip('/')}"
+
+    # -- publishing ------------------------------------------------------------------------------
+    def _publish(self, path: str, data: bytes) -> None:
+        parent = posixpath.dirname(path)
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            self.fs.mv(tmp, path)
+        except Exception:
+            self.fs.rm(tmp)
+            raise
+
+    # -- objects -------------------------------------------------------------------------------
+    def has_object(self, digest: str) -> bool:
+        return bool(self.fs.exists(self.object_path(digest)))
+
+    def put_object(self, table: pa.Table, digest: Fingerprint | None = None) -> Fingerprint:
+        """Store a canonical partition table under its digest; a no-op when already there."""
+        digest = digest or partition_digest(table)
+        path = self.object_path(digest.value)
+        if self.fs.exists(path):
+            return digest
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, use_dictionary=False, compression="snappy",
+                       write_statistics=True)
+        self._publish(path, sink.getvalue().to_pybytes())
+        return digest
+
+    def read_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
+        path = self.object_path(digest)
+        try:
+            with self.fs.open(path, "rb") as f:
+                return pq.read_table(f)
+        except FileNotFoundError:
+            raise ObjectMissing(f"store object {digest} is missing", path=self.display(path),
+                                partition=partition) from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ObjectCorrupted(path=self.display(path), expected=digest,
+                                  actual=f"<unreadable Parquet: {exc}>",
+                                  partition=partition) from None
+
+    def check_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
+        """Read an object, re-hash it and return it; raise if it does not match its name."""
+        table = self.read_object(digest, partition=partition)
+        actual = partition_digest(table)
+        if actual.value != digest:
+            raise ObjectCorrupted(path=self.display(self.object_path(digest)), expected=digest,
+                                  actual=actual.value, partition=partition)
+        return table
+
+    def iter_objects(self) -> Iterator[str]:
+        """Digests of every object in the store."""
+        base = self._path("objects")
+        if not self.fs.exists(base):
+            return
+        for path in sorted(self.fs.find(base)):
+            name = posixpath.basename(path)
+            if name.endswith(".parquet") and not name.startswith(".tmp-"):
+                yield "sha256:" + name[: -len(".parquet")]
+
+    # -- snapshots -----------------------------------------------------------------------------
+    def has_snapshot(self, fingerprint: str) -> bool:
+        return bool(self.fs.exists(self.snapshot_path(fingerprint)))
+
+    def put_snapshot(self, snapshot: Snapshot) -> None:
+        """Publish a snapshot manifest. Every object it names must already exist."""
+        path = self.snapshot_path(snapshot.fingerprint)
+        if self.fs.exists(path):
+            return
+        missing = [p.digest for p in snapshot.partitions if not self.has_object(p.digest)]
+        if missing:
+            raise ObjectMissing(
+                f"refusing to publish snapshot {snapshot.fingerprint}: "
+                f"{len(missing)} of its objects are missing",
+                path=self.display(self.object_path(missing[0])),
+            )
+        data = json.dumps(snapshot.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
+        self._publish(path, data)
+
+    def get_snapshot(self, fingerprint: str) -> Snapshot:
+        path = self.snapshot_path(fingerprint)
+        try:
+            with self.fs.open(path, "rb") as f:
+                data = json.loads(f.read())
+        except FileNotFoundError:
+            raise ObjectMissing(f"snapshot {fingerprint} is not in the store",
+                                path=self.display(path)) from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
+                                  actual=f"<unreadable JSON: {exc}>") from None
+        snap = Snapshot.from_dict(data, path=self.display(path))
+        if snap.fingerprint != fingerprint:
+            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
+                                  actual=snap.fingerprint)
+        return snap
+
+    def iter_snapshots(self) -> Iterator[str]:
+        base = self._path("snapshots")
+        if not self.fs.exists(base):
+            return
+        for path in sorted(self.fs.find(base)):
+            name = posixpath.basename(path)
+            if name.endswith(".json") and not name.startswith(".tmp-"):
+                yield "sha256:" + name[: -len(".json")]
+
+    # -- job checkpoints -----------------------------------------------------------------------
+    def read_job(self, key: str) -> dict[str, Any] | None:
+        path = self.job_path(key)
+        try:
+            with self.fs.open(path, "rb") as f:
+                data: dict[str, Any] = json.loads(f.read())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None  # a torn checkpoint is only a lost optimisation: start over
+        if data.get("job_version") != JOB_VERSION:
+            return None
+        return data
+
+    def write_job(self, key: str, data: dict[str, Any]) -> None:
+        payload = {"job_version": JOB_VERSION, **data}
+        self._publish(self.job_path(key), json.dumps(payload, sort_keys=True).encode())
+
+    def delete_job(self, key: str) -> None:
+        path = self.job_path(key)
+        if self.fs.exists(path):
+            self.fs.rm(path)
+
+    def delete(self, path: str) -> None:
+        self.fs.rm(path)

@@ -1,0 +1,103 @@
+"""YAML loading that remembers the line of every key, so errors can point at file and line."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from engine.errors import InputError
+
+Path_ = tuple[str | int, ...]
+
+
+class YAMLFileError(InputError):
+    """A YAML file could not be parsed or has an invalid value."""
+
+    def __init__(self, what: str, *, path: str, line: int | None = None,
+                 key: str | None = None, fix: str | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        where = f"{path}:{line}" if line else path
+        if key:
+            where += f" (key {key})"
+        super().__init__(what, where=where, fix=fix)
+
+
+@dataclass
+class LocatedYAML:
+    """Parsed YAML data plus the 1-based line of each key path."""
+
+    data: Any
+    path: str
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Sequence[str | int]) -> int | None:
+        """Line of the deepest known prefix of ``loc``."""
+        key = tuple(loc)
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return self.lines.get((), None)
+
+
+def _walk(node: yaml.Node, prefix: Path_, lines: dict[Path_, int], path: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise YAMLFileError(
+                    f"duplicate key {key!r}", path=path, line=key_node.start_mark.line + 1,
+                    key=".".join(str(p) for p in (*prefix, key)),
+                    fix="remove one of the two entries; YAML would silently keep only the last",
+                )
+            seen.add(key)
+            lines[(*prefix, key)] = key_node.start_mark.line + 1
+            _walk(value_node, (*prefix, key), lines, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*prefix, i)] = item.start_mark.line + 1
+            _walk(item, (*prefix, i), lines, path)
+
+
+def load_yaml(text: str, path: str) -> LocatedYAML:
+    """Parse ``text`` (read from ``path``) with the safe loader, keeping key lines."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or "invalid YAML"
+        raise YAMLFileError(
+            f"{path} is not valid YAML: {problem}", path=path, line=line,
+            fix="fix the YAML syntax at that line (indentation, a missing colon or quote)",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise YAMLFileError(f"{path} is not valid YAML: {exc}", path=path) from None
+    lines: dict[Path_, int] = {}
+    if node is not None:
+        lines[()] = node.start_mark.line + 1
+        _walk(node, (), lines, path)
+    return LocatedYAML(data=data, path=path, lines=lines)
+
+
+def pydantic_error(exc: Any, doc: LocatedYAML, *, what: str, fix: str) -> YAMLFileError:
+    """Turn the first error of a pydantic ``ValidationError`` into a located YAML error."""
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    key = ".".join(str(p) for p in loc)
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key {loc[-1]!r}"
+    elif err["type"] == "missing":
+        msg = f"missing required key {loc[-1]!r}"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return YAMLFileError(f"{what}: {msg}{suffix}", path=doc.path, line=doc.line_of(loc),
+                         key=key or None, fix=fix)
