@@ -144,6 +144,14 @@ class MaterializeResult:
     snapshot: Snapshot | None = field(default=None, repr=False)
 
 
+@dataclass
+class VerifyOutcome:
+    problems: list[QmtlLockError] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    rows: int = 0
+    bytes_hashed: int = 0
+
+
 ProgressFn = Callable[[Request, int, int], None]
 
 
@@ -294,6 +302,41 @@ class Engine:
                 raise FingerprintMismatch(expected=part.digest, actual=actual.value,
                                           dataset=dataset, symbol=symbol, partition=name)
             yield part, table
+
+    def verify(self, fingerprint: str, *, dataset: str | None = None,
+               symbol: str | None = None) -> VerifyOutcome:
+        """Re-hash every partition of a snapshot; collect every problem instead of stopping."""
+        from engine.errors import IntegrityError
+        from engine.fingerprint import partition_digest
+
+        outcome = VerifyOutcome()
+        try:
+            snap = self.store.get_snapshot(fingerprint)
+        except IntegrityError as exc:
+            outcome.problems.append(exc)
+            return outcome
+        outcome.snapshot = snap
+        recomputed = dataset_fingerprint(snap.header, [p.ref() for p in snap.partitions])
+        if recomputed.value != fingerprint:
+            outcome.problems.append(FingerprintMismatch(
+                expected=fingerprint, actual=recomputed.value, dataset=dataset, symbol=symbol,
+                partition="snapshot manifest"))
+        scheme = _scheme_guess(snap)
+        for part in snap.partitions:
+            name = window_name(TimeRange(part.start, part.end), scheme)
+            try:
+                table = self.store.read_object(part.digest, partition=name)
+            except IntegrityError as exc:
+                outcome.problems.append(exc)
+                continue
+            actual = partition_digest(table)
+            outcome.rows += table.num_rows
+            outcome.bytes_hashed += table.nbytes
+            if actual.value != part.digest or table.num_rows != part.rows:
+                outcome.problems.append(FingerprintMismatch(
+                    expected=part.digest, actual=actual.value, dataset=dataset, symbol=symbol,
+                    partition=name))
+        return outcome
 
     def load(self, fingerprint: str, *, dataset: str | None = None, symbol: str | None = None,
              window: TimeRange | None = None) -> pa.Table:

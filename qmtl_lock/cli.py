@@ -1,0 +1,276 @@
+"""The ``qmtl-lock`` command line. It alone maps errors to exit codes (DESIGN §10).
+
+Exit codes: 0 ok; 1 drift or verification failure; 2 bad input; 3 materialization failed.
+Heavy modules (pyarrow, fsspec) are imported inside the commands that need them, so ``check``
+stays fast enough for a pre-commit hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from engine.errors import QmtlLockError
+
+EXIT_OK, EXIT_DRIFT, EXIT_INPUT, EXIT_MATERIALIZE = 0, 1, 2, 3
+
+manifest_option = click.option(
+    "--manifest", "-m", "manifest", default="seamless.yaml", show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path), help="Path to seamless.yaml.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _fail(exc: QmtlLockError, as_json: bool) -> NoReturn:
+    if as_json:
+        _emit_json({"ok": False, **exc.to_dict()})
+    else:
+        click.echo(f"error: {exc.render()}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _run(as_json: bool, fn: Callable[[], int]) -> NoReturn:
+    try:
+        code = fn()
+    except QmtlLockError as exc:
+        _fail(exc, as_json)
+    sys.exit(code)
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _progress(label: str) -> Callable[[int, int], None]:
+    def tick(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        click.echo(f"\r  {label}: {done}/{total} partitions", err=True, nl=False)
+        if end:
+            click.echo("", err=True)
+    return tick
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qmtl-lock")
+def cli() -> None:
+    """Pin market data the way a lockfile pins packages.
+
+    Declare data in seamless.yaml, pin it with `qmtl-lock resolve`, keep CI honest with
+    `qmtl-lock check`, and load it in Python through the lock.
+    """
+
+
+@cli.command()
+@click.option("--dir", "directory", default=".", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write seamless.yaml.")
+@click.option("--force", is_flag=True, help="Overwrite an existing seamless.yaml.")
+def init(directory: Path, force: bool) -> None:
+    """Write a starter seamless.yaml and git-ignore the store."""
+    from qmtl_lock.init import init as do_init
+
+    def go() -> int:
+        for path in do_init(directory, force=force):
+            click.echo(f"wrote {path}")
+        click.echo("next: qmtl-lock resolve")
+        return EXIT_OK
+
+    _run(False, go)
+
+
+@cli.command()
+@click.argument("datasets", nargs=-1)
+@manifest_option
+@click.option("--update", is_flag=True,
+              help="Move `end: now` datasets to the latest closed bar and re-check open data.")
+@click.option("--locked", is_flag=True, help="Fail (exit 1) if the lock would change.")
+@click.option("--frozen", is_flag=True,
+              help="Use the lock as it is: only rebuild pinned data missing from the store.")
+@click.option("--dry-run", is_flag=True, help="Show the plan; fetch and write nothing.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Symbols materialized at once.")
+@json_option
+def resolve(datasets: tuple[str, ...], manifest: Path, update: bool, locked: bool, frozen: bool,
+            dry_run: bool, jobs: int, as_json: bool) -> None:
+    """Materialize what is missing or changed and write seamless.lock."""
+    from qmtl_lock.resolve import resolve as do_resolve
+
+    if locked and frozen:
+        _fail(QmtlLockError("--locked and --frozen cannot be used together",
+                            fix="use --locked to check the lock, --frozen to trust it"), as_json)
+
+    def go() -> int:
+        result = do_resolve(manifest, datasets=datasets, update=update, locked=locked,
+                            frozen=frozen, dry_run=dry_run, jobs=jobs,
+                            progress=_progress if _interactive() and not as_json else None)
+        if as_json:
+            _emit_json({"ok": True, "wrote": result.wrote, "dry_run": dry_run,
+                        "lock": str(result.lock_path),
+                        "changes": [c.to_dict() for c in result.changes]})
+            return EXIT_OK
+        for change in result.changes:
+            if change.action != "unchanged" or dry_run:
+                click.echo(change.line())
+                for step in change.plan:
+                    click.echo(f"    {step}")
+        if dry_run:
+            click.echo("dry run: nothing fetched, seamless.lock not written")
+        elif result.wrote:
+            click.echo(f"wrote {result.lock_path}")
+        else:
+            click.echo(f"{result.lock_path} is up to date")
+        return EXIT_OK
+
+    _run(as_json, go)
+
+
+@cli.command()
+@manifest_option
+@click.option("--strict", is_flag=True, help="Also fail on SLA violations recorded in the lock.")
+@json_option
+def check(manifest: Path, strict: bool, as_json: bool) -> None:
+    """Check that seamless.lock matches seamless.yaml and the presets (reads no data)."""
+    from qmtl_lock.check import check as do_check
+
+    def go() -> int:
+        result = do_check(manifest, strict=strict)
+        if as_json:
+            _emit_json({"ok": not result, "drift": [d.to_dict() for d in result.drifts]})
+        elif result:
+            click.echo(f"{result.lock} is out of date with {result.manifest}:")
+            for d in result.drifts:
+                click.echo(f"  {d.line()}")
+            fixes = sorted({d.fix for d in result.drifts})
+            for fix in fixes:
+                click.echo(f"fix: {fix}")
+        else:
+            click.echo(f"{result.lock} is up to date")
+        return EXIT_DRIFT if result else EXIT_OK
+
+    _run(as_json, go)
+
+
+_VERIFY_FIX = {
+    "object-missing": "run `qmtl-lock resolve --frozen` to rebuild the pinned data in the store",
+    "object-corrupted": "delete the named objects and run `qmtl-lock resolve --frozen`",
+    "fingerprint-mismatch": "the store or the lock was altered; restore seamless.lock from git, "
+                            "then run `qmtl-lock resolve --frozen`",
+    "lock-mismatch": "restore seamless.lock from git or run `qmtl-lock resolve`",
+}
+
+
+@cli.command()
+@click.argument("datasets", nargs=-1)
+@manifest_option
+@json_option
+def verify(datasets: tuple[str, ...], manifest: Path, as_json: bool) -> None:
+    """Re-read the store and re-hash it against the lock."""
+    from qmtl_lock.verify import verify as do_verify
+
+    def go() -> int:
+        result = do_verify(manifest, datasets=datasets)
+        if as_json:
+            _emit_json({"ok": not result, "checked": result.checked, "rows": result.rows,
+                        "problems": [p.to_dict() for p in result.problems]})
+        elif result:
+            click.echo(f"verification failed for {len(result.problems)} problem(s):")
+            for p in result.problems:
+                click.echo(f"  {p.line()}")
+            for fix in sorted({_VERIFY_FIX.get(p.kind, "") for p in result.problems} - {""}):
+                click.echo(f"fix: {fix}")
+        else:
+            click.echo(f"verified {result.checked} snapshot(s), {result.rows} rows: all match "
+                       "the lock")
+        return EXIT_DRIFT if result else EXIT_OK
+
+    _run(as_json, go)
+
+
+@cli.command()
+@click.argument("dataset", required=False)
+@manifest_option
+@json_option
+def show(dataset: str | None, manifest: Path, as_json: bool) -> None:
+    """Show what is locked: coverage, rows, fingerprint, flags, expiry."""
+    from qmtl_lock.manifest import LOCK_NAME
+    from qmtl_lock.show import format_table, show_rows
+
+    def go() -> int:
+        rows = show_rows(manifest.with_name(LOCK_NAME), dataset)
+        if as_json:
+            _emit_json(rows)
+        else:
+            click.echo(format_table(rows))
+        return EXIT_OK
+
+    _run(as_json, go)
+
+
+@cli.command()
+@manifest_option
+@json_option
+def presets(manifest: Path, as_json: bool) -> None:
+    """List the presets (built-in and from seamless.yaml) with their definitions."""
+    from engine.presets import load_registry
+    from qmtl_lock.manifest import parse_manifest
+
+    def go() -> int:
+        catalogs: list[str] = []
+        if manifest.exists():
+            m, _ = parse_manifest(manifest.read_text(encoding="utf-8"), str(manifest))
+            catalogs = [str(manifest.parent / c) for c in m.presets]
+        registry = load_registry(catalogs)
+        resolved = [registry.get(pid) for pid in registry.ids()]
+        if as_json:
+            _emit_json([{**p.definition(), "digest": p.digest(), "catalog": p.catalog,
+                         "description": p.data.description} for p in resolved])
+            return EXIT_OK
+        width = max(len(p.id) for p in resolved)
+        for p in resolved:
+            click.echo(f"{p.id.ljust(width)}  {p.data.source.name:<14} {p.data.calendar:<5} "
+                       f"{p.data.description.splitlines()[0] if p.data.description else ''}"
+                       .rstrip())
+        return EXIT_OK
+
+    _run(as_json, go)
+
+
+@cli.command()
+@click.argument("preset")
+@click.option("--symbol", required=True)
+@click.option("--start", required=True)
+@click.option("--end", required=True, help="A date, a UTC time, or now.")
+@click.option("--contract-version", default="v1", show_default=True)
+@click.option("--retention-class", default="default", show_default=True)
+@click.option("--store", "store", default=".seamless/store", show_default=True,
+              help="Store URL (any fsspec URL).")
+def materialize(preset: str, symbol: str, start: str, end: str, contract_version: str,
+                retention_class: str, store: str) -> None:
+    """Materialize one preset and symbol into the store, without a lock; print the report."""
+    from qmtl_lock.materialize_job import MaterializeSeamlessJob
+
+    def go() -> int:
+        report = MaterializeSeamlessJob(preset=preset, symbol=symbol, start=start, end=end,
+                                        contract_version=contract_version,
+                                        retention_class=retention_class,
+                                        artifact_dir=store).run()
+        _emit_json(report.to_dict())
+        return EXIT_OK
+
+    _run(True, go)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

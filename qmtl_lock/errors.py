@@ -1,0 +1,130 @@
+"""Every error qmtl-lock raises, under one root.
+
+Engine errors are defined in ``engine.errors`` and re-exported here; this module adds the manifest
+and lockfile branches. The command line maps each branch to an exit code (shown on the right)::
+
+    QmtlLockError
+    ├── InputError                      exit 2: fix your input
+    │   ├── YAMLFileError               a YAML file is malformed or has an invalid value
+    │   │   ├── ManifestError           seamless.yaml (file, line, key)
+    │   │   └── LockfileError           seamless.lock (file, line, key)
+    │   │       └── LockVersionError    the lock was written by a newer qmtl-lock
+    │   ├── PresetError                 unknown preset, invalid catalog
+    │   └── RangeError                  impossible time range
+    ├── IntegrityError                  exit 1: data differs from what was pinned
+    │   ├── FingerprintMismatch         recomputed fingerprint != locked fingerprint
+    │   ├── ContractMismatch            the lock pins another contract version
+    │   ├── LockOutOfDate               `resolve --locked` would change the lock
+    │   ├── ObjectMissing               a store object or snapshot is not there
+    │   └── ObjectCorrupted             a store object does not hash to its name
+    └── MaterializationError            exit 3: the data could not be produced
+        ├── SourceError                 a source failed
+        │   └── MissingDependency       an optional extra is not installed
+        ├── ConformanceError            blocking conformance flags
+        ├── SLAExceeded                 an SLA budget was exceeded under fail_fast
+        └── UpstreamChanged             the source no longer reproduces a pinned fingerprint
+"""
+
+from __future__ import annotations
+
+from engine.errors import (
+    ConformanceError,
+    FingerprintMismatch,
+    InputError,
+    IntegrityError,
+    MaterializationError,
+    MissingDependency,
+    ObjectCorrupted,
+    ObjectMissing,
+    PresetError,
+    QmtlLockError,
+    RangeError,
+    SLAExceeded,
+    SourceError,
+)
+from engine.yamlio import YAMLFileError
+
+
+class ManifestError(YAMLFileError):
+    """seamless.yaml is malformed or asks for something impossible."""
+
+
+class LockfileError(YAMLFileError):
+    """seamless.lock is malformed."""
+
+
+class LockVersionError(LockfileError):
+    """The lock was written by a newer qmtl-lock than this one."""
+
+    def __init__(self, *, path: str, found: object, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{path} has lock_version {found}; this qmtl-lock reads lock_version {supported} "
+            "and will not guess at a newer format",
+            path=path, line=None,
+            fix="upgrade qmtl-lock (pip install -U qmtl-lock), or rebuild the lock with this "
+            "version: qmtl-lock resolve --update",
+        )
+
+
+class ContractMismatch(IntegrityError):
+    def __init__(self, *, dataset: str, expected: str, actual: str) -> None:
+        self.dataset = dataset
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"dataset {dataset!r} is locked with contract version {actual}, "
+            f"but the code requires {expected}",
+            where=f"seamless.lock, dataset {dataset}",
+            fix=f"set contract_version: {expected} in seamless.yaml and run `qmtl-lock resolve`",
+        )
+
+
+class LockOutOfDate(IntegrityError):
+    def __init__(self, changes: list[str]) -> None:
+        self.changes = changes
+        listing = "\n".join(f"    {c}" for c in changes)
+        super().__init__(
+            f"seamless.lock is out of date and --locked forbids changing it:\n{listing}",
+            fix="run `qmtl-lock resolve` without --locked and commit the new lock",
+        )
+
+
+class UpstreamChanged(MaterializationError):
+    def __init__(self, *, dataset: str, symbol: str, expected: str, actual: str) -> None:
+        self.dataset = dataset
+        self.symbol = symbol
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"the source no longer reproduces the locked data: locked {expected}, "
+            f"fetched {actual}",
+            where=f"dataset {dataset}, symbol {symbol}",
+            fix=f"if the provider restated its data (or the lock was edited by hand), accept "
+            f"the new data with `qmtl-lock resolve --update {dataset}` and review the diff",
+        )
+
+
+__all__ = [
+    "ConformanceError",
+    "ContractMismatch",
+    "FingerprintMismatch",
+    "InputError",
+    "IntegrityError",
+    "LockOutOfDate",
+    "LockVersionError",
+    "LockfileError",
+    "ManifestError",
+    "MaterializationError",
+    "MissingDependency",
+    "ObjectCorrupted",
+    "ObjectMissing",
+    "PresetError",
+    "QmtlLockError",
+    "RangeError",
+    "SLAExceeded",
+    "SourceError",
+    "UpstreamChanged",
+    "YAMLFileError",
+]

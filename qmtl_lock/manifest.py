@@ -1,0 +1,249 @@
+"""seamless.yaml: the data a project asks for (DESIGN §8).
+
+The models are plain values; :func:`load_manifest` reads the file, validates it against the models
+and the preset registry, and turns every problem into a :class:`ManifestError` with file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.errors import PresetError, RangeError
+from engine.presets import PresetRegistry, ResolvedPreset, load_registry
+from engine.ranges import ceil_to, iso, to_ms
+from engine.yamlio import LocatedYAML, YAMLFileError, load_yaml
+from qmtl_lock.errors import ManifestError
+
+MANIFEST_NAME = "seamless.yaml"
+LOCK_NAME = "seamless.lock"
+DEFAULT_STORE = ".seamless/store"
+
+_SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=^-]*(/[A-Za-z0-9][A-Za-z0-9._:=^-]*)?$")
+_DATASET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+When = date | datetime | str
+
+
+class DatasetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str
+    symbols: list[str] = Field(min_length=1)
+    start: When
+    end: When
+    contract_version: str
+    retention_class: str = "default"
+    priority: Literal["low", "normal", "high"] = "normal"
+    live: dict[str, Any] | None = None
+    description: str = ""
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if not isinstance(s, str) or not _SYMBOL_RE.match(s) or ".." in s:
+                raise ValueError(
+                    f"invalid symbol {s!r}: use letters, digits and . _ - : = ^ "
+                    "(one / allowed, as in BTC/USDT)"
+                )
+        dupes = sorted({s for s in v if v.count(s) > 1})
+        if dupes:
+            raise ValueError(f"symbols listed twice: {', '.join(dupes)}")
+        return v
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _when(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "now":
+            to_ms(v)  # raises RangeError -> reported as a bad date
+        return v
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1]
+    store: str = DEFAULT_STORE
+    presets: list[str] = Field(default_factory=list)
+    datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
+
+    @field_validator("datasets")
+    @classmethod
+    def _names(cls, v: dict[str, DatasetSpec]) -> dict[str, DatasetSpec]:
+        for name in v:
+            if not _DATASET_RE.match(str(name)):
+                raise ValueError(f"invalid dataset name {name!r}: use letters, digits, _ . -")
+        return v
+
+
+def when_text(value: When) -> str:
+    """Canonical text of a start or end: YYYY-MM-DD, an ISO UTC time with Z, or ``now``."""
+    if isinstance(value, str):
+        if value == "now":
+            return value
+        ms = to_ms(value)
+        return iso(ms)[:10] if ms % 86_400_000 == 0 and "T" not in value else iso(ms)
+    if isinstance(value, datetime):
+        return iso(to_ms(value))
+    return value.isoformat()
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """One dataset of the manifest, validated and resolved against the preset registry."""
+
+    name: str
+    spec: DatasetSpec
+    preset: ResolvedPreset
+
+    @property
+    def start_ms(self) -> int:
+        return ceil_to(to_ms(self.spec.start), self.preset.interval_ms)
+
+    @property
+    def end_is_now(self) -> bool:
+        return self.spec.end == "now"
+
+    def end_ms(self) -> int:
+        assert not self.end_is_now
+        return ceil_to(to_ms(self.spec.end), self.preset.interval_ms)
+
+    def request_dict(self) -> dict[str, Any]:
+        """What the lock records as asked for (no credentials, canonical text)."""
+        from qmtl_lock.redact import redact
+
+        out: dict[str, Any] = {
+            "preset": self.spec.preset,
+            "symbols": sorted(self.spec.symbols),
+            "start": when_text(self.spec.start),
+            "end": when_text(self.spec.end),
+            "contract_version": self.spec.contract_version,
+            "retention_class": self.spec.retention_class,
+            "priority": self.spec.priority,
+        }
+        if self.spec.live is not None:
+            out["live"] = redact(self.spec.live)
+        return out
+
+
+@dataclass
+class LoadedManifest:
+    path: Path
+    manifest: Manifest
+    registry: PresetRegistry
+    datasets: dict[str, DatasetRequest]
+    doc: LocatedYAML
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(LOCK_NAME)
+
+    @property
+    def store_url(self) -> str:
+        url = self.manifest.store
+        if "://" in url or url.startswith("/"):
+            return url
+        return str((self.root / url).resolve())
+
+
+def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    if len(loc) >= 4 and loc[0] == "datasets" and loc[2] in ("start", "end"):
+        loc = loc[:3]  # the union of date types reports each branch; the key is enough
+    key = ".".join(str(p) for p in loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = f"unknown key {loc[-1]!r}"
+        fix = "remove it or check its spelling; see schemas/seamless.schema.json for valid keys"
+    elif kind == "missing":
+        msg = f"missing required key {loc[-1]!r}"
+        fix = f"add `{loc[-1]}:` to the entry"
+    else:
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        fix = "correct the value; see schemas/seamless.schema.json"
+        if loc and loc[-1] in ("start", "end"):
+            msg = f"invalid date {err.get('input')!r}"
+            fix = "write dates as YYYY-MM-DD, times as YYYY-MM-DDTHH:MM:SSZ, or end: now"
+    return ManifestError(f"invalid seamless.yaml: {msg}", path=doc.path, line=doc.line_of(loc),
+                         key=key or None, fix=fix)
+
+
+def parse_manifest(text: str, path: str) -> tuple[Manifest, LocatedYAML]:
+    try:
+        doc = load_yaml(text, path)
+    except YAMLFileError as exc:
+        raise ManifestError(exc.what, path=path, line=exc.line, key=exc.key, fix=exc.fix) from None
+    if not isinstance(doc.data, dict):
+        raise ManifestError("seamless.yaml must be a mapping that starts with `version: 1`",
+                            path=path, line=1, fix="run `qmtl-lock init` for a starter file")
+    try:
+        return Manifest.model_validate(doc.data), doc
+    except ValidationError as exc:
+        raise _manifest_error(exc, doc) from None
+    except RangeError as exc:
+        raise ManifestError(exc.what, path=path, fix=exc.fix) from None
+
+
+def load_manifest(path: str | Path = MANIFEST_NAME) -> LoadedManifest:
+    """Read and validate seamless.yaml, including presets, contract versions and ranges."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{p} does not exist", path=str(p),
+                            fix="run `qmtl-lock init` to write a starter seamless.yaml, or pass "
+                            "--manifest PATH") from None
+    manifest, doc = parse_manifest(text, str(p))
+    catalogs = [str((p.parent / c)) for c in manifest.presets]
+    registry = load_registry(catalogs)
+    datasets: dict[str, DatasetRequest] = {}
+    for name, spec in manifest.datasets.items():
+        datasets[name] = _validate_dataset(name, spec, registry, doc)
+    return LoadedManifest(p, manifest, registry, datasets, doc)
+
+
+def _validate_dataset(name: str, spec: DatasetSpec, registry: PresetRegistry,
+                      doc: LocatedYAML) -> DatasetRequest:
+    def fail(what: str, key: str, fix: str) -> ManifestError:
+        return ManifestError(what, path=doc.path, line=doc.line_of(("datasets", name, key)),
+                             key=f"datasets.{name}.{key}", fix=fix)
+
+    try:
+        preset = registry.get(spec.preset)
+    except PresetError as exc:
+        raise fail(exc.what, "preset", exc.fix or "") from None
+    offered = preset.data.contract.version
+    if spec.contract_version != offered:
+        raise fail(
+            f"dataset {name!r} asks for contract {preset.data.contract.name}@"
+            f"{spec.contract_version}, but preset {spec.preset} offers "
+            f"{preset.data.contract.ref}",
+            "contract_version",
+            f"set contract_version: {offered}, or pick a preset that offers "
+            f"{spec.contract_version}",
+        )
+    if spec.start == "now":
+        raise fail("start cannot be `now`", "start", "give start as a date, e.g. 2024-01-01")
+    if spec.retention_class not in registry.retention_classes():
+        raise fail(f"unknown retention class {spec.retention_class!r}", "retention_class",
+                   f"use one of: {', '.join(registry.retention_classes())}")
+    if preset.data.live is not None and spec.live is None:
+        raise fail(f"preset {spec.preset} declares a live feed, but dataset {name!r} has no "
+                   "`live:` block", "preset",
+                   "add a `live:` block with the feed's settings to the dataset")
+    req = DatasetRequest(name, spec, preset)
+    if not req.end_is_now and req.end_ms() <= req.start_ms:
+        raise fail(f"dataset {name!r} has start {when_text(spec.start)} at or after end "
+                   f"{when_text(spec.end)}", "end", "make end later than start")
+    return req

@@ -1,0 +1,145 @@
+"""The strategy surface: load data through the lock, verified on every read.
+
+There is no code path here that hands out data without recomputing its fingerprint: ``load``
+re-hashes every partition it reads and checks the snapshot against the locked fingerprint.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import FingerprintMismatch, InputError
+from engine.ranges import TimeRange, iso, to_ms
+from qmtl_lock.errors import ContractMismatch
+from qmtl_lock.lockfile import Lockfile, SymbolEntry, read_lock
+from qmtl_lock.manifest import DEFAULT_STORE, MANIFEST_NAME, parse_manifest
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from engine.materialize import Engine
+
+
+class Lock:
+    """An opened seamless.lock plus the store its data lives in."""
+
+    def __init__(self, path: Path, lockfile: Lockfile, store_url: str) -> None:
+        self.path = path
+        self.lockfile = lockfile
+        self.store_url = store_url
+        self._engine: Engine | None = None
+
+    @classmethod
+    def open(cls, path: str | Path = "seamless.lock", *, store: str | None = None) -> Lock:
+        """Open a lock. The store is ``store``, else the one named by the seamless.yaml beside
+        the lock, else ``.seamless/store`` beside it."""
+        p = Path(path)
+        lockfile = read_lock(p)
+        if store is None:
+            store = DEFAULT_STORE
+            manifest = p.with_name(MANIFEST_NAME)
+            if manifest.exists():
+                store = parse_manifest(manifest.read_text(encoding="utf-8"), str(manifest))[0].store
+        if "://" not in store and not store.startswith("/"):
+            store = str((p.parent / store).resolve())
+        return cls(p, lockfile, store)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from engine.materialize import Engine
+            from engine.store import Store
+
+            self._engine = Engine(Store(self.store_url), mode="strategy")
+        return self._engine
+
+    def datasets(self) -> list[str]:
+        return sorted(self.lockfile.datasets)
+
+    def symbols(self, dataset: str) -> list[str]:
+        return sorted(self._dataset(dataset).symbols)
+
+    def entry(self, dataset: str, symbol: str) -> SymbolEntry:
+        ds = self._dataset(dataset)
+        if symbol not in ds.symbols:
+            raise InputError(f"symbol {symbol!r} is not locked in dataset {dataset!r}",
+                             where=str(self.path),
+                             fix=f"locked symbols: {', '.join(sorted(ds.symbols))}")
+        return ds.symbols[symbol]
+
+    def _dataset(self, dataset: str) -> Any:
+        if dataset not in self.lockfile.datasets:
+            raise InputError(f"dataset {dataset!r} is not in {self.path}", where=str(self.path),
+                             fix=f"locked datasets: {', '.join(self.datasets()) or '(none)'}; "
+                             "add it to seamless.yaml and run `qmtl-lock resolve`")
+        return self.lockfile.datasets[dataset]
+
+    def load(self, dataset: str, symbol: str, *, start: Any = None, end: Any = None) -> pa.Table:
+        """The locked rows of ``dataset``/``symbol`` as a pyarrow Table, fingerprint-checked.
+
+        ``start``/``end`` select a slice, which must lie inside the locked coverage. Raises
+        :class:`FingerprintMismatch` (naming the partition) if any byte differs from the lock,
+        :class:`ObjectMissing` if the store lacks the data.
+        """
+        entry = self.entry(dataset, symbol)
+        window = self._window(dataset, symbol, entry, start, end)
+        snap = self.engine.store.get_snapshot(entry.dataset_fingerprint)
+        h = snap.header
+        if (h.symbol, h.coverage_start, h.coverage_end) != (symbol, *entry.coverage_bounds):
+            raise FingerprintMismatch(
+                expected=entry.dataset_fingerprint, actual="(snapshot of other data)",
+                dataset=dataset, symbol=symbol, partition="snapshot manifest",
+                fix="the lock entry does not describe this snapshot; restore the lock from git "
+                "or run `qmtl-lock resolve`")
+        return self.engine.load(entry.dataset_fingerprint, dataset=dataset, symbol=symbol,
+                                window=window)
+
+    def _window(self, dataset: str, symbol: str, entry: SymbolEntry, start: Any,
+                end: Any) -> TimeRange | None:
+        if start is None and end is None:
+            return None
+        lo, hi = entry.coverage_bounds
+        s = _ms(start) if start is not None else lo
+        e = _ms(end) if end is not None else hi
+        if s < lo or e > hi or e <= s:
+            raise InputError(
+                f"slice [{iso(s)}, {iso(e)}) is outside the locked coverage "
+                f"[{iso(lo)}, {iso(hi)}) of {dataset}/{symbol}",
+                fix="ask for a slice inside the coverage, or extend the dataset in seamless.yaml "
+                "and run `qmtl-lock resolve`")
+        return TimeRange(s, e)
+
+    def to_pandas(self, dataset: str, symbol: str, **kwargs: Any) -> pd.DataFrame:
+        """:meth:`load` as a pandas DataFrame indexed by ``ts`` (needs pandas)."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise InputError("pandas is not installed",
+                             fix="pip install 'qmtl-lock[pandas]'") from None
+        return self.load(dataset, symbol, **kwargs).to_pandas().set_index("ts")
+
+    def require_fingerprint(self, dataset: str, symbol: str, fingerprint: str) -> None:
+        """Raise :class:`FingerprintMismatch` unless the lock pins exactly ``fingerprint``."""
+        actual = self.entry(dataset, symbol).dataset_fingerprint
+        if actual != fingerprint:
+            raise FingerprintMismatch(
+                expected=fingerprint, actual=actual, dataset=dataset, symbol=symbol,
+                fix="the strategy was written against other data; review `qmtl-lock diff` and "
+                "update the expected fingerprint in the strategy if the change is intended")
+
+    def require_contract_version(self, dataset: str, version: str) -> None:
+        """Raise :class:`ContractMismatch` unless ``dataset`` is locked with contract ``version``."""
+        actual = self._dataset(dataset).request.get("contract_version")
+        if actual != version:
+            raise ContractMismatch(dataset=dataset, expected=version, actual=str(actual))
+
+
+def _ms(value: Any) -> int:
+    if isinstance(value, datetime | date | str | int):
+        return to_ms(value)
+    if hasattr(value, "to_pydatetime"):
+        return to_ms(value.to_pydatetime())
+    raise InputError(f"not a time: {value!r}", fix="pass a date, datetime or ISO string")
