@@ -1,4 +1,4 @@
-"""Injected time: wall-clock ``now`` for ``as_of`` and ``end: now``, monotonic time for SLA budgets."""
+"""Injected time: wall-clock ``now`` for ``as_of`` and ``end: now``; monotonic time for SLAs."""
 
 from __future__ import annotations
 

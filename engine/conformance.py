@@ -38,7 +38,7 @@ FLAG_DOCS: dict[str, str] = {
     "non_finite": "rows with NaN or infinite values",
     "negative_value": "rows with a negative price or volume",
     "ohlc_inconsistent": "rows where high < max(open, close), low > min(open, close) or high < low",
-    "repeated_bars": "rows repeating the OHLCV values of an earlier bar (not flat zero-volume fills)",
+    "repeated_bars": "rows repeating an earlier bar's OHLCV values (not flat zero-volume fills)",
     "out_of_range": "rows outside the requested window (dropped)",
 }
 assert tuple(FLAG_DOCS) == FLAG_NAMES or set(FLAG_DOCS) == set(FLAG_NAMES)
@@ -98,7 +98,7 @@ def blocking(report: ConformanceReport, preset: ConformancePreset) -> dict[str, 
 
 @dataclass(frozen=True)
 class TsHints:
-    """What a source knows about its timestamps: strptime format, epoch unit, zone of naive times."""
+    """What a source knows of its timestamps: strptime format, epoch unit, zone of naive times."""
 
     format: str | None = None
     unit: str | None = None
@@ -149,11 +149,13 @@ def normalize_ts(column: pa.Array | pa.ChunkedArray, hints: TsHints,
         valid = _valid(arr)
         unit = hints.unit
         if unit is None:
-            unit = infer_epoch_unit(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)[valid])
+            raw = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+            unit = infer_epoch_unit(raw[valid])
             if report is not None:
                 report.add("ts_unit_inferred", int(valid.sum()))
         if pa.types.is_floating(typ):
-            values = np.asarray(arr.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+            values = np.asarray(arr.fill_null(np.nan).to_numpy(zero_copy_only=False),
+                                dtype=np.float64)
             ok = valid & np.isfinite(values)
             scaled = np.where(ok, values, 0.0) * _UNIT_TO_MS[unit]
             rounded = np.round(scaled)

@@ -90,7 +90,7 @@ def partition_digest(table: pa.Table) -> Fingerprint:
         if arr.null_count:
             valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=np.uint8)
             hasher.update(valid.tobytes())
-        hasher.update(memoryview(np.ascontiguousarray(_column_values(arr))).cast("B"))
+        hasher.update(np.ascontiguousarray(_column_values(arr)).data)
     return Fingerprint.from_hasher(hasher)
 
 

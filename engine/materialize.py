@@ -275,7 +275,8 @@ class Engine:
     # -- read ----------------------------------------------------------------------------------
     def iter_verified(self, fingerprint: str, *, dataset: str | None = None,
                       symbol: str | None = None,
-                      window: TimeRange | None = None) -> Iterator[tuple[SnapshotPartition, pa.Table]]:
+                      window: TimeRange | None = None,
+                      ) -> Iterator[tuple[SnapshotPartition, pa.Table]]:
         """Yield each partition of snapshot ``fingerprint``, re-hashed, in order.
 
         The snapshot manifest itself is checked against ``fingerprint`` first, then each object
@@ -375,5 +376,13 @@ def _empty_table(names: tuple[str, ...]) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=list(names))
 
 
-__all__ = ["Engine", "MaterializeResult", "Plan", "Request", "closed_before", "iso", "plan",
-           "Fingerprint"]
+__all__ = [
+    "Engine",
+    "Fingerprint",
+    "MaterializeResult",
+    "Plan",
+    "Request",
+    "closed_before",
+    "iso",
+    "plan",
+]

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -99,7 +99,7 @@ class ConformancePreset(_Model):
         return v
 
 
-class OnViolation(str, Enum):
+class OnViolation(StrEnum):
     FAIL_FAST = "fail_fast"
     PARTIAL_FILL = "partial_fill"
     HOLD = "hold"
@@ -151,7 +151,7 @@ class ResolvedPreset:
         return self.data.partition or default_partition(self.data.interval_ms)
 
     def definition(self) -> dict[str, Any]:
-        """The resolved definition, as printed by ``presets --json`` and hashed by :meth:`digest`."""
+        """The resolved definition: printed by ``presets --json``, hashed by :meth:`digest`."""
         data = self.data.model_dump(mode="json", exclude={"override", "description"})
         data["partition"] = self.partition
         return {
@@ -194,7 +194,8 @@ class PresetRegistry:
             catalog = Catalog.model_validate(doc.data)
         except ValidationError as exc:
             raise pydantic_error(exc, doc, what="invalid preset catalog",
-                                 fix="see `qmtl-lock presets --json` for valid definitions") from None
+                                 fix="see `qmtl-lock presets --json` for valid definitions",
+                                 ) from None
         for pid, preset in catalog.data_presets.items():
             self._check_id(pid, preset, doc)
             self._merge(self._data, ("data_presets", pid), preset, doc, base_dir, builtin,

@@ -72,4 +72,32 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'qmtl_lock' has no attribute {name!r}")
 
 
-__all__ = sorted([*_EXPORTS, *_ERRORS, "__version__"])
+__all__ = [
+    "ConformanceError",
+    "ContractMismatch",
+    "FingerprintMismatch",
+    "InputError",
+    "IntegrityError",
+    "Lock",
+    "LockOutOfDate",
+    "LockVersionError",
+    "LockfileError",
+    "ManifestError",
+    "MaterializationError",
+    "MaterializeReport",
+    "MaterializeSeamlessJob",
+    "ObjectCorrupted",
+    "ObjectMissing",
+    "PresetError",
+    "QmtlLockError",
+    "RangeError",
+    "SLAExceeded",
+    "SourceError",
+    "UpstreamChanged",
+    "__version__",
+    "check",
+    "load_manifest",
+    "read_lock",
+    "resolve",
+    "verify",
+]

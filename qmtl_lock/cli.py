@@ -268,6 +268,20 @@ def materialize(preset: str, symbol: str, start: str, end: str, contract_version
     _run(True, go)
 
 
+@cli.command()
+@click.option("--write", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the schemas into this folder instead of printing them.")
+def schemas(directory: Path | None) -> None:
+    """Print (or write) the JSON Schemas of seamless.yaml, seamless.lock and preset catalogs."""
+    from qmtl_lock.schema import generate, write
+
+    if directory is not None:
+        for path in write(directory):
+            click.echo(f"wrote {path}")
+        return
+    _emit_json({name: json.loads(text) for name, text in generate().items()})
+
+
 def main() -> None:
     cli()
 

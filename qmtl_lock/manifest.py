@@ -205,7 +205,7 @@ def load_manifest(path: str | Path = MANIFEST_NAME) -> LoadedManifest:
                             fix="run `qmtl-lock init` to write a starter seamless.yaml, or pass "
                             "--manifest PATH") from None
     manifest, doc = parse_manifest(text, str(p))
-    catalogs = [str((p.parent / c)) for c in manifest.presets]
+    catalogs = [str(p.parent / c) for c in manifest.presets]
     registry = load_registry(catalogs)
     datasets: dict[str, DatasetRequest] = {}
     for name, spec in manifest.datasets.items():

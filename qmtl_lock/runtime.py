@@ -131,7 +131,7 @@ class Lock:
                 "update the expected fingerprint in the strategy if the change is intended")
 
     def require_contract_version(self, dataset: str, version: str) -> None:
-        """Raise :class:`ContractMismatch` unless ``dataset`` is locked with contract ``version``."""
+        """Raise :class:`ContractMismatch` unless ``dataset`` is locked with ``version``."""
         actual = self._dataset(dataset).request.get("contract_version")
         if actual != version:
             raise ContractMismatch(dataset=dataset, expected=version, actual=str(actual))

@@ -2,7 +2,7 @@
 
 Options::
 
-    url: "data/{symbol}.csv.gz"   # fsspec URL or glob; {symbol} is filled in; relative to the catalog
+    url: "data/{symbol}.csv.gz"   # fsspec URL or glob; {symbol} filled in; relative to catalog
     format: csv                   # csv | parquet
     skip_rows: 0                  # banner lines before the header
     header: true                  # false: columns are named by position (0, 1, ...)
