@@ -134,7 +134,10 @@ def normalize_ts(column: pa.Array | pa.ChunkedArray, hints: TsHints,
     """Epoch ms of a raw timestamp column (strings, epochs or timestamps), counting what changed."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        arr = _parse_strings(arr, hints)
+        numbers = None if hints.format else _numeric_strings(arr)
+        arr = numbers if numbers is not None else _parse_strings(arr, hints)
+    if pa.types.is_date(arr.type):
+        arr = arr.cast(pa.timestamp("ms"))
     typ = arr.type
     if pa.types.is_timestamp(typ):
         tz = typ.tz or hints.timezone
@@ -176,17 +179,47 @@ def _ints(arr: pa.Array) -> np.ndarray:
     return np.asarray(arr.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+_ISO_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M%z", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d",
+)
+_FLOAT_TEXT = r"^[+-]?((\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
+_NUMERIC = r"^\s*-?\d+(\.\d*)?\s*$"
+
+
 def _parse_strings(arr: pa.Array, hints: TsHints) -> pa.Array:
     if hints.format:
         return pc.strptime(arr, format=hints.format, unit="ms", error_is_null=True)
-    try:  # ISO-8601; values with an offset are parsed as instants
-        return pc.cast(arr, pa.timestamp("ms", tz="UTC"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    try:
-        return pc.cast(arr, pa.timestamp("ms"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pc.strptime(arr, format="%Y-%m-%dT%H:%M:%S", unit="ms", error_is_null=True)
+    for typ in (pa.timestamp("ms", tz="UTC"), pa.timestamp("ms")):
+        try:  # the fast path: one ISO-8601 cast for the whole column (with or without offsets)
+            return pc.cast(arr, typ)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    # Mixed or partly invalid values: try each ISO shape per value; what fits none is null.
+    # strptime has no fractional seconds, so they are cut off and added back as milliseconds.
+    fraction = pc.struct_field(pc.extract_regex(arr, r"\.(?P<f>\d+)"), [0])
+    frac_ms = pc.cast(pc.utf8_rpad(pc.utf8_slice_codeunits(fraction, 0, 3), 3, "0"), pa.int64())
+    whole = pc.replace_substring_regex(arr, r"\.\d+", "")
+    attempts = []
+    for fmt in _ISO_FORMATS:
+        parsed = pc.strptime(whole, format=fmt, unit="ms", error_is_null=True)
+        if parsed.type.tz is None:
+            parsed = pc.assume_timezone(parsed, hints.timezone, ambiguous="earliest",
+                                        nonexistent="earliest")
+        attempts.append(parsed.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()))
+    base = pc.coalesce(*attempts)
+    return pc.add(base, pc.fill_null(frac_ms, 0)).cast(pa.timestamp("ms", tz="UTC"))
+
+
+def _numeric_strings(arr: pa.Array) -> pa.Array | None:
+    """Epoch numbers that arrived as text (e.g. a CSV column read as strings), else None."""
+    valid = arr.drop_null()
+    if len(valid) == 0 or not pc.all(pc.match_substring_regex(valid, _NUMERIC)).as_py():
+        return None
+    text = pc.utf8_trim_whitespace(arr)
+    if pc.any(pc.match_substring(text, ".")).as_py():
+        return pc.cast(text, pa.float64())
+    return pc.cast(text, pa.int64())
 
 
 def _scale(values: np.ndarray, unit: str, valid: np.ndarray) -> NormalizedTs:
@@ -238,10 +271,16 @@ def _value_column(table: pa.Table, name: str, report: ConformanceReport) -> np.n
         return np.full(n, np.nan)
     col = table[name].combine_chunks()
     if col.type != pa.float64():
-        try:
-            col = pc.cast(col, pa.float64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ValueError(f"column {name!r} holds values that are not numbers: {exc}") from None
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            text = pc.utf8_trim_whitespace(col)
+            numeric = pc.match_substring_regex(text, _FLOAT_TEXT, ignore_case=True)
+            # Text that is not a number becomes NaN, and so is counted as non_finite.
+            col = pc.cast(pc.if_else(numeric, text, pa.scalar(None, pa.string())), pa.float64())
+        else:
+            try:
+                col = pc.cast(col, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                col = pa.nulls(n, pa.float64())
         report.add("dtype_cast", n)
     return np.asarray(col.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
 
@@ -268,15 +307,14 @@ def conform(
                                partition=window.label())
     try:
         ts = normalize_ts(table[TS], batch.hints, report)
-        names = [*VALUE_COLUMNS, *(c.name for c in contract.optional
-                                   if c.name in table.column_names)]
-        values = {name: _value_column(table, name, report) for name in names}
     except ValueError as exc:
         report.add("invalid_timestamp", table.num_rows)
         err = ConformanceError(report, blocking={"invalid_timestamp": table.num_rows},
                                partition=window.label())
         err.what += f" ({exc})"
         raise err from None
+    names = [*VALUE_COLUMNS, *(c.name for c in contract.optional if c.name in table.column_names)]
+    values = {name: _value_column(table, name, report) for name in names}
 
     report.add("invalid_timestamp", int((~ts.valid).sum()))
     keep = ts.valid.copy()

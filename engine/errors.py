@@ -44,6 +44,9 @@ class QmtlLockError(Exception):
         self.fix = fix
         super().__init__(self.render())
 
+    def __str__(self) -> str:
+        return self.render()  # built on demand: attributes set after __init__ still show
+
     def render(self) -> str:
         lines = [self.what]
         if self.where:
@@ -148,16 +151,21 @@ class ObjectCorrupted(IntegrityError):
     """A store object does not hash to the digest in its name."""
 
     def __init__(self, *, path: str, expected: str, actual: str,
-                 partition: str | None = None) -> None:
+                 partition: str | None = None, kind: str = "object") -> None:
         self.path = path
         self.expected = expected
         self.actual = actual
         self.partition = partition
-        super().__init__(
-            f"store object is corrupted: its content hashes to {actual}, its name says {expected}",
-            where=path + (f" (partition {partition})" if partition else ""),
-            fix="delete the object and run `qmtl-lock resolve` to fetch the partition again",
-        )
+        self.kind = kind
+        what = (f"store object is corrupted: its content hashes to {actual}, its name says "
+                f"{expected}")
+        fix = "delete the object and run `qmtl-lock resolve` to fetch the partition again"
+        if kind == "snapshot":
+            what = (f"snapshot manifest is corrupted: it describes {actual}, its name says "
+                    f"{expected}")
+            fix = "delete the manifest and run `qmtl-lock resolve` to rebuild it"
+        super().__init__(what, where=path + (f" (partition {partition})" if partition else ""),
+                         fix=fix)
 
 
 class MaterializationError(QmtlLockError):

@@ -21,6 +21,7 @@ FINGERPRINT_ALGORITHM = "qmtl-fp-1"
 _PREFIX = "sha256:"
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _CANONICAL_NAN = np.uint64(0x7FF8000000000000)
+_NEGATIVE_ZERO = np.uint64(0x8000000000000000)
 
 
 @dataclass(frozen=True, order=True)
@@ -66,8 +67,8 @@ def _column_values(arr: pa.Array) -> np.ndarray:
     if pa.types.is_floating(typ):
         filled = arr.fill_null(0.0) if arr.null_count else arr
         values = np.array(filled.to_numpy(zero_copy_only=False), dtype="<f8", copy=True)
-        values += 0.0  # -0.0 + 0.0 == +0.0 under round-to-nearest
         bits = values.view("<u8")
+        bits[bits == _NEGATIVE_ZERO] = 0  # on the bits: no float op, so no FP traps
         bits[np.isnan(values)] = _CANONICAL_NAN
         return bits
     raise TypeError(f"no canonical byte form for column type {typ}")

@@ -10,7 +10,7 @@ import calendar as _calendar
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 from engine.errors import RangeError
@@ -29,7 +29,7 @@ _UNIT_MS = {"s": SECOND_MS, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": 7 * 
 
 def parse_interval(text: str) -> int:
     """Return the length in ms of an interval written like ``1m``, ``15m``, ``1h`` or ``1d``."""
-    m = _INTERVAL_RE.match(text)
+    m = _INTERVAL_RE.fullmatch(text)
     if not m or int(m.group(1)) == 0:
         raise RangeError(
             f"invalid interval {text!r}",
@@ -76,12 +76,9 @@ def to_ms(value: datetime | date | str | int) -> int:
 
 def iso(ms: int) -> str:
     """Format epoch ms as ISO-8601 UTC with a ``Z``; milliseconds only when not zero."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=UTC) if ms % 1000 else datetime.fromtimestamp(
-        ms // 1000, tz=UTC
-    )
-    if ms % 1000:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms - ms % 1000)
+    text = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+    return text + (f".{ms % 1000:03d}Z" if ms % 1000 else "Z")
 
 
 def floor_to(ms: int, interval_ms: int) -> int:

@@ -25,7 +25,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import InputError, ObjectCorrupted, ObjectMissing
-from engine.fingerprint import Fingerprint, PartitionRef, SnapshotHeader, partition_digest
+from engine.fingerprint import (
+    FINGERPRINT_ALGORITHM,
+    Fingerprint,
+    PartitionRef,
+    SnapshotHeader,
+    dataset_fingerprint,
+    partition_digest,
+)
 
 SNAPSHOT_VERSION = 1
 JOB_VERSION = 1
@@ -152,7 +159,7 @@ class Store:
         except FileNotFoundError:
             raise ObjectMissing(f"store object {digest} is missing", path=self.display(path),
                                 partition=partition) from None
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError, ValueError) as exc:
             raise ObjectCorrupted(path=self.display(path), expected=digest,
                                   actual=f"<unreadable Parquet: {exc}>",
                                   partition=partition) from None
@@ -160,7 +167,12 @@ class Store:
     def check_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
         """Read an object, re-hash it and return it; raise if it does not match its name."""
         table = self.read_object(digest, partition=partition)
-        actual = partition_digest(table)
+        try:
+            actual = partition_digest(table)
+        except (ValueError, TypeError, pa.ArrowException) as exc:
+            raise ObjectCorrupted(path=self.display(self.object_path(digest)), expected=digest,
+                                  actual=f"<not canonical data: {exc}>",
+                                  partition=partition) from None
         if actual.value != digest:
             raise ObjectCorrupted(path=self.display(self.object_path(digest)), expected=digest,
                                   actual=actual.value, partition=partition)
@@ -205,11 +217,22 @@ class Store:
                                 path=self.display(path)) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
-                                  actual=f"<unreadable JSON: {exc}>") from None
-        snap = Snapshot.from_dict(data, path=self.display(path))
-        if snap.fingerprint != fingerprint:
+                                  actual=f"<unreadable JSON: {exc}>", kind="snapshot") from None
+        try:
+            snap = Snapshot.from_dict(data, path=self.display(path))
+            recomputed = dataset_fingerprint(snap.header, [p.ref() for p in snap.partitions])
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
-                                  actual=snap.fingerprint)
+                                  actual=f"<malformed: {exc}>", kind="snapshot") from None
+        algorithm = data.get("header", {}).get("algorithm")
+        if algorithm != FINGERPRINT_ALGORITHM:
+            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
+                                  actual=f"<unknown algorithm {algorithm}>", kind="snapshot")
+        if snap.fingerprint != fingerprint or recomputed.value != fingerprint:
+            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
+                                  actual=recomputed.value, kind="snapshot")
         return snap
 
     def iter_snapshots(self) -> Iterator[str]:

@@ -85,7 +85,8 @@ class FilesSource(Source):
 
     def _mapping(self) -> dict[str, str]:
         """Canonical name -> column name in the file (positions become f0, f1, ...)."""
-        cols = dict(self.options.columns) or {c: c for c in (TS, *VALUE_COLUMNS)}
+        cols: dict[str, str | int] = {c: c for c in (TS, *VALUE_COLUMNS)}
+        cols.update(self.options.columns)
         return {k: (f"f{v}" if isinstance(v, int) else v) for k, v in cols.items()}
 
     def _symbol_col(self) -> str | None:
@@ -118,6 +119,11 @@ class FilesSource(Source):
         table = table.select(present)
         sym = self._symbol_col()
         if sym:
+            if sym not in table.column_names:
+                raise SourceError(
+                    f"the symbol column {sym!r} is not in the file", source=self.name,
+                    symbol=symbol, url=path,
+                    fix="fix `symbol_column` in the preset's files source options")
             table = table.filter(pc.equal(table[sym].cast(pa.string()), symbol))
         inverse = {v: k for k, v in mapping.items()}
         return table.rename_columns([inverse.get(c, c) for c in table.column_names])
@@ -151,7 +157,17 @@ class FilesSource(Source):
                 source=self.name, symbol=symbol, url=url,
                 fix="fix `columns.ts` in the preset's files source options",
             )
-        norm = normalize_ts(table[TS], self.hints)
+        if table.num_rows == 0:
+            raise SourceError(
+                f"the file has no rows for symbol {symbol!r}", source=self.name, symbol=symbol,
+                url=url, fix="check the symbol's spelling against the file")
+        try:
+            norm = normalize_ts(table[TS], self.hints)
+        except ValueError as exc:
+            raise SourceError(f"cannot read the timestamp column: {exc}", source=self.name,
+                              symbol=symbol, url=url,
+                              fix="set `ts_format` or `ts_unit` in the preset's files source "
+                              "options") from None
         ms = pa.array(norm.ms, mask=~norm.valid)
         # A row without a valid time goes to the partition of the row before it (or after it).
         attributed = pc.fill_null_backward(pc.fill_null_forward(ms))
