@@ -171,8 +171,10 @@ class Engine:
 
     # -- materialize ---------------------------------------------------------------------------
     def plan(self, request: Request, *, previous: Snapshot | None = None) -> Plan:
-        return plan(request, previous=previous, checkpoint=self.store.read_job(request.job_key()),
-                    now_ms=self.clock.now_ms(), has_object=self.store.has_object)
+        key = request.job_key()
+        return plan(request, previous=previous, checkpoint=self.store.read_job(key),
+                    now_ms=self.clock.now_ms(),
+                    has_object=lambda digest: self.store.has_staged_or_object(key, digest))
 
     def materialize(self, request: Request, *, previous: Snapshot | None = None,
                     progress: ProgressFn | None = None) -> MaterializeResult:
@@ -239,7 +241,7 @@ class Engine:
                     continue
                 if refused:
                     continue  # keep scanning for a complete report, but write nothing more
-                digest = self.store.put_object(table)
+                digest = self.store.stage_object(key, table)
                 part = SnapshotPartition(step.window.start, step.window.end, table.num_rows,
                                          digest.value, report.nonzero())
                 if step.window.end <= stable_end:
@@ -251,6 +253,7 @@ class Engine:
                 progress(request, i + 1, len(the_plan.partitions))
             timer.checkpoint("backfill")
         if refused:
+            self.store.discard_job(key)  # a refused request leaves nothing in the store
             err = ConformanceError(total, blocking=refused, symbol=request.symbol,
                                    partition=first_refused, preset=preset.data.conformance_preset)
             err.where = f"{request.where()}, first in partition {first_refused}, " \
@@ -262,8 +265,9 @@ class Engine:
         header = request.header()
         fingerprint = dataset_fingerprint(header, [p.ref() for p in parts])
         snapshot = Snapshot(fingerprint.value, header, parts)
+        self.store.publish_staged(key, [p.digest for p in parts])
         self.store.put_snapshot(snapshot)
-        self.store.delete_job(key)
+        self.store.discard_job(key)
         return MaterializeResult(
             fingerprint=fingerprint.value, coverage=request.coverage,
             rows=sum(p.rows for p in parts), partitions=len(parts),

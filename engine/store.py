@@ -5,6 +5,7 @@
     <store>/objects/<aa>/<partition digest hex>.parquet   partition data, immutable
     <store>/snapshots/<aa>/<fingerprint hex>.json         snapshot manifests, immutable
     <store>/jobs/<job key>.json                           resume checkpoints
+    <store>/jobs/<job key>.staged/<hex>.parquet           objects of an unfinished job
 
 Every write goes to a temporary name first and is then moved into place, so a reader never sees
 half a file. An object's name is the digest of its canonical content, so writing the same content
@@ -139,17 +140,55 @@ class Store:
     def has_object(self, digest: str) -> bool:
         return bool(self.fs.exists(self.object_path(digest)))
 
+    @staticmethod
+    def _parquet_bytes(table: pa.Table) -> bytes:
+        # Dictionary encoding makes OHLCV files ~1.85x larger and ~2.5x slower to write (§6).
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, use_dictionary=False, compression="snappy",
+                       write_statistics=True)
+        return bytes(sink.getvalue().to_pybytes())
+
     def put_object(self, table: pa.Table, digest: Fingerprint | None = None) -> Fingerprint:
         """Store a canonical partition table under its digest; a no-op when already there."""
         digest = digest or partition_digest(table)
         path = self.object_path(digest.value)
-        if self.fs.exists(path):
-            return digest
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, use_dictionary=False, compression="snappy",
-                       write_statistics=True)
-        self._publish(path, sink.getvalue().to_pybytes())
+        if not self.fs.exists(path):
+            self._publish(path, self._parquet_bytes(table))
         return digest
+
+    # -- staging: objects of a job that has not passed every check yet --------------------------
+    def staged_path(self, key: str, digest: str) -> str:
+        return self._path("jobs", f"{key}.staged", f"{Fingerprint(digest).hex}.parquet")
+
+    def has_staged_or_object(self, key: str, digest: str) -> bool:
+        return self.has_object(digest) or bool(self.fs.exists(self.staged_path(key, digest)))
+
+    def stage_object(self, key: str, table: pa.Table) -> Fingerprint:
+        """Write a partition where only job ``key`` sees it, until :meth:`publish_staged`."""
+        digest = partition_digest(table)
+        if not self.has_staged_or_object(key, digest.value):
+            self._publish(self.staged_path(key, digest.value), self._parquet_bytes(table))
+        return digest
+
+    def publish_staged(self, key: str, digests: list[str]) -> None:
+        """Move the staged objects of job ``key`` to their content-addressed names."""
+        for digest in digests:
+            staged = self.staged_path(key, digest)
+            if not self.fs.exists(staged):
+                continue
+            final = self.object_path(digest)
+            if self.fs.exists(final):
+                self.fs.rm(staged)
+            else:
+                self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+                self.fs.mv(staged, final)
+
+    def discard_job(self, key: str) -> None:
+        """Forget job ``key``: its checkpoint and every object it staged."""
+        staged = self._path("jobs", f"{key}.staged")
+        if self.fs.exists(staged):
+            self.fs.rm(staged, recursive=True)
+        self.delete_job(key)
 
     def read_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
         path = self.object_path(digest)

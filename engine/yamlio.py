@@ -65,8 +65,30 @@ def _walk(node: yaml.Node, prefix: Path_, lines: dict[Path_, int], path: str) ->
             _walk(item, (*prefix, i), lines, path)
 
 
+def _bad_scalar(node: yaml.Node | None) -> tuple[int | None, str | None]:
+    """Line and text of the first scalar the safe loader cannot construct."""
+    if node is None:
+        return None, None
+    stack = [node]
+    constructor = yaml.SafeLoader("")
+    while stack:
+        current = stack.pop(0)
+        if isinstance(current, yaml.ScalarNode):
+            try:
+                constructor.construct_object(current, deep=True)
+            except ValueError:
+                return current.start_mark.line + 1, str(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            for k, v in current.value:
+                stack.extend([k, v])
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return None, None
+
+
 def load_yaml(text: str, path: str) -> LocatedYAML:
     """Parse ``text`` (read from ``path``) with the safe loader, keeping key lines."""
+    node: yaml.Node | None = None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -80,6 +102,13 @@ def load_yaml(text: str, path: str) -> LocatedYAML:
         ) from None
     except yaml.YAMLError as exc:
         raise YAMLFileError(f"{path} is not valid YAML: {exc}", path=path) from None
+    except ValueError as exc:  # e.g. an impossible date such as 2024-02-30
+        line, value = _bad_scalar(node)
+        raise YAMLFileError(
+            f"{path} has an invalid value{f' {value!r}' if value else ''}: {exc}",
+            path=path, line=line,
+            fix="write dates as YYYY-MM-DD with a real day of the month",
+        ) from None
     lines: dict[Path_, int] = {}
     if node is not None:
         lines[()] = node.start_mark.line + 1

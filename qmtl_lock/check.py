@@ -82,7 +82,7 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
                     f"{want.get(key)!r}",
                     _RESOLVE if kind == "request" else
                     "update the strategy code for the new contract, then " + _RESOLVE))
-        if ds.preset.digest() != entry.preset_digest:
+        if ds.preset.digest() != entry.preset_digest and want["preset"] == have.get("preset"):
             drifts.append(Drift(
                 name, "preset",
                 f"the definition of preset {ds.spec.preset} changed since the lock was written",
@@ -101,18 +101,23 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
             drifts.append(Drift(name, "lock-edited",
                                 "the lock's request lists other symbols than its entries",
                                 "restore the lock from git or " + _RESOLVE))
+        range_asked = all(want.get(k) == have.get(k) for k in ("preset", "start", "end"))
         for symbol, sym in sorted(entry.symbols.items()):
-            drifts.extend(_entry_drift(name, symbol, sym, ds, strict))
+            drifts.extend(_entry_drift(name, symbol, sym, ds, strict, range_asked))
     for name in sorted(set(lock.datasets) - set(loaded.datasets)):
         drifts.append(Drift(name, "removed-dataset",
                             "locked but no longer in seamless.yaml", _RESOLVE))
     return drifts
 
 
-def _entry_drift(name: str, symbol: str, sym: Any, ds: Any, strict: bool) -> list[Drift]:
+def _entry_drift(name: str, symbol: str, sym: Any, ds: Any, strict: bool,
+                 range_asked: bool) -> list[Drift]:
+    """Problems of one locked symbol. Coverage is compared only when the request's range is
+    the one the lock recorded: otherwise the request drift already explains the difference."""
     out = []
     start, end = sym.coverage_bounds
-    if start != ds.start_ms or (not ds.end_is_now and end != ds.end_ms()) or end <= start:
+    if range_asked and (start != ds.start_ms or (not ds.end_is_now and end != ds.end_ms())
+                        or end <= start):
         out.append(Drift(
             name, "lock-edited",
             f"coverage [{iso(start)}, {iso(end)}) does not match the request",

@@ -160,7 +160,8 @@ def check(manifest: Path, strict: bool, as_json: bool) -> None:
 
 _VERIFY_FIX = {
     "object-missing": "run `qmtl-lock resolve --frozen` to rebuild the pinned data in the store",
-    "object-corrupted": "delete the named objects and run `qmtl-lock resolve --frozen`",
+    "object-corrupted": "delete each corrupted file named above, then run "
+                        "`qmtl-lock resolve --frozen` to fetch it again",
     "fingerprint-mismatch": "the store or the lock was altered; restore seamless.lock from git, "
                             "then run `qmtl-lock resolve --frozen`",
     "lock-mismatch": "restore seamless.lock from git or run `qmtl-lock resolve`",

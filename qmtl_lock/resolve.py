@@ -212,10 +212,14 @@ def resolve(
                           dataset=name)
         previous = None
         if task.old is not None and store.has_snapshot(task.old.dataset_fingerprint):
-            if task.reason == "unchanged":
+            if task.reason == "unchanged" and not frozen:
                 return Change(name, symbol, "unchanged")
-            if task.reusable:
-                previous = store.get_snapshot(task.old.dataset_fingerprint)
+            previous = store.get_snapshot(task.old.dataset_fingerprint)
+            if task.reason == "unchanged" and all(store.has_object(p.digest)
+                                                  for p in previous.partitions):
+                return Change(name, symbol, "unchanged")  # --frozen: every object is there
+            if not task.reusable:
+                previous = None
         the_plan = engine.plan(request, previous=previous)
         if dry_run:
             fetch = len(the_plan.to_fetch)

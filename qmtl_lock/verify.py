@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InputError
+from engine.errors import InputError, ObjectCorrupted, ObjectMissing
 from qmtl_lock.lockfile import read_lock
 from qmtl_lock.manifest import load_manifest
 
@@ -70,8 +70,11 @@ def verify(manifest_path: str | Path = "seamless.yaml", *,
             result.rows += outcome.rows
             result.bytes_hashed += outcome.bytes_hashed
             for exc in outcome.problems:
+                detail = exc.what
+                if isinstance(exc, ObjectMissing | ObjectCorrupted):
+                    detail += f" ({exc.path})"
                 result.problems.append(Problem(
-                    name, symbol, _KIND.get(type(exc).__name__, "integrity"), exc.what,
+                    name, symbol, _KIND.get(type(exc).__name__, "integrity"), detail,
                     getattr(exc, "partition", None)))
             snap = outcome.snapshot
             if snap is None or outcome.problems:

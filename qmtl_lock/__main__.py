@@ -1,0 +1,4 @@
+from qmtl_lock.cli import main
+
+if __name__ == "__main__":
+    main()
