@@ -133,9 +133,14 @@ def normalize_ts(column: pa.Array | pa.ChunkedArray, hints: TsHints,
                  report: ConformanceReport | None = None) -> NormalizedTs:
     """Epoch ms of a raw timestamp column (strings, epochs or timestamps), counting what changed."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    text: _ParsedText | None = None
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         numbers = None if hints.format else _numeric_strings(arr)
-        arr = numbers if numbers is not None else _parse_strings(arr, hints)
+        if numbers is not None:
+            arr = numbers
+        else:
+            text = _parse_strings(arr, hints)
+            arr = text.values
     if pa.types.is_date(arr.type):
         arr = arr.cast(pa.timestamp("ms"))
     typ = arr.type
@@ -145,8 +150,13 @@ def normalize_ts(column: pa.Array | pa.ChunkedArray, hints: TsHints,
             arr = pc.assume_timezone(arr, tz, ambiguous="earliest", nonexistent="earliest")
         raw = _ints(arr.cast(pa.timestamp(typ.unit, tz="UTC")).cast(pa.int64()))
         result = _scale(raw, typ.unit, _valid(arr))
+        if text is not None and text.sub_ms is not None:
+            result.sub_ms |= text.sub_ms & result.valid
+        moved = result.valid
+        if text is not None and text.naive is not None:  # per-value parse: zone hint applied
+            moved, tz = result.valid & text.naive, hints.timezone
         if not _is_utc(tz) and report is not None:
-            report.add("ts_timezone_normalized", int(result.valid.sum()), result.ms[result.valid])
+            report.add("ts_timezone_normalized", int(moved.sum()), result.ms[moved])
         return result
     if pa.types.is_integer(typ) or pa.types.is_floating(typ):
         valid = _valid(arr)
@@ -184,42 +194,67 @@ _ISO_FORMATS = (
     "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M%z", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d",
 )
 _FLOAT_TEXT = r"^[+-]?((\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
-_NUMERIC = r"^\s*-?\d+(\.\d*)?\s*$"
+_NUMERIC = r"^-?\d+(\.\d*)?$"
 
 
-def _parse_strings(arr: pa.Array, hints: TsHints) -> pa.Array:
+@dataclass(frozen=True)
+class _ParsedText:
+    values: pa.Array  # timestamp[ns, tz=UTC] or timestamp[ms, tz=UTC]; null where invalid
+    naive: np.ndarray | None  # values that carried no zone (so hints.timezone applied)
+    sub_ms: np.ndarray | None  # values with digits finer than a millisecond
+
+
+def _parse_strings(arr: pa.Array, hints: TsHints) -> _ParsedText:
     if hints.format:
-        return pc.strptime(arr, format=hints.format, unit="ms", error_is_null=True)
-    for typ in (pa.timestamp("ms", tz="UTC"), pa.timestamp("ms")):
+        return _ParsedText(pc.strptime(arr, format=hints.format, unit="ms", error_is_null=True),
+                           None, None)
+    for typ in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):
         try:  # the fast path: one ISO-8601 cast for the whole column (with or without offsets)
-            return pc.cast(arr, typ)
+            return _ParsedText(pc.cast(arr, typ), None, None)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
     # Mixed or partly invalid values: try each ISO shape per value; what fits none is null.
     # strptime has no fractional seconds, so they are cut off and added back as milliseconds.
     fraction = pc.struct_field(pc.extract_regex(arr, r"\.(?P<f>\d+)"), [0])
     frac_ms = pc.cast(pc.utf8_rpad(pc.utf8_slice_codeunits(fraction, 0, 3), 3, "0"), pa.int64())
+    finer = pc.utf8_slice_codeunits(fraction, 3, 64)
+    sub_ms = pc.fill_null(pc.match_substring_regex(finer, "[1-9]"), False)
     whole = pc.replace_substring_regex(arr, r"\.\d+", "")
     attempts = []
+    naive_hits = []
     for fmt in _ISO_FORMATS:
         parsed = pc.strptime(whole, format=fmt, unit="ms", error_is_null=True)
         if parsed.type.tz is None:
+            naive_hits.append(parsed.is_valid())
             parsed = pc.assume_timezone(parsed, hints.timezone, ambiguous="earliest",
                                         nonexistent="earliest")
         attempts.append(parsed.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()))
     base = pc.coalesce(*attempts)
-    return pc.add(base, pc.fill_null(frac_ms, 0)).cast(pa.timestamp("ms", tz="UTC"))
+    aware = pc.coalesce(*[a for a, f in zip(attempts, _ISO_FORMATS, strict=True) if "%z" in f])
+    naive = np.asarray(pc.and_(pc.is_null(aware), pc.is_valid(base))
+                       .to_numpy(zero_copy_only=False), dtype=bool)
+    values = pc.add(base, pc.fill_null(frac_ms, 0)).cast(pa.timestamp("ms", tz="UTC"))
+    return _ParsedText(values, naive,
+                       np.asarray(sub_ms.to_numpy(zero_copy_only=False), dtype=bool))
 
 
 def _numeric_strings(arr: pa.Array) -> pa.Array | None:
-    """Epoch numbers that arrived as text (e.g. a CSV column read as strings), else None."""
-    valid = arr.drop_null()
-    if len(valid) == 0 or not pc.all(pc.match_substring_regex(valid, _NUMERIC)).as_py():
-        return None
+    """Epoch numbers that arrived as text (e.g. a CSV column read as strings), else None.
+
+    The column counts as numeric when most non-blank values are numbers; the others become null
+    (and so are counted as invalid timestamps).
+    """
     text = pc.utf8_trim_whitespace(arr)
-    if pc.any(pc.match_substring(text, ".")).as_py():
-        return pc.cast(text, pa.float64())
-    return pc.cast(text, pa.int64())
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    numeric = pc.match_substring_regex(text, _NUMERIC)
+    hits = pc.sum(numeric).as_py() or 0
+    present = len(text) - text.null_count
+    if present == 0 or hits * 2 <= present:
+        return None
+    kept = pc.if_else(numeric, text, pa.scalar(None, pa.string()))
+    if pc.any(pc.match_substring(kept, ".")).as_py():
+        return pc.cast(kept, pa.float64())
+    return pc.cast(kept, pa.int64())
 
 
 def _scale(values: np.ndarray, unit: str, valid: np.ndarray) -> NormalizedTs:
@@ -297,7 +332,8 @@ def conform(
     """Return the canonical table of ``batch`` for ``window``, its flag report, and row memory.
 
     Raises :class:`ConformanceError` only when the rows cannot be read at all (no timestamp
-    column, non-numeric values); whether counted flags block is decided by :func:`blocking`.
+    column, or one of a type that holds no times); text that is not a number in a value column
+    becomes NaN and is counted. Whether counted flags block is decided by :func:`blocking`.
     """
     report = ConformanceReport()
     table = batch.table

@@ -66,6 +66,8 @@ def _column_values(arr: pa.Array) -> np.ndarray:
         return values
     if pa.types.is_floating(typ):
         filled = arr.fill_null(0.0) if arr.null_count else arr
+        if typ != pa.float64():  # widen in Arrow: numpy would trap on signalling NaNs
+            filled = filled.cast(pa.float64())
         values = np.array(filled.to_numpy(zero_copy_only=False), dtype="<f8", copy=True)
         bits = values.view("<u8")
         bits[bits == _NEGATIVE_ZERO] = 0  # on the bits: no float op, so no FP traps

@@ -77,7 +77,8 @@ def to_ms(value: datetime | date | str | int) -> int:
 def iso(ms: int) -> str:
     """Format epoch ms as ISO-8601 UTC with a ``Z``; milliseconds only when not zero."""
     dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms - ms % 1000)
-    text = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+    day = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}"
+    text = f"{day}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
     return text + (f".{ms % 1000:03d}Z" if ms % 1000 else "Z")
 
 

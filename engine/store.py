@@ -257,6 +257,10 @@ class Store:
         except (ValueError, UnicodeDecodeError) as exc:
             raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
                                   actual=f"<unreadable JSON: {exc}>", kind="snapshot") from None
+        if not isinstance(data, dict):
+            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
+                                  actual=f"<malformed: a JSON {type(data).__name__}, not an "
+                                  "object>", kind="snapshot")
         try:
             snap = Snapshot.from_dict(data, path=self.display(path))
             recomputed = dataset_fingerprint(snap.header, [p.ref() for p in snap.partitions])
@@ -269,9 +273,12 @@ class Store:
         if algorithm != FINGERPRINT_ALGORITHM:
             raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
                                   actual=f"<unknown algorithm {algorithm}>", kind="snapshot")
-        if snap.fingerprint != fingerprint or recomputed.value != fingerprint:
+        if recomputed.value != fingerprint:
             raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
                                   actual=recomputed.value, kind="snapshot")
+        if snap.fingerprint != fingerprint:  # content fine, the fingerprint field was edited
+            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
+                                  actual=str(snap.fingerprint), kind="snapshot")
         return snap
 
     def iter_snapshots(self) -> Iterator[str]:

@@ -402,20 +402,12 @@ def test_mixed_naive_iso_strings_take_the_time_zone_hint() -> None:
     assert report.counts["invalid_timestamp"] == 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: conformance._parse_strings localizes naive values to hints.timezone in its "
-    "per-value path but returns a UTC column, so normalize_ts does not count them as "
-    "ts_timezone_normalized (the all-valid fast path does)"))
 def test_mixed_naive_iso_strings_count_the_time_zone_change() -> None:
     text = [*(iso(t - 5 * H)[:19].replace("T", " ") for t in ALL), "garbage"]
     _, report, _ = run(table(pa.array(text)), hints=TsHints(timezone=NY))
     assert report.nonzero() == {"invalid_timestamp": 1, "ts_timezone_normalized": 6}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: converting ISO text to timestamp[ms] (pc.cast, and the per-value path that cuts "
-    "fractions to 3 digits) truncates sub-millisecond digits, so the bar lands on the grid "
-    "instead of being flagged off_grid_ts as sub-ms epoch values are"))
 def test_sub_millisecond_iso_string_is_off_grid() -> None:
     text = [iso(t)[:19] for t in ALL]
     text[3] += ".000500"  # 0.5 ms past the hour
@@ -455,10 +447,6 @@ def test_digits_with_a_format_are_not_epochs() -> None:
     assert report.nonzero() == {}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: conformance._numeric_strings takes the epoch path only when every non-null "
-    "value is digits; one blank or bad cell sends the whole column to ISO parsing, which reads "
-    "none of it, so every row becomes invalid_timestamp"))
 @pytest.mark.parametrize("bad", ["", "garbage"])
 def test_one_bad_epoch_text_invalidates_only_its_row(bad: str) -> None:
     text = [str(t // 1000) for t in ALL]

@@ -387,10 +387,6 @@ def test_signalling_nan_and_negative_zero_hash_whatever_numpy_error_state(
     assert weird.view(np.uint64)[3] == NEGATIVE_ZERO  # the caller's buffer is not touched
 
 
-@pytest.mark.xfail(strict=True, raises=FloatingPointError, reason=(
-    "engine bug: engine/fingerprint.py _column_values widens float32 to float64 with numpy "
-    "(np.array(..., dtype='<f8')), and that cast signals 'invalid' on a signalling NaN: under "
-    "np.errstate(invalid='raise') hashing fails, under the default it warns"))
 def test_float32_signalling_nan_hashes_under_strict_numpy_error_state() -> None:
     snan = np.array([0x7F800001, 0x00000000], dtype=np.uint32).view(np.float32)
     table = pa.table({"x": pa.array(snan)})

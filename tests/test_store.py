@@ -307,10 +307,6 @@ def test_get_snapshot_detects_an_edited_fingerprint(store: Store) -> None:
     corrupted_snapshot(store, snap.fingerprint)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "engine bug: engine/store.py get_snapshot reports actual=recomputed.value even when only the "
-    "manifest's `fingerprint` field was edited; the content still hashes to the name, so the "
-    "message reads 'it describes <name>, its name says <name>' and never shows the bad field"))
 def test_edited_fingerprint_field_is_named_in_the_error(store: Store) -> None:
     snap, path, data = published(store)
     data["fingerprint"] = "sha256:" + "1" * 64
@@ -364,10 +360,6 @@ def test_get_snapshot_refuses_an_unknown_algorithm(store: Store, algorithm: str 
     assert err.actual == f"<unknown algorithm {algorithm}>"
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-    "engine bug: engine/store.py get_snapshot passes any decoded JSON to Snapshot.from_dict, "
-    "whose data.get(...) raises a raw AttributeError when the manifest is valid JSON but not an "
-    "object; AttributeError is not among the exceptions turned into ObjectCorrupted"))
 @pytest.mark.parametrize("content", [b"[]", b"null", b'"manifest"', b"42"])
 def test_get_snapshot_detects_json_that_is_not_an_object(store: Store, content: bytes) -> None:
     snap, path, _ = published(store)
