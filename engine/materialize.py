@@ -23,6 +23,7 @@ from engine.errors import (
     ConformanceError,
     FingerprintMismatch,
     InputError,
+    ObjectCorrupted,
     QmtlLockError,
     SourceError,
 )
@@ -334,10 +335,21 @@ class Engine:
             except IntegrityError as exc:
                 outcome.problems.append(exc)
                 continue
-            actual = partition_digest(table)
+            try:
+                actual = partition_digest(table)
+            except (ValueError, TypeError, pa.ArrowException) as exc:
+                actual = Fingerprint("sha256:" + "0" * 64)
+                outcome.problems.append(ObjectCorrupted(
+                    path=self.store.display(self.store.object_path(part.digest)),
+                    expected=part.digest, actual=f"<not canonical data: {exc}>", partition=name))
+                continue
             outcome.rows += table.num_rows
             outcome.bytes_hashed += table.nbytes
-            if actual.value != part.digest or table.num_rows != part.rows:
+            if actual.value != part.digest:  # the file does not hold what its name says
+                outcome.problems.append(ObjectCorrupted(
+                    path=self.store.display(self.store.object_path(part.digest)),
+                    expected=part.digest, actual=actual.value, partition=name))
+            elif table.num_rows != part.rows:
                 outcome.problems.append(FingerprintMismatch(
                     expected=part.digest, actual=actual.value, dataset=dataset, symbol=symbol,
                     partition=name))

@@ -63,8 +63,8 @@ class LockVersionError(LockfileError):
             f"{path} has lock_version {found}; this qmtl-lock reads lock_version {supported} "
             "and will not guess at a newer format",
             path=path, line=None,
-            fix="upgrade qmtl-lock (pip install -U qmtl-lock), or rebuild the lock with this "
-            "version: qmtl-lock resolve --update",
+            fix="upgrade qmtl-lock (pip install -U qmtl-lock); or, to rebuild the lock with this "
+            "version, delete seamless.lock and run `qmtl-lock resolve`",
         )
 
 

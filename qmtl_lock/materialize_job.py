@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.ranges import TimeRange, ceil_to, iso, to_ms
 from qmtl_lock.manifest import DEFAULT_STORE
+from qmtl_lock.redact import redact_text
 
 
 @dataclass(frozen=True)
@@ -85,5 +86,6 @@ class MaterializeSeamlessJob:
             sla_deadline_ms=result.sla.deadline_ms, sla_elapsed_ms=result.sla.elapsed_ms,
             sla_violation=result.sla.violation, attempts=result.attempts,
             checkpoint_key=result.checkpoint_key, retention_class=self.retention_class,
-            fetched_partitions=result.fetched, reused_partitions=result.reused, store=store_url,
+            fetched_partitions=result.fetched, reused_partitions=result.reused,
+            store=redact_text(store_url),
         )

@@ -196,6 +196,13 @@ def resolve(
     if frozen and old_lock is None:
         raise InputError("--frozen needs an existing seamless.lock", where=str(lock_path),
                          fix="run `qmtl-lock resolve` first")
+    if locked:  # refuse before fetching anything when the manifest already disagrees
+        from qmtl_lock.check import compare
+
+        drift = [d.line() for d in compare(loaded, old_lock)] if old_lock else [
+            "seamless.lock does not exist"]
+        if drift:
+            raise LockOutOfDate(drift)
     now_ms = clock.now_ms()
     kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update, now_ms)
     if frozen:
