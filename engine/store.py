@@ -217,15 +217,19 @@ class Store:
                                   actual=actual.value, partition=partition)
         return table
 
-    def iter_objects(self) -> Iterator[str]:
-        """Digests of every object in the store."""
-        base = self._path("objects")
+    def _iter_names(self, folder: str, suffix: str) -> Iterator[str]:
+        """``sha256:<hex>`` of every published file under ``folder`` (temporaries skipped)."""
+        base = self._path(folder)
         if not self.fs.exists(base):
             return
         for path in sorted(self.fs.find(base)):
             name = posixpath.basename(path)
-            if name.endswith(".parquet") and not name.startswith(".tmp-"):
-                yield "sha256:" + name[: -len(".parquet")]
+            if name.endswith(suffix) and not name.startswith(".tmp-"):
+                yield "sha256:" + name[: -len(suffix)]
+
+    def iter_objects(self) -> Iterator[str]:
+        """Digests of every object in the store."""
+        return self._iter_names("objects", ".parquet")
 
     # -- snapshots -----------------------------------------------------------------------------
     def has_snapshot(self, fingerprint: str) -> bool:
@@ -282,13 +286,8 @@ class Store:
         return snap
 
     def iter_snapshots(self) -> Iterator[str]:
-        base = self._path("snapshots")
-        if not self.fs.exists(base):
-            return
-        for path in sorted(self.fs.find(base)):
-            name = posixpath.basename(path)
-            if name.endswith(".json") and not name.startswith(".tmp-"):
-                yield "sha256:" + name[: -len(".json")]
+        """Fingerprints of every snapshot manifest in the store."""
+        return self._iter_names("snapshots", ".json")
 
     # -- job checkpoints -----------------------------------------------------------------------
     def read_job(self, key: str) -> dict[str, Any] | None:
