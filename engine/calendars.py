@@ -22,6 +22,10 @@ class Calendar(Protocol):
         """Sorted int64 epoch-ms open times of the bars expected in ``window``."""
         ...
 
+    def count(self, window: TimeRange, interval_ms: int) -> int:
+        """How many bars are expected in ``window`` (without building them when possible)."""
+        ...
+
 
 class AlwaysOpen:
     """Every bar on the interval grid is expected (crypto markets)."""
@@ -31,6 +35,9 @@ class AlwaysOpen:
     def expected(self, window: TimeRange, interval_ms: int) -> np.ndarray:
         first = ceil_to(window.start, interval_ms)
         return np.arange(first, window.end, interval_ms, dtype=np.int64)
+
+    def count(self, window: TimeRange, interval_ms: int) -> int:
+        return window.bars(interval_ms)
 
 
 class ExchangeCalendar:
@@ -77,6 +84,9 @@ class ExchangeCalendar:
                                        min(hi_ts, cal.last_minute))
         ms = np.asarray(minutes.as_unit("ms").asi8, dtype=np.int64)
         return ms[(ms % interval_ms) == 0]
+
+    def count(self, window: TimeRange, interval_ms: int) -> int:
+        return int(self.expected(window, interval_ms).size)
 
 
 _BUILTIN: dict[str, Calendar] = {"24x7": AlwaysOpen()}

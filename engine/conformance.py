@@ -397,18 +397,30 @@ def conform(
     hashes = _row_hashes([o, h, lo, c, vol])
     eligible = ~((o == h) & (h == lo) & (lo == c) & (vol == 0))
     eh = hashes[eligible]
-    _, first = np.unique(eh, return_index=True)
-    repeated = np.ones(len(eh), dtype=bool)
-    repeated[first] = False
+    # One stable sort serves both checks: a row repeats if an earlier row (in time) has the
+    # same hash, or if the previous partition's sorted hashes contain it.
+    order = np.argsort(eh, kind="stable")
+    ordered = eh[order]
+    later_copy = np.zeros(len(eh), dtype=bool)
+    later_copy[order[1:]] = ordered[1:] == ordered[:-1]
+    repeated = later_copy
     if memory is not None and memory.hashes.size:
-        repeated |= np.isin(eh, memory.hashes)
+        pos = np.searchsorted(memory.hashes, eh)
+        pos[pos == memory.hashes.size] = 0
+        repeated = repeated | (memory.hashes[pos] == eh)
     report.add("repeated_bars", int(repeated.sum()), t[eligible][repeated])
 
     expected = calendar.expected(window, interval_ms)
-    missing = expected[~np.isin(expected, t)]
-    report.add("gap_bars", int(missing.size), missing)
+    if not np.array_equal(expected, t):  # t is sorted and unique here
+        pos = np.searchsorted(t, expected)
+        pos[pos == t.size] = 0
+        present = (t[pos] == expected) if t.size else np.zeros(expected.size, dtype=bool)
+        missing = expected[~present]
+        report.add("gap_bars", int(missing.size), missing)
 
     arrays = [pa.array(t, type=pa.timestamp("ms", tz="UTC"))]
     arrays += [pa.array(cols[n], type=pa.float64()) for n in names]
     out = pa.Table.from_arrays(arrays, names=[TS, *names])
-    return out, report, RowMemory(np.unique(eh))
+    firsts = np.ones(ordered.size, dtype=bool)
+    firsts[1:] = ordered[1:] != ordered[:-1]
+    return out, report, RowMemory(ordered[firsts])

@@ -194,7 +194,8 @@ class Store:
         path = self.object_path(digest)
         try:
             with self.fs.open(path, "rb") as f:
-                return pq.read_table(f)
+                # ParquetFile, not read_table: the latter imports pyarrow.dataset and pandas
+                return pq.ParquetFile(f).read()
         except FileNotFoundError:
             raise ObjectMissing(f"store object {digest} is missing", path=self.display(path),
                                 partition=partition) from None
