@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import MissingDependency, PresetError, SourceError
+from engine.errors import MissingDependency, PresetError
 
 if TYPE_CHECKING:
     from engine.sources.base import Source
@@ -27,22 +27,16 @@ class SourceEntry:
 REGISTRY: dict[str, SourceEntry] = {
     "synthetic": SourceEntry("engine.sources.synthetic", "SyntheticSource"),
     "files": SourceEntry("engine.sources.files", "FilesSource"),
+    "binance_vision": SourceEntry("engine.sources.binance_vision", "BinanceVisionSource"),
+    "polygon": SourceEntry("engine.sources.polygon", "PolygonSource"),
+    "ccxt": SourceEntry("engine.sources.ccxt_source", "CcxtSource", extra="ccxt",
+                        needs=("ccxt",)),
 }
-
-# Named by the built-in presets; their implementations land with the real-sources work.
-PLANNED = {"binance_vision", "ccxt", "polygon"}
 
 
 def get_source_class(name: str) -> type[Source]:
     entry = REGISTRY.get(name)
     if entry is None:
-        if name in PLANNED:
-            raise SourceError(
-                f"the {name} source is not available in this version of qmtl-lock",
-                source=name,
-                fix="use a preset backed by the files or synthetic source for now, e.g. point a "
-                "files-source preset at downloaded vendor files",
-            )
         raise PresetError(f"unknown source {name!r}",
                           fix=f"use one of: {', '.join(sorted(REGISTRY))}")
     for module in entry.needs:
