@@ -217,6 +217,10 @@ class Engine:
                 assert source is not None
                 try:
                     batch = source.fetch(request.symbol, step.window, preset.interval_ms)
+                except SourceError as exc:
+                    if request.dataset and exc.where and "dataset" not in exc.where:
+                        exc.where = f"dataset {request.dataset}, {exc.where}"
+                    raise
                 except QmtlLockError:
                     raise
                 except Exception as exc:  # a source bug or an unexpected I/O failure

@@ -51,11 +51,16 @@ def _interactive() -> bool:
 
 
 def _progress(label: str) -> Callable[[int, int], None]:
+    """A one-line progress display per dataset/symbol: partitions done of total, and rate."""
+    import time
+
+    started = time.monotonic()
+
     def tick(done: int, total: int) -> None:
-        end = "\n" if done == total else ""
-        click.echo(f"\r  {label}: {done}/{total} partitions", err=True, nl=False)
-        if end:
-            click.echo("", err=True)
+        elapsed = max(time.monotonic() - started, 1e-9)
+        rate = done / elapsed
+        click.echo(f"\r  {label}: {done}/{total} partitions ({rate:.1f}/s)", err=True,
+                   nl=done == total)
     return tick
 
 

@@ -146,3 +146,29 @@ def test_preset_digest_covers_the_definition() -> None:
         "ohlcv.mine.crypto.1h")
     assert a.digest() != b.digest()
     assert a.digest() == c.digest()  # a description is not part of what the data means
+
+
+def test_preset_with_a_live_feed_needs_a_live_block(tmp_path: Path) -> None:
+    from qmtl_lock.errors import ManifestError
+    from qmtl_lock.manifest import load_manifest
+
+    (tmp_path / "live.yaml").write_text(catalog(extra="live: {feed: websocket}\n"),
+                                        encoding="utf-8")
+    body = textwrap.dedent("""\
+        version: 1
+        presets: [live.yaml]
+        datasets:
+          ticks:
+            preset: ohlcv.mine.crypto.1h
+            symbols: [BTCUSDT]
+            start: 2024-01-01
+            end: 2024-01-02
+            contract_version: v1
+        """)
+    (tmp_path / "seamless.yaml").write_text(body, encoding="utf-8")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(tmp_path / "seamless.yaml")
+    assert "declares a live feed" in str(info.value) and "seamless.yaml:5" in str(info.value)
+    (tmp_path / "seamless.yaml").write_text(
+        body + "    live: {url: wss://example.invalid/stream}\n", encoding="utf-8")
+    assert load_manifest(tmp_path / "seamless.yaml").datasets["ticks"].spec.live is not None
