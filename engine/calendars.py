@@ -40,6 +40,36 @@ class AlwaysOpen:
         return window.bars(interval_ms)
 
 
+class ForexWeek:
+    """FX: open from Sunday 17:00 to Friday 17:00 New York time, so UTC hours move with DST.
+
+    The trading days of 25 December and 1 January (from 17:00 New York the evening before)
+    are closed too, as at most FX venues. Daily bars are expected Monday to Friday (UTC date).
+    """
+
+    name = "24x5"
+    _ZONE = "America/New_York"
+
+    def expected(self, window: TimeRange, interval_ms: int) -> np.ndarray:
+        import pandas as pd
+
+        grid = AlwaysOpen().expected(window, interval_ms)
+        if interval_ms >= DAY_MS:
+            weekday = (grid // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday (3)
+            return grid[weekday < 5]
+        # The trading day of a bar is its New York time shifted by 7 hours: 17:00 Sunday New York
+        # becomes 00:00 Monday, so the open week is Monday..Friday of the shifted clock.
+        local = pd.to_datetime(grid, unit="ms", utc=True).tz_convert(self._ZONE).tz_localize(None)
+        shifted = local + pd.Timedelta(hours=7)
+        open_ = np.asarray(shifted.day_of_week < 5)
+        holiday = np.asarray(((shifted.month == 12) & (shifted.day == 25))
+                             | ((shifted.month == 1) & (shifted.day == 1)))
+        return grid[open_ & ~holiday]
+
+    def count(self, window: TimeRange, interval_ms: int) -> int:
+        return int(self.expected(window, interval_ms).size)
+
+
 class ExchangeCalendar:
     """Sessions of an exchange, from ``exchange_calendars``.
 
@@ -89,7 +119,7 @@ class ExchangeCalendar:
         return int(self.expected(window, interval_ms).size)
 
 
-_BUILTIN: dict[str, Calendar] = {"24x7": AlwaysOpen()}
+_BUILTIN: dict[str, Calendar] = {"24x7": AlwaysOpen(), "24x5": ForexWeek()}
 
 
 def get_calendar(name: str) -> Calendar:
@@ -102,5 +132,5 @@ def get_calendar(name: str) -> Calendar:
         return ExchangeCalendar(name)
     raise PresetError(
         f"unknown calendar {name!r}",
-        fix="use 24x7 or an exchange calendar name such as XNYS, XLON or XTKS",
+        fix="use 24x7 (crypto), 24x5 (FX) or an exchange calendar such as XNYS, XLON or XTKS",
     )

@@ -8,7 +8,7 @@ All checks run on whole column buffers with pyarrow compute and numpy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -328,6 +328,7 @@ def conform(
     contract: Contract,
     calendar: Calendar,
     memory: RowMemory | None = None,
+    accepted_gaps: Sequence[TimeRange] = (),
 ) -> tuple[pa.Table, ConformanceReport, RowMemory]:
     """Return the canonical table of ``batch`` for ``window``, its flag report, and row memory.
 
@@ -416,6 +417,8 @@ def conform(
         pos[pos == t.size] = 0
         present = (t[pos] == expected) if t.size else np.zeros(expected.size, dtype=bool)
         missing = expected[~present]
+        for accepted in accepted_gaps:  # declared closures and outages are not counted
+            missing = missing[(missing < accepted.start) | (missing >= accepted.end)]
         report.add("gap_bars", int(missing.size), missing)
 
     arrays = [pa.array(t, type=pa.timestamp("ms", tz="UTC"))]

@@ -46,6 +46,7 @@ class Request:
     coverage: TimeRange
     contract_version: str
     dataset: str | None = None  # for messages only
+    accepted_gaps: tuple[TimeRange, ...] = ()  # missing bars here are not counted as gaps
 
     @property
     def contract_ref(self) -> str:
@@ -61,7 +62,8 @@ class Request:
     def job_key(self) -> str:
         """Idempotent key of this materialization: preset (and its definition), symbol, range."""
         text = json.dumps([self.preset.id, self.preset.digest(), self.symbol, self.coverage.start,
-                           self.coverage.end, self.contract_version])
+                           self.coverage.end, self.contract_version,
+                           [[g.start, g.end] for g in self.accepted_gaps]])
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def where(self) -> str:
@@ -232,7 +234,8 @@ class Engine:
                 try:
                     table, report, memory = conform(
                         batch, window=step.window, interval_ms=preset.interval_ms,
-                        contract=contract, calendar=calendar, memory=memory)
+                        contract=contract, calendar=calendar, memory=memory,
+                        accepted_gaps=request.accepted_gaps)
                 except ConformanceError as exc:
                     exc.symbol, exc.preset = request.symbol, preset.data.conformance_preset
                     raise

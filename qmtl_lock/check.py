@@ -73,7 +73,7 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
         want = ds.request_dict()
         have = dict(entry.request)
         for key in ("preset", "start", "end", "contract_version", "retention_class", "priority",
-                    "live"):
+                    "live", "accepted_gaps"):
             if want.get(key) != have.get(key):
                 kind = "contract" if key == "contract_version" else "request"
                 drifts.append(Drift(

@@ -124,6 +124,12 @@ def _lines(value: Mapping[str, Any], indent: int) -> Iterator[str]:
                 continue
             yield f"{pad}{k}:"
             yield from _lines(item, indent + 1)
+        elif isinstance(item, list | tuple) and any(isinstance(v, Mapping) for v in item):
+            yield f"{pad}{k}:"
+            for entry in item:  # a block sequence of small mappings (e.g. accepted_gaps)
+                lines = list(_lines(entry, 0))
+                yield f"{pad}  - {lines[0]}"
+                yield from (f"{pad}    {line}" for line in lines[1:])
         elif isinstance(item, list | tuple):
             yield f"{pad}{k}: [{', '.join(_scalar(v) for v in item)}]"
         else:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.errors import PresetError, RangeError
 from engine.presets import PresetRegistry, ResolvedPreset, load_registry
-from engine.ranges import ceil_to, iso, to_ms
+from engine.ranges import TimeRange, ceil_to, iso, to_ms
 from engine.yamlio import LocatedYAML, YAMLFileError, load_yaml
 from qmtl_lock.errors import ManifestError
 
@@ -30,6 +30,30 @@ _DATASET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 When = date | datetime | str
 
 
+class AcceptedGap(BaseModel):
+    """A known stretch without data (an exchange outage, a delisting): not counted as gaps."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: When
+    end: When
+    reason: str = Field(min_length=1)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _when(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            to_ms(v)
+        return v
+
+    def range(self) -> TimeRange:
+        return TimeRange(to_ms(self.start), to_ms(self.end))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"start": when_text(self.start), "end": when_text(self.end),
+                "reason": self.reason}
+
+
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,6 +65,7 @@ class DatasetSpec(BaseModel):
     retention_class: str = "default"
     priority: Literal["low", "normal", "high"] = "normal"
     live: dict[str, Any] | None = None
+    accepted_gaps: list[AcceptedGap] = Field(default_factory=list)
     description: str = ""
 
     @field_validator("symbols")
@@ -129,7 +154,12 @@ class DatasetRequest:
         }
         if self.spec.live is not None:
             out["live"] = redact(self.spec.live)
+        if self.spec.accepted_gaps:
+            out["accepted_gaps"] = [g.to_dict() for g in self.spec.accepted_gaps]
         return out
+
+    def accepted_ranges(self) -> tuple[TimeRange, ...]:
+        return tuple(g.range() for g in self.spec.accepted_gaps)
 
 
 @dataclass
@@ -242,6 +272,12 @@ def _validate_dataset(name: str, spec: DatasetSpec, registry: PresetRegistry,
         raise fail(f"preset {spec.preset} declares a live feed, but dataset {name!r} has no "
                    "`live:` block", "preset",
                    "add a `live:` block with the feed's settings to the dataset")
+    for i, gap in enumerate(spec.accepted_gaps):
+        if to_ms(gap.end) <= to_ms(gap.start):
+            raise ManifestError(
+                f"accepted gap {i + 1} of dataset {name!r} ends before it starts",
+                path=doc.path, line=doc.line_of(("datasets", name, "accepted_gaps", i)),
+                key=f"datasets.{name}.accepted_gaps.{i}", fix="swap start and end")
     req = DatasetRequest(name, spec, preset)
     if not req.end_is_now and req.end_ms() <= req.start_ms:
         raise fail(f"dataset {name!r} has start {when_text(spec.start)} at or after end "

@@ -87,7 +87,7 @@ ProgressFactory = Callable[[str], Callable[[int, int], None]]
 def _same_request(ds: DatasetRequest, old: DatasetEntry) -> list[str]:
     """Fields of the request that decide the data and differ from the lock (symbols aside)."""
     new = ds.request_dict()
-    changed = [k for k in ("preset", "start", "end", "contract_version")
+    changed = [k for k in ("preset", "start", "end", "contract_version", "accepted_gaps")
                if new.get(k) != old.request.get(k)]
     if ds.preset.digest() != old.preset_digest:
         changed.append("preset definition")
@@ -155,7 +155,10 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
                     f"{iso(coverage.end)}"
             else:
                 reason, detail = "updated", "--update"
-            reusable = not {"preset", "contract_version", "preset definition"} & set(why)
+            # Reused partitions carry the flags they were checked with: a change of preset,
+            # contract or accepted gaps means checking again.
+            reusable = not {"preset", "contract_version", "preset definition",
+                            "accepted_gaps"} & set(why)
             tasks.append(_Task(ds, symbol, coverage, old, reason, detail, reusable))
     if old_lock:
         for name in sorted(set(old_lock.datasets) - set(loaded.datasets)):
@@ -216,7 +219,7 @@ def resolve(
     def work(task: _Task) -> Change:
         name, symbol = task.ds.name, task.symbol
         request = Request(task.ds.preset, symbol, task.coverage, task.ds.spec.contract_version,
-                          dataset=name)
+                          dataset=name, accepted_gaps=task.ds.accepted_ranges())
         previous = None
         if task.old is not None and store.has_snapshot(task.old.dataset_fingerprint):
             if task.reason == "unchanged" and not frozen:
@@ -244,7 +247,10 @@ def resolve(
                                       actual=result.fingerprint)
             return Change(name, symbol, "restored", "snapshot rebuilt in the store")
         if task.old is not None and result.fingerprint == task.old.dataset_fingerprint:
-            kept[name][symbol] = _with_retention(loaded, task.ds, task.old)
+            entry = _with_retention(loaded, task.ds, task.old)
+            if dict(entry.conformance_flags) != result.flags:  # e.g. newly accepted gaps
+                entry = replace(entry, conformance_flags=result.flags)
+            kept[name][symbol] = entry
             return Change(name, symbol, "unchanged", "same content")
         kept[name][symbol] = SymbolEntry(
             dataset_fingerprint=result.fingerprint,

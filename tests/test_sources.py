@@ -583,11 +583,9 @@ def test_bad_option_is_a_preset_error(options: dict[str, object], key: str) -> N
     assert info.value.fix and "qmtl-lock presets --json" in info.value.fix
 
 
-def test_unknown_and_planned_sources() -> None:
+def test_unknown_source_is_a_preset_error() -> None:
     with pytest.raises(PresetError, match="unknown source"):
         make_source("nope", {}, base_dir=".")
-    with pytest.raises(SourceError, match="not available"):
-        make_source("polygon", {}, base_dir=".")
 
 
 # -- the embedded demo data ------------------------------------------------------------------------
