@@ -203,13 +203,25 @@ def verify(datasets: tuple[str, ...], manifest: Path, as_json: bool) -> None:
 @cli.command()
 @click.argument("dataset", required=False)
 @manifest_option
+@click.option("--gaps", is_flag=True,
+              help="List the missing bars of DATASET as ranges (reads the locked data).")
 @json_option
-def show(dataset: str | None, manifest: Path, as_json: bool) -> None:
+def show(dataset: str | None, manifest: Path, gaps: bool, as_json: bool) -> None:
     """Show what is locked: coverage, rows, fingerprint, flags, expiry."""
     from qmtl_lock.manifest import LOCK_NAME
-    from qmtl_lock.show import format_table, show_rows
+    from qmtl_lock.show import format_gaps, format_table, gap_ranges, show_rows
 
     def go() -> int:
+        if gaps:
+            if dataset is None:
+                raise QmtlLockError("--gaps needs a DATASET",
+                                    fix="run `qmtl-lock show --gaps DATASET`")
+            found = gap_ranges(manifest, dataset)
+            if as_json:
+                _emit_json(found)
+            else:
+                click.echo(format_gaps(dataset, found))
+            return EXIT_OK
         rows = show_rows(manifest.with_name(LOCK_NAME), dataset)
         if as_json:
             _emit_json(rows)

@@ -47,3 +47,61 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in [head, *body])
+
+
+def gap_ranges(manifest_path: str | Path, dataset: str) -> list[dict[str, Any]]:
+    """The missing bars of each locked symbol of ``dataset``, as ranges, from verified data.
+
+    A range covers consecutive bars the calendar expected; ``accepted`` says whether the
+    dataset declares it under ``accepted_gaps``.
+    """
+    import numpy as np
+
+    from engine.calendars import get_calendar
+    from engine.ranges import TimeRange, partition_windows
+    from qmtl_lock.manifest import load_manifest
+    from qmtl_lock.runtime import Lock
+
+    loaded = load_manifest(manifest_path)
+    lock = Lock.open(loaded.lock_path, store=loaded.store_url)
+    if dataset not in loaded.datasets:
+        raise InputError(f"dataset {dataset!r} is not in {loaded.path}",
+                         fix=f"datasets: {', '.join(sorted(loaded.datasets))}")
+    ds = loaded.datasets[dataset]
+    preset, interval = ds.preset, ds.preset.interval_ms
+    calendar = get_calendar(preset.data.calendar)
+    accepted = ds.accepted_ranges()
+    out: list[dict[str, Any]] = []
+    for symbol in lock.symbols(dataset):
+        entry = lock.entry(dataset, symbol)
+        present = lock.load(dataset, symbol)["ts"].cast("int64").to_numpy()
+        coverage = TimeRange(*entry.coverage_bounds)
+        for window in partition_windows(coverage, preset.partition):
+            expected = calendar.expected(window, interval)
+            missing_idx = np.flatnonzero(~np.isin(expected, present))
+            if missing_idx.size == 0:
+                continue
+            # consecutive expected bars form one range
+            breaks = np.flatnonzero(np.diff(missing_idx) != 1)
+            starts = np.concatenate(([0], breaks + 1))
+            ends = np.concatenate((breaks, [missing_idx.size - 1]))
+            for a, b in zip(starts, ends, strict=True):
+                lo = int(expected[missing_idx[a]])
+                hi = int(expected[missing_idx[b]]) + interval
+                out.append({
+                    "symbol": symbol, "start": iso(lo), "end": iso(hi),
+                    "bars": int(b - a + 1),
+                    "accepted": any(g.start <= lo and hi <= g.end for g in accepted),
+                })
+    return out
+
+
+def format_gaps(dataset: str, gaps: list[dict[str, Any]]) -> str:
+    if not gaps:
+        return f"{dataset}: no gaps"
+    lines = []
+    for g in gaps:
+        note = " (accepted)" if g["accepted"] else ""
+        lines.append(f"{dataset}/{g['symbol']}  [{g['start']}, {g['end']})  "
+                     f"{g['bars']} bar{'s' if g['bars'] != 1 else ''}{note}")
+    return "\n".join(lines)

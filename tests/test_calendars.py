@@ -160,6 +160,18 @@ datasets:
                                                "reason": "vendor outage"}]
     assert 'reason: "vendor outage"' in (tmp_path / "seamless.lock").read_text()
     assert not check(tmp_path / "seamless.yaml")
+    from click.testing import CliRunner
+
+    from qmtl_lock.cli import cli
+
+    shown = CliRunner().invoke(cli, ["show", "--gaps", "fx", "-m",
+                                     str(tmp_path / "seamless.yaml")])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output == ("fx/EURUSD  [2024-03-13T10:00:00Z, 2024-03-13T13:00:00Z)  "
+                            "3 bars (accepted)\n")
     (tmp_path / "seamless.yaml").write_text(manifest, encoding="utf-8")  # withdraw it
     drift = check(tmp_path / "seamless.yaml")
     assert [d.detail.split(":")[0] for d in drift.drifts] == ["accepted_gaps changed"]
+    as_json = CliRunner().invoke(cli, ["show", "--gaps", "fx", "--json", "-m",
+                                       str(tmp_path / "seamless.yaml")])
+    assert '"accepted": false' in as_json.output and '"bars": 3' in as_json.output
