@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from engine.calendars import get_calendar
+from engine.calendars import Calendar, get_calendar
 from engine.clock import Clock, SystemClock
 from engine.conformance import ConformanceReport, RowMemory, blocking, conform
-from engine.contracts import get_contract
+from engine.contracts import Contract, get_contract
 from engine.errors import (
     ConformanceError,
     FingerprintMismatch,
@@ -32,6 +32,7 @@ from engine.presets import ResolvedPreset
 from engine.ranges import TimeRange, floor_to, iso, partition_windows, window_name
 from engine.sla import SLAResult, SLATimer
 from engine.sources import make_source
+from engine.sources.base import Source
 from engine.store import Snapshot, SnapshotPartition, Store
 
 Mode = Literal["materialize", "strategy"]
@@ -47,6 +48,7 @@ class Request:
     contract_version: str
     dataset: str | None = None  # for messages only
     accepted_gaps: tuple[TimeRange, ...] = ()  # missing bars here are not counted as gaps
+    follows_now: bool = False  # `end: now`: the SLA's max_lag_seconds applies
 
     @property
     def contract_ref(self) -> str:
@@ -162,10 +164,13 @@ class Engine:
     """The one engine. ``materialize`` mode may fetch and write; ``strategy`` mode only reads."""
 
     def __init__(self, store: Store, *, mode: Mode = "materialize",
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None,
+                 source_factory: Callable[[ResolvedPreset], Source] | None = None) -> None:
         self.store = store
         self.mode = mode
         self.clock = clock or SystemClock()
+        # The seam for tests and embedders: how a preset's source is built.
+        self.source_factory = source_factory or _source_from_registry
 
     def _require_materialize(self) -> None:
         if self.mode != "materialize":
@@ -196,8 +201,7 @@ class Engine:
         preset = request.preset
         contract = get_contract(preset.data.contract.name, request.contract_version)
         calendar = get_calendar(preset.data.calendar)
-        source = make_source(preset.data.source.name, preset.data.source.options,
-                             base_dir=preset.base_dir) if the_plan.to_fetch else None
+        source = self.source_factory(preset) if the_plan.to_fetch else None
         timer = SLATimer(preset.sla, self.clock, dataset=request.dataset, symbol=request.symbol)
         key = request.job_key()
         checkpoint = self.store.read_job(key) or {"request": request.where(), "done": {}}
@@ -217,28 +221,9 @@ class Engine:
                 total.merge(ConformanceReport.from_counts(part.flags))
             else:
                 assert source is not None
-                try:
-                    batch = source.fetch(request.symbol, step.window, preset.interval_ms)
-                except SourceError as exc:
-                    if request.dataset and exc.where and "dataset" not in exc.where:
-                        exc.where = f"dataset {request.dataset}, {exc.where}"
-                    raise
-                except QmtlLockError:
-                    raise
-                except Exception as exc:  # a source bug or an unexpected I/O failure
-                    raise SourceError(
-                        f"{type(exc).__name__}: {exc}", source=preset.data.source.name,
-                        symbol=request.symbol, window=step.window.label(),
-                        fix="rerun `qmtl-lock resolve`; finished partitions are kept",
-                    ) from exc
-                try:
-                    table, report, memory = conform(
-                        batch, window=step.window, interval_ms=preset.interval_ms,
-                        contract=contract, calendar=calendar, memory=memory,
-                        accepted_gaps=request.accepted_gaps)
-                except ConformanceError as exc:
-                    exc.symbol, exc.preset = request.symbol, preset.data.conformance_preset
-                    raise
+                with timer.phase("backfill"):
+                    table, report, memory = _fetch_and_conform(
+                        source, request, step.window, contract, calendar, memory)
                 fetched += 1
                 total.merge(report)
                 blocked = blocking(report, preset.conformance)
@@ -249,17 +234,18 @@ class Engine:
                     continue
                 if refused:
                     continue  # keep scanning for a complete report, but write nothing more
-                digest = self.store.stage_object(key, table)
-                part = SnapshotPartition(step.window.start, step.window.end, table.num_rows,
-                                         digest.value, report.nonzero())
-                if step.window.end <= stable_end:
-                    checkpoint["done"][f"{step.window.start}-{step.window.end}"] = {
-                        "rows": part.rows, "digest": part.digest, "flags": part.flags}
-                    self.store.write_job(key, checkpoint)
+                with timer.phase("storage"):
+                    digest = self.store.stage_object(key, table)
+                    part = SnapshotPartition(step.window.start, step.window.end,
+                                             table.num_rows, digest.value, report.nonzero())
+                    if step.window.end <= stable_end:
+                        checkpoint["done"][f"{step.window.start}-{step.window.end}"] = {
+                            "rows": part.rows, "digest": part.digest, "flags": part.flags}
+                        self.store.write_job(key, checkpoint)
             parts.append(part)
             if progress is not None:
                 progress(request, i + 1, len(the_plan.partitions))
-            timer.checkpoint("backfill")
+            timer.checkpoint()
         if refused:
             self.store.discard_job(key)  # a refused request leaves nothing in the store
             err = ConformanceError(total, blocking=refused, symbol=request.symbol,
@@ -271,12 +257,16 @@ class Engine:
                        for p in the_plan.partitions)  # per partition: memory stays flat
         coverage_ratio = 1.0 - total.counts["gap_bars"] / expected if expected else 1.0
         timer.check_coverage(coverage_ratio)
+        if request.follows_now:
+            timer.check_lag(request.coverage.end)
         header = request.header()
         fingerprint = dataset_fingerprint(header, [p.ref() for p in parts])
         snapshot = Snapshot(fingerprint.value, header, parts)
-        self.store.publish_staged(key, [p.digest for p in parts])
-        self.store.put_snapshot(snapshot)
-        self.store.discard_job(key)
+        with timer.phase("storage"):
+            self.store.publish_staged(key, [p.digest for p in parts])
+            self.store.put_snapshot(snapshot)
+            self.store.discard_job(key)
+        timer.checkpoint()
         return MaterializeResult(
             fingerprint=fingerprint.value, coverage=request.coverage,
             rows=sum(p.rows for p in parts), partitions=len(parts),
@@ -380,6 +370,38 @@ class Engine:
             mask = pc.and_(pc.greater_equal(ts, window.start), pc.less(ts, window.end))
             table = table.filter(mask)
         return table
+
+
+def _source_from_registry(preset: ResolvedPreset) -> Source:
+    return make_source(preset.data.source.name, preset.data.source.options,
+                       base_dir=preset.base_dir)
+
+
+def _fetch_and_conform(source: Source, request: Request, window: TimeRange, contract: Contract,
+                       calendar: Calendar, memory: RowMemory | None,
+                       ) -> tuple[pa.Table, ConformanceReport, RowMemory]:
+    """Fetch one partition window and conform it; errors name the dataset, symbol and window."""
+    preset = request.preset
+    try:
+        batch = source.fetch(request.symbol, window, preset.interval_ms)
+    except SourceError as exc:
+        if request.dataset and exc.where and "dataset" not in exc.where:
+            exc.where = f"dataset {request.dataset}, {exc.where}"
+        raise
+    except QmtlLockError:
+        raise
+    except Exception as exc:  # a source bug or an unexpected I/O failure
+        raise SourceError(
+            f"{type(exc).__name__}: {exc}", source=preset.data.source.name,
+            symbol=request.symbol, window=window.label(),
+            fix="rerun `qmtl-lock resolve`; finished partitions are kept",
+        ) from exc
+    try:
+        return conform(batch, window=window, interval_ms=preset.interval_ms, contract=contract,
+                       calendar=calendar, memory=memory, accepted_gaps=request.accepted_gaps)
+    except ConformanceError as exc:
+        exc.symbol, exc.preset = request.symbol, preset.data.conformance_preset
+        raise
 
 
 def _scheme_guess(snap: Snapshot) -> Literal["day", "month", "year"]:

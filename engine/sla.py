@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from engine.clock import Clock
 from engine.errors import SLAExceeded
@@ -22,7 +24,17 @@ class SLAResult:
 
 
 class SLATimer:
-    """Tracks one request's budget. ``checkpoint`` raises under fail_fast once it is spent."""
+    """Tracks one request's budgets against an injected clock.
+
+    Work is timed per phase (``with timer.phase("backfill"): ...``): ``backfill`` is fetching
+    and conforming, ``storage`` is reading and writing the store. ``checkpoint`` compares the
+    total and each phase with its budget; under ``fail_fast`` a violation raises
+    :class:`SLAExceeded` at once, under ``partial_fill`` and ``hold`` it is recorded.
+    """
+
+    _BUDGETS: ClassVar[dict[str, str]] = {
+        "backfill": "max_wait_backfill_ms", "storage": "max_wait_storage_ms",
+        "live": "max_wait_live_ms"}
 
     def __init__(self, policy: SLAPreset, clock: Clock, *, dataset: str | None,
                  symbol: str) -> None:
@@ -31,30 +43,38 @@ class SLATimer:
         self.dataset = dataset
         self.symbol = symbol
         self.started = clock.monotonic_ms()
-        self.violations: list[str] = []
+        self.spent: dict[str, float] = dict.fromkeys(self._BUDGETS, 0.0)
+        self.violations: dict[str, str] = {}  # phase -> latest detail
 
     def elapsed_ms(self) -> float:
         return self.clock.monotonic_ms() - self.started
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        begun = self.clock.monotonic_ms()
+        try:
+            yield
+        finally:
+            self.spent[name] += self.clock.monotonic_ms() - begun
 
     def _violate(self, phase: str, budget: float, elapsed: float, detail: str) -> None:
         if self.policy.on_violation is OnViolation.FAIL_FAST:
             raise SLAExceeded(phase=phase, budget_ms=budget, elapsed_ms=elapsed,
                               dataset=self.dataset, symbol=self.symbol, detail=detail)
-        if detail not in self.violations:
-            self.violations.append(detail)
+        self.violations[phase] = detail  # the latest reading of a phase says the most
 
-    def checkpoint(self, phase: str = "backfill") -> None:
+    def checkpoint(self) -> None:
         elapsed = self.elapsed_ms()
         total = self.policy.total_deadline_ms
         if total is not None and elapsed > total:
             self._violate("total", total, elapsed,
                           f"total deadline exceeded: {elapsed:.0f} ms spent, budget {total} ms")
-        phase_budget = {"backfill": self.policy.max_wait_backfill_ms,
-                        "storage": self.policy.max_wait_storage_ms}.get(phase)
-        if phase_budget is not None and elapsed > phase_budget:
-            self._violate(phase, phase_budget, elapsed,
-                          f"{phase} budget exceeded: {elapsed:.0f} ms spent, "
-                          f"budget {phase_budget} ms")
+        for phase, attr in self._BUDGETS.items():
+            budget = getattr(self.policy, attr)
+            if budget is not None and self.spent[phase] > budget:
+                self._violate(phase, budget, self.spent[phase],
+                              f"{phase} budget exceeded: {self.spent[phase]:.0f} ms spent, "
+                              f"budget {budget} ms")
 
     def check_coverage(self, coverage: float) -> None:
         if coverage + 1e-12 < self.policy.min_coverage:
@@ -62,6 +82,16 @@ class SLATimer:
                           f"coverage {coverage:.4f} is below min_coverage "
                           f"{self.policy.min_coverage}")
 
+    def check_lag(self, last_bar_end_ms: int) -> None:
+        """Staleness of data that should reach `now`: now minus the end of the last bar."""
+        limit = self.policy.max_lag_seconds
+        if limit is None:
+            return
+        lag_s = (self.clock.now_ms() - last_bar_end_ms) / 1000
+        if lag_s > limit:
+            self._violate("lag", limit * 1000, lag_s * 1000,
+                          f"data is {lag_s:.0f} s behind now, max_lag_seconds is {limit}")
+
     def result(self) -> SLAResult:
         return SLAResult(self.policy.total_deadline_ms, round(self.elapsed_ms()),
-                         "; ".join(self.violations) or None)
+                         "; ".join(self.violations.values()) or None)

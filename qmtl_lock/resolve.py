@@ -16,12 +16,13 @@ from typing import Any, Literal
 
 from engine.clock import Clock, SystemClock
 from engine.errors import InputError
+from engine.presets import OnViolation
 from engine.ranges import DAY_MS, TimeRange, iso, to_ms
 from qmtl_lock.errors import LockOutOfDate, UpstreamChanged
 from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock, write_lock
 from qmtl_lock.manifest import DatasetRequest, LoadedManifest, load_manifest
 
-Action = Literal["unchanged", "restored", "added", "updated", "extended", "removed"]
+Action = Literal["unchanged", "restored", "added", "updated", "extended", "removed", "held"]
 
 
 def clock_from_env() -> Clock:
@@ -219,7 +220,8 @@ def resolve(
     def work(task: _Task) -> Change:
         name, symbol = task.ds.name, task.symbol
         request = Request(task.ds.preset, symbol, task.coverage, task.ds.spec.contract_version,
-                          dataset=name, accepted_gaps=task.ds.accepted_ranges())
+                          dataset=name, accepted_gaps=task.ds.accepted_ranges(),
+                          follows_now=task.ds.end_is_now)
         previous = None
         if task.old is not None and store.has_snapshot(task.old.dataset_fingerprint):
             if task.reason == "unchanged" and not frozen:
@@ -246,6 +248,10 @@ def resolve(
                                       expected=task.old.dataset_fingerprint,
                                       actual=result.fingerprint)
             return Change(name, symbol, "restored", "snapshot rebuilt in the store")
+        held = task.ds.preset.sla.on_violation is OnViolation.HOLD and result.sla.violation
+        if held and task.old is not None:  # `hold`: keep the last good pin, say why
+            kept[name][symbol] = task.old
+            return Change(name, symbol, "held", f"kept the locked data: {result.sla.violation}")
         if task.old is not None and result.fingerprint == task.old.dataset_fingerprint:
             entry = _with_retention(loaded, task.ds, task.old)
             if dict(entry.conformance_flags) != result.flags:  # e.g. newly accepted gaps
