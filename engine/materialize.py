@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from engine.sources.base import Source
 from engine.store import Snapshot, SnapshotPartition, Store
 
 Mode = Literal["materialize", "strategy"]
+log = logging.getLogger("qmtl_lock.engine")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,10 @@ class MaterializeResult:
     reused: int
     checkpoint_key: str
     attempts: int = 1
+    completion: float = 1.0  # share of the calendar's expected bars that are present
+    retries: int = 0
+    source_requests: int = 0
+    bytes_written: int = 0
     snapshot: Snapshot | None = field(default=None, repr=False)
 
 
@@ -226,6 +232,10 @@ class Engine:
                         source, request, step.window, contract, calendar, memory)
                 fetched += 1
                 total.merge(report)
+                log.info("conformed dataset=%s symbol=%s partition=%s rows=%d flags=%s",
+                         request.dataset, request.symbol, name, table.num_rows,
+                         ",".join(f"{k}:{v}" for k, v in sorted(report.nonzero().items()))
+                         or "-")
                 blocked = blocking(report, preset.conformance)
                 if blocked:
                     for flag, count in blocked.items():
@@ -267,7 +277,15 @@ class Engine:
             self.store.put_snapshot(snapshot)
             self.store.discard_job(key)
         timer.checkpoint()
+        stats = getattr(getattr(source, "client", None), "stats", None)
+        log.info("materialized dataset=%s symbol=%s fingerprint=%s rows=%d fetched=%d reused=%d",
+                 request.dataset, request.symbol, fingerprint.value,
+                 sum(p.rows for p in parts), fetched, len(parts) - fetched)
         return MaterializeResult(
+            completion=coverage_ratio,
+            retries=getattr(stats, "retries", 0), source_requests=getattr(stats, "requests", 0),
+            attempts=1 + getattr(stats, "retries", 0),
+            bytes_written=self.store.bytes_written_for(key),
             fingerprint=fingerprint.value, coverage=request.coverage,
             rows=sum(p.rows for p in parts), partitions=len(parts),
             flags=dict(sorted(total.counts.items())), report=total, sla=timer.result(),

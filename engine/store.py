@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ class Store:
         fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self.fs = fs
         self.root = root.rstrip("/") or "/"
+        self._written: dict[str, int] = {}
+        self._written_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -167,8 +170,16 @@ class Store:
         """Write a partition where only job ``key`` sees it, until :meth:`publish_staged`."""
         digest = partition_digest(table)
         if not self.has_staged_or_object(key, digest.value):
-            self._publish(self.staged_path(key, digest.value), self._parquet_bytes(table))
+            data = self._parquet_bytes(table)
+            self._publish(self.staged_path(key, digest.value), data)
+            with self._written_lock:
+                self._written[key] = self._written.get(key, 0) + len(data)
         return digest
+
+    def bytes_written_for(self, key: str) -> int:
+        """Bytes of objects job ``key`` wrote in this process (for metrics)."""
+        with self._written_lock:
+            return self._written.pop(key, 0)
 
     def publish_staged(self, key: str, digests: list[str]) -> None:
         """Move the staged objects of job ``key`` to their content-addressed names."""

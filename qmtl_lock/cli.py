@@ -102,20 +102,42 @@ def init(directory: Path, force: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Show the plan; fetch and write nothing.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Symbols materialized at once.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write Prometheus metrics (text format) here, e.g. for node-exporter.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON materialize reports (flags with first offending times).")
+@click.option("--verbose", "-v", is_flag=True, help="Log each partition to stderr.")
 @json_option
 def resolve(datasets: tuple[str, ...], manifest: Path, update: bool, locked: bool, frozen: bool,
-            dry_run: bool, jobs: int, as_json: bool) -> None:
+            dry_run: bool, jobs: int, metrics_file: Path | None, report_file: Path | None,
+            verbose: bool, as_json: bool) -> None:
     """Materialize what is missing or changed and write seamless.lock."""
     from qmtl_lock.resolve import resolve as do_resolve
+
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     if locked and frozen:
         _fail(QmtlLockError("--locked and --frozen cannot be used together",
                             fix="use --locked to check the lock, --frozen to trust it"), as_json)
 
     def go() -> int:
+        metrics = None
+        if metrics_file is not None:
+            from engine.metrics import RunMetrics
+
+            metrics = RunMetrics()
         result = do_resolve(manifest, datasets=datasets, update=update, locked=locked,
-                            frozen=frozen, dry_run=dry_run, jobs=jobs,
+                            frozen=frozen, dry_run=dry_run, jobs=jobs, metrics=metrics,
                             progress=_progress if _interactive() and not as_json else None)
+        if metrics is not None and metrics_file is not None:
+            metrics.write(metrics_file)
+        if report_file is not None:
+            report_file.write_text(json.dumps(result.reports, indent=2, sort_keys=True) + "\n",
+                                   encoding="utf-8")
         if as_json:
             _emit_json({"ok": True, "wrote": result.wrote, "dry_run": dry_run,
                         "lock": str(result.lock_path),

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.clock import Clock, SystemClock
 from engine.errors import InputError
@@ -21,6 +21,10 @@ from engine.ranges import DAY_MS, TimeRange, iso, to_ms
 from qmtl_lock.errors import LockOutOfDate, UpstreamChanged
 from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock, write_lock
 from qmtl_lock.manifest import DatasetRequest, LoadedManifest, load_manifest
+
+if TYPE_CHECKING:
+    from engine.materialize import MaterializeResult
+    from engine.metrics import RunMetrics
 
 Action = Literal["unchanged", "restored", "added", "updated", "extended", "removed", "held"]
 
@@ -65,6 +69,7 @@ class ResolveResult:
     wrote: bool
     dry_run: bool
     lock_path: Path
+    reports: list[dict[str, Any]] = field(default_factory=list)  # one per materialization
 
     @property
     def changed(self) -> bool:
@@ -178,6 +183,7 @@ def resolve(
     jobs: int = 1,
     clock: Clock | None = None,
     progress: ProgressFactory | None = None,
+    metrics: RunMetrics | None = None,
 ) -> ResolveResult:
     """Resolve the manifest into its lock; see the module docstring.
 
@@ -216,6 +222,7 @@ def resolve(
         changes = []
     store = Store(loaded.store_url)
     engine = Engine(store, mode="materialize", clock=clock)
+    reports: list[dict[str, Any]] = []
 
     def work(task: _Task) -> Change:
         name, symbol = task.ds.name, task.symbol
@@ -241,6 +248,9 @@ def resolve(
                           "partitions", the_plan.describe())
         tick = progress(f"{name}/{symbol}") if progress else None
         result = engine.apply(the_plan, progress=(lambda r, d, t: tick(d, t)) if tick else None)
+        if metrics is not None:
+            metrics.observe(request, result)
+        reports.append(report_dict(name, symbol, task.ds.spec.retention_class, result))
         if task.reason == "unchanged" or frozen:
             assert task.old is not None
             if result.fingerprint != task.old.dataset_fingerprint:
@@ -280,7 +290,7 @@ def resolve(
 
     if frozen:
         assert old_lock is not None
-        return ResolveResult(changes, old_lock, False, dry_run, lock_path)
+        return ResolveResult(changes, old_lock, False, dry_run, lock_path, reports)
     entries: dict[str, DatasetEntry] = {}
     for name, ds in sorted(loaded.datasets.items()):
         if datasets and name not in datasets and old_lock and name in old_lock.datasets:
@@ -292,7 +302,26 @@ def resolve(
         raise LockOutOfDate([c.line() for c in changes if c.action != "unchanged"]
                             or ["the lock's text differs from what resolve would write"])
     wrote = False if dry_run else write_lock(lock_path, new_lock)
-    return ResolveResult(changes, new_lock, wrote, dry_run, lock_path)
+    return ResolveResult(changes, new_lock, wrote, dry_run, lock_path,
+                         sorted(reports, key=lambda r: (r["dataset"], r["symbol"])))
+
+
+def report_dict(dataset: str, symbol: str, retention_class: str,
+                result: MaterializeResult) -> dict[str, Any]:
+    """The JSON materialize report of one request (``resolve --report``)."""
+    return {
+        "dataset": dataset, "symbol": symbol,
+        "dataset_fingerprint": result.fingerprint, "as_of": iso(result.as_of),
+        "coverage_bounds": result.coverage.to_json(), "rows": result.rows,
+        "partitions": result.partitions, "fetched_partitions": result.fetched,
+        "reused_partitions": result.reused, "completion": round(result.completion, 6),
+        "conformance": result.report.to_dict(),
+        "sla_deadline_ms": result.sla.deadline_ms, "sla_elapsed_ms": result.sla.elapsed_ms,
+        "sla_violation": result.sla.violation, "attempts": result.attempts,
+        "source_requests": result.source_requests, "retries": result.retries,
+        "bytes_written": result.bytes_written, "checkpoint_key": result.checkpoint_key,
+        "retention_class": retention_class,
+    }
 
 
 def _render(lock: Lockfile) -> str:
