@@ -82,7 +82,7 @@ class TokenBucket:
                 rate = self.limit.requests_per_second
                 self._tokens = min(self.limit.burst, self._tokens + (now - self._last) * rate)
                 self._last = now
-                if self._tokens >= 1:
+                if self._tokens >= 1 - 1e-9:  # float refill can land a hair under 1
                     self._tokens -= 1
                     return
                 wait = (1 - self._tokens) / rate
