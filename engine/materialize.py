@@ -103,6 +103,17 @@ def closed_before(preset: ResolvedPreset, now_ms: int) -> int:
     return floor_to(now_ms, interval) - preset.data.stabilization_bars * interval
 
 
+def coverage_end(preset: ResolvedPreset, now_ms: int) -> int:
+    """Where ``end: now`` lands: the last stable closed bar the preset's source can deliver."""
+    from engine.sources import get_source_class
+
+    end = closed_before(preset, now_ms)
+    available = get_source_class(preset.data.source.name).available_until(now_ms)
+    if available is not None:
+        end = min(end, floor_to(available, preset.interval_ms))
+    return end
+
+
 def plan(request: Request, *, previous: Snapshot | None = None,
          checkpoint: dict[str, Any] | None = None, now_ms: int,
          has_object: Callable[[str], bool] = lambda d: True) -> Plan:
@@ -447,6 +458,7 @@ __all__ = [
     "Plan",
     "Request",
     "closed_before",
+    "coverage_end",
     "iso",
     "plan",
 ]

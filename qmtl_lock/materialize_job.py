@@ -58,7 +58,7 @@ class MaterializeSeamlessJob:
 
     def run(self) -> MaterializeReport:
         from engine.errors import InputError
-        from engine.materialize import Engine, Request, closed_before
+        from engine.materialize import Engine, Request, coverage_end
         from engine.presets import load_registry
         from engine.store import Store
         from qmtl_lock.resolve import clock_from_env
@@ -73,7 +73,7 @@ class MaterializeSeamlessJob:
         registry.retention_ttl_days(self.retention_class)  # unknown class: clear error
         clock = clock_from_env()
         start = ceil_to(to_ms(self.start), preset.interval_ms)
-        end = (closed_before(preset, clock.now_ms()) if self.end == "now"
+        end = (coverage_end(preset, clock.now_ms()) if self.end == "now"
                else ceil_to(to_ms(self.end), preset.interval_ms))
         store_url = str(self.artifact_dir or DEFAULT_STORE)
         engine = Engine(Store(store_url), mode="materialize", clock=clock)

@@ -117,7 +117,7 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
                 update: bool, now_ms: int) -> tuple[dict[str, dict[str, SymbolEntry]],
                                                     list[_Task], list[Change]]:
     """Split every (dataset, symbol) into kept entries and tasks to materialize. No I/O."""
-    from engine.materialize import closed_before
+    from engine.materialize import coverage_end
 
     kept: dict[str, dict[str, SymbolEntry]] = {}
     tasks: list[_Task] = []
@@ -140,7 +140,7 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
                 kept[name][symbol] = old  # not asked to touch it: stays as locked, even if stale
                 continue
             if ds.end_is_now:
-                end = closed_before(ds.preset, now_ms)
+                end = coverage_end(ds.preset, now_ms)
                 if not moving and pinned_ends and not why:
                     end = max(pinned_ends)  # a new symbol joins the dataset's pinned end
             else:

@@ -401,3 +401,17 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_end_now_stops_where_the_archive_does() -> None:
+    """Binance publishes a day's file the next day: `end: now` must not ask for today."""
+    from engine.materialize import closed_before, coverage_end
+    from engine.presets import load_registry
+    from engine.ranges import to_ms
+
+    preset = load_registry().get("ohlcv.binance.spot.1m")
+    now = to_ms("2025-03-10T15:42:10Z")
+    assert closed_before(preset, now) == to_ms("2025-03-10T15:40:00Z")
+    assert coverage_end(preset, now) == to_ms("2025-03-10T00:00:00Z")
+    synthetic = load_registry().get("ohlcv.synthetic.crypto.1m")
+    assert coverage_end(synthetic, now) == closed_before(synthetic, now)

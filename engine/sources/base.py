@@ -77,6 +77,15 @@ class Source(ABC):
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         """Rows for ``symbol`` whose bar open time lies in ``window`` (extra rows are flagged)."""
 
+    @staticmethod
+    def available_until(now_ms: int) -> int | None:
+        """End of the data this source can deliver at ``now_ms`` (None: up to now).
+
+        Archives that publish a day's file only after the day ends say so here, so that
+        ``end: now`` does not ask for data that cannot exist yet.
+        """
+        return None
+
     def describe(self, symbol: str, window: TimeRange) -> str:
         """Where the rows of a window come from, for messages and ``--dry-run``."""
         return f"{self.name}:{symbol}:{window.label()}"
