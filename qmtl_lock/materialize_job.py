@@ -89,3 +89,79 @@ class MaterializeSeamlessJob:
             fetched_partitions=result.fetched, reused_partitions=result.reused,
             store=redact_text(store_url),
         )
+
+
+def require_materialized_snapshot(*, fingerprint: str,
+                                  store: str | Path = DEFAULT_STORE) -> dict[str, Any]:
+    """Check that snapshot ``fingerprint`` is in ``store`` and every byte of it verifies.
+
+    Returns the snapshot's header and partition list; raises :class:`ObjectMissing` or
+    :class:`FingerprintMismatch` naming the partition otherwise.
+    """
+    from engine.materialize import Engine
+    from engine.store import Store
+
+    engine = Engine(Store(str(store)), mode="strategy")
+    outcome = engine.verify(fingerprint)
+    if outcome.problems:
+        raise outcome.problems[0]
+    assert outcome.snapshot is not None
+    return outcome.snapshot.to_dict()
+
+
+def materialize_and_pin(
+    dataset: str,
+    *,
+    preset: str,
+    symbols: list[str],
+    start: str,
+    end: str,
+    contract_version: str,
+    retention_class: str = "default",
+    manifest: str | Path = "seamless.yaml",
+) -> list[dict[str, Any]]:
+    """Declare ``dataset`` in seamless.yaml (if it is not there) and resolve it into the lock.
+
+    An existing declaration must match what is asked, or :class:`InputError` says what differs.
+    Returns the materialize reports of the symbols that were fetched.
+    """
+    from engine.errors import InputError
+    from qmtl_lock.manifest import load_manifest, when_text
+    from qmtl_lock.resolve import resolve
+
+    path = Path(manifest)
+    wanted = {"preset": preset, "symbols": sorted(symbols), "start": when_text(start),
+              "end": when_text(end), "contract_version": contract_version,
+              "retention_class": retention_class}
+    loaded = load_manifest(path)
+    existing = loaded.datasets.get(dataset)
+    if existing is None:
+        _append_dataset(path, dataset, wanted)
+    else:
+        have = existing.request_dict()
+        differ = sorted(k for k, v in wanted.items() if have.get(k) != v)
+        if differ:
+            raise InputError(
+                f"dataset {dataset!r} is already declared with other {', '.join(differ)}",
+                where=str(path), fix="edit seamless.yaml, or pin under another dataset name")
+    return resolve(path, datasets=[dataset]).reports
+
+
+def _append_dataset(path: Path, dataset: str, wanted: dict[str, Any]) -> None:
+    """Add a dataset to seamless.yaml, keeping comments and layout when datasets come last."""
+    import re
+
+    import yaml
+
+    text = path.read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    block = yaml.safe_dump({dataset: wanted}, sort_keys=False, default_flow_style=None)
+    block_style = re.search(r"^datasets:[ \t]*(#.*)?$", text, re.MULTILINE) is not None
+    if data and list(data)[-1] == "datasets" and data["datasets"] and block_style:
+        indented = "".join(f"  {line}\n" for line in block.splitlines())
+        path.write_text(text.rstrip("\n") + "\n" + indented, encoding="utf-8")
+        return
+    datasets = dict(data.get("datasets") or {})
+    datasets[dataset] = wanted
+    data["datasets"] = datasets  # rewritten: YAML comments cannot be carried over here
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

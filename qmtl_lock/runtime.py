@@ -121,6 +121,15 @@ class Lock:
                              fix="pip install 'qmtl-lock[pandas]'") from None
         return self.load(dataset, symbol, **kwargs).to_pandas().set_index("ts")
 
+    def to_polars(self, dataset: str, symbol: str, **kwargs: Any) -> Any:
+        """:meth:`load` as a polars DataFrame (needs polars)."""
+        try:
+            import polars as pl
+        except ImportError:
+            raise InputError("polars is not installed",
+                             fix="pip install 'qmtl-lock[polars]'") from None
+        return pl.from_arrow(self.load(dataset, symbol, **kwargs))
+
     def require_fingerprint(self, dataset: str, symbol: str, fingerprint: str) -> None:
         """Raise :class:`FingerprintMismatch` unless the lock pins exactly ``fingerprint``."""
         actual = self.entry(dataset, symbol).dataset_fingerprint
