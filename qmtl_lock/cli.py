@@ -96,6 +96,8 @@ def init(directory: Path, force: bool) -> None:
 @manifest_option
 @click.option("--update", is_flag=True,
               help="Move `end: now` datasets to the latest closed bar and re-check open data.")
+@click.option("--refresh", is_flag=True,
+              help="Fetch every partition again, to find data the provider restated.")
 @click.option("--locked", is_flag=True, help="Fail (exit 1) if the lock would change.")
 @click.option("--frozen", is_flag=True,
               help="Use the lock as it is: only rebuild pinned data missing from the store.")
@@ -108,7 +110,8 @@ def init(directory: Path, force: bool) -> None:
               help="Write the JSON materialize reports (flags with first offending times).")
 @click.option("--verbose", "-v", is_flag=True, help="Log each partition to stderr.")
 @json_option
-def resolve(datasets: tuple[str, ...], manifest: Path, update: bool, locked: bool, frozen: bool,
+def resolve(datasets: tuple[str, ...], manifest: Path, update: bool, refresh: bool,
+            locked: bool, frozen: bool,
             dry_run: bool, jobs: int, metrics_file: Path | None, report_file: Path | None,
             verbose: bool, as_json: bool) -> None:
     """Materialize what is missing or changed and write seamless.lock."""
@@ -130,7 +133,8 @@ def resolve(datasets: tuple[str, ...], manifest: Path, update: bool, locked: boo
             from engine.metrics import RunMetrics
 
             metrics = RunMetrics()
-        result = do_resolve(manifest, datasets=datasets, update=update, locked=locked,
+        result = do_resolve(manifest, datasets=datasets, update=update, refresh=refresh,
+                            locked=locked,
                             frozen=frozen, dry_run=dry_run, jobs=jobs, metrics=metrics,
                             progress=_progress if _interactive() and not as_json else None)
         if metrics is not None and metrics_file is not None:

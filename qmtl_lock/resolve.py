@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from engine.materialize import MaterializeResult
     from engine.metrics import RunMetrics
 
-Action = Literal["unchanged", "restored", "added", "updated", "extended", "removed", "held"]
+Action = Literal["unchanged", "restored", "added", "updated", "extended", "removed", "held",
+                 "restated"]
 
 
 def clock_from_env() -> Clock:
@@ -113,9 +114,11 @@ def _with_retention(loaded: LoadedManifest, ds: DatasetRequest, entry: SymbolEnt
                    expires_at=_expires(loaded, ds, entry.as_of))
 
 
+Planned = tuple[dict[str, dict[str, SymbolEntry]], list["_Task"], list[Change]]
+
+
 def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set[str],
-                update: bool, now_ms: int) -> tuple[dict[str, dict[str, SymbolEntry]],
-                                                    list[_Task], list[Change]]:
+                update: bool, now_ms: int, refresh: bool = False) -> Planned:
     """Split every (dataset, symbol) into kept entries and tasks to materialize. No I/O."""
     from engine.materialize import coverage_end
 
@@ -131,7 +134,7 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
         for symbol in sorted(ds.spec.symbols):
             old = old_ds.symbols.get(symbol) if old_ds else None
             moving = update and in_scope and ds.end_is_now
-            if old is not None and not why and not (update and in_scope):
+            if old is not None and not why and not ((update or refresh) and in_scope):
                 kept[name][symbol] = _with_retention(loaded, ds, old)
                 tasks.append(_Task(ds, symbol, TimeRange(*old.coverage_bounds), old,
                                    "unchanged", ""))
@@ -160,11 +163,11 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
                 reason, detail = "extended", f"coverage end {iso(old.coverage_bounds[1])} -> " \
                     f"{iso(coverage.end)}"
             else:
-                reason, detail = "updated", "--update"
+                reason, detail = "updated", "--refresh" if refresh else "--update"
             # Reused partitions carry the flags they were checked with: a change of preset,
             # contract or accepted gaps means checking again.
-            reusable = not {"preset", "contract_version", "preset definition",
-                            "accepted_gaps"} & set(why)
+            reusable = not refresh and not {"preset", "contract_version", "preset definition",
+                                            "accepted_gaps"} & set(why)
             tasks.append(_Task(ds, symbol, coverage, old, reason, detail, reusable))
     if old_lock:
         for name in sorted(set(old_lock.datasets) - set(loaded.datasets)):
@@ -177,6 +180,7 @@ def resolve(
     *,
     datasets: Collection[str] = (),
     update: bool = False,
+    refresh: bool = False,
     locked: bool = False,
     frozen: bool = False,
     dry_run: bool = False,
@@ -214,7 +218,8 @@ def resolve(
         if drift:
             raise LockOutOfDate(drift)
     now_ms = clock.now_ms()
-    kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update, now_ms)
+    kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update, now_ms,
+                                       refresh=refresh)
     if frozen:
         assert old_lock is not None
         tasks = _frozen_tasks(loaded, old_lock)
@@ -268,6 +273,13 @@ def resolve(
                 entry = replace(entry, conformance_flags=result.flags)
             kept[name][symbol] = entry
             return Change(name, symbol, "unchanged", "same content")
+        action, detail = task.reason, (f"{task.detail}; fetched {result.fetched}, reused "
+                                       f"{result.reused} partitions").lstrip("; ")
+        if task.old is not None and refresh and task.old.coverage_bounds == (
+                result.coverage.start, result.coverage.end):
+            action = "restated"  # same range, other content: the provider changed history
+            detail = "the source now gives other data for " + _changed_partitions(
+                store, task.old.dataset_fingerprint, result)
         kept[name][symbol] = SymbolEntry(
             dataset_fingerprint=result.fingerprint,
             coverage_bounds=(result.coverage.start, result.coverage.end),
@@ -276,9 +288,7 @@ def resolve(
             retention_class=task.ds.spec.retention_class,
             expires_at=_expires(loaded, task.ds, result.as_of),
         )
-        return Change(name, symbol, task.reason,
-                      f"{task.detail}; fetched {result.fetched}, reused {result.reused} "
-                      "partitions".lstrip("; "))
+        return Change(name, symbol, action, detail)
 
     ordered = sorted(tasks, key=lambda t: (t.ds.spec.priority == "low", t.ds.name, t.symbol))
     if jobs > 1 and len(ordered) > 1:
@@ -322,6 +332,26 @@ def report_dict(dataset: str, symbol: str, retention_class: str,
         "bytes_written": result.bytes_written, "checkpoint_key": result.checkpoint_key,
         "retention_class": retention_class,
     }
+
+
+def _changed_partitions(store: Any, old_fingerprint: str, result: MaterializeResult) -> str:
+    """Name the partitions whose digests differ between a locked snapshot and a new result."""
+    from engine.ranges import TimeRange, window_name
+
+    if not store.has_snapshot(old_fingerprint) or result.snapshot is None:
+        return "this range (the old snapshot is not in the store to compare partitions)"
+    old = {(p.start, p.end): p.digest for p in store.get_snapshot(old_fingerprint).partitions}
+    scheme = _scheme(result)
+    changed = [window_name(TimeRange(p.start, p.end), scheme)
+               for p in result.snapshot.partitions if old.get((p.start, p.end)) != p.digest]
+    return "partitions " + ", ".join(changed) if changed else "the snapshot header"
+
+
+def _scheme(result: MaterializeResult) -> Any:
+    from engine.materialize import _scheme_guess
+
+    assert result.snapshot is not None
+    return _scheme_guess(result.snapshot)
 
 
 def _render(lock: Lockfile) -> str:
