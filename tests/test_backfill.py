@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import Project, expect
 from http_server import Reply, Server, serve
+from killing import kill_when
 from test_binance_vision import Archive, build_archive, route_archive
 
 from engine.ranges import MINUTE_MS, TimeRange, iso, to_ms
@@ -224,23 +223,8 @@ def test_kill_and_resume_fetches_only_unfinished_partitions(project: Project, se
                              partition="day")
     env = {**os.environ, "QMTL_LOCK_NOW": T}
     env.pop("CI", None)
-    child = subprocess.Popen([sys.executable, "-m", "qmtl_lock.cli", "resolve"],
-                             cwd=project.root, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    try:
-        while _done(project.store) < 3:
-            assert child.poll() is None, "resolve finished before it could be killed"
-            assert time.monotonic() < deadline, "resolve made no progress"
-            time.sleep(0.005)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=30)
-        assert child.stderr is not None
-        child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
+    kill_when([sys.executable, "-m", "qmtl_lock.cli", "resolve"], cwd=project.root, env=env,
+              ready=lambda: _done(project.store) >= 3)
     assert not project.lock.exists()
     done = json.loads(next((project.store / "jobs").glob("*.json")).read_text())["done"]
     finished_days = sorted(iso(int(k.split("-")[0]))[:10] for k in done)

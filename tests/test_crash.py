@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import NOW, Project
+from killing import kill_when
 
 from engine.fingerprint import partition_digest
 from engine.store import Store
@@ -70,22 +69,8 @@ def test_sigkill_during_resolve_keeps_old_lock_and_resumes(project: Project) -> 
 
     # 2. ask for three years and kill the resolve once a few partitions have been published
     project.write_manifest(SMALL.format(end="2024-01-01"))
-    child = subprocess.Popen([*_command(), "resolve"], cwd=project.root, env=_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    try:
-        while len(_written(project.store)) < baseline + 4:
-            assert child.poll() is None, "resolve finished before it could be killed"
-            assert time.monotonic() < deadline, "resolve made no progress"
-            time.sleep(0.005)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=30)
-        assert child.stderr is not None
-        child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
+    kill_when([*_command(), "resolve"], cwd=project.root, env=_env(),
+              ready=lambda: len(_written(project.store)) >= baseline + 4)
 
     # 3. the old lock is untouched, byte for byte, and nothing half-written has a final name
     assert project.lock.read_bytes() == old_lock
