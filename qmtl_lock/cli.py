@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from engine.errors import QmtlLockError
+from qmtl_lock.commands import diff_command, merge_driver_command
 
 EXIT_OK, EXIT_DRIFT, EXIT_INPUT, EXIT_MATERIALIZE = 0, 1, 2, 3
 
@@ -324,6 +325,10 @@ def schemas(directory: Path | None) -> None:
             click.echo(f"wrote {path}")
         return
     _emit_json({name: json.loads(text) for name, text in generate().items()})
+
+
+cli.add_command(diff_command)
+cli.add_command(merge_driver_command)
 
 
 def main() -> None:
