@@ -284,6 +284,13 @@ class PresetRegistry:
             catalog="built-in" if entry.builtin else entry.doc.path,
         )
 
+    def add_retention_classes(self, classes: Mapping[str, RetentionClass], *,
+                              doc: LocatedYAML | None = None) -> None:
+        """Merge retention classes (e.g. from seamless.yaml) over the ones already known."""
+        doc = doc or LocatedYAML(None, "<retention classes>")
+        for name, value in classes.items():
+            self._retention[name] = _Entry(value, doc, ".", builtin=False)
+
     def retention_ttl_days(self, name: str) -> int | None:
         entry = self._retention.get(name)
         if entry is None:

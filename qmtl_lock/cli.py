@@ -18,6 +18,7 @@ import click
 
 from engine.errors import QmtlLockError
 from qmtl_lock.commands import diff_command, merge_driver_command
+from qmtl_lock.gc_command import gc_command
 
 EXIT_OK, EXIT_DRIFT, EXIT_INPUT, EXIT_MATERIALIZE = 0, 1, 2, 3
 
@@ -329,6 +330,7 @@ def schemas(directory: Path | None) -> None:
 
 cli.add_command(diff_command)
 cli.add_command(merge_driver_command)
+cli.add_command(gc_command)
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ and lockfile branches. The command line maps each branch to an exit code (shown 
     │   │   └── LockfileError           seamless.lock (file, line, key)
     │   │       └── LockVersionError    the lock was written by a newer qmtl-lock
     │   ├── PresetError                 unknown preset, invalid catalog
-    │   └── RangeError                  impossible time range
+    │   ├── RangeError                  impossible time range
+    │   └── GitError                    not a git repository, unknown revision (gc --keep-revs)
     ├── IntegrityError                  exit 1: data differs from what was pinned
     │   ├── FingerprintMismatch         recomputed fingerprint != locked fingerprint
     │   ├── ContractMismatch            the lock pins another contract version
@@ -91,6 +92,15 @@ class LockOutOfDate(IntegrityError):
         )
 
 
+class GitError(InputError):
+    """git could not answer: not a repository, an unknown revision, git not installed."""
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None,
+                 revision: str | None = None) -> None:
+        self.revision = revision
+        super().__init__(what, where=where, fix=fix)
+
+
 class UpstreamChanged(MaterializationError):
     def __init__(self, *, dataset: str, symbol: str, expected: str, actual: str) -> None:
         self.dataset = dataset
@@ -110,6 +120,7 @@ __all__ = [
     "ConformanceError",
     "ContractMismatch",
     "FingerprintMismatch",
+    "GitError",
     "InputError",
     "IntegrityError",
     "LockOutOfDate",

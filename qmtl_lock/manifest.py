@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import PresetError, RangeError
-from engine.presets import PresetRegistry, ResolvedPreset, load_registry
+from engine.presets import PresetRegistry, ResolvedPreset, RetentionClass, load_registry
 from engine.ranges import TimeRange, ceil_to, iso, to_ms
 from engine.yamlio import LocatedYAML, YAMLFileError, load_yaml
 from qmtl_lock.errors import ManifestError
@@ -97,6 +97,8 @@ class Manifest(BaseModel):
     store: str = DEFAULT_STORE
     presets: list[str] = Field(default_factory=list)
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
+    # name -> {ttl_days, description}, merged over the built-in classes (research-short, ...)
+    retention_classes: dict[str, RetentionClass] = Field(default_factory=dict)
 
     @field_validator("datasets")
     @classmethod
@@ -237,6 +239,7 @@ def load_manifest(path: str | Path = MANIFEST_NAME) -> LoadedManifest:
     manifest, doc = parse_manifest(text, str(p))
     catalogs = [str(p.parent / c) for c in manifest.presets]
     registry = load_registry(catalogs)
+    registry.add_retention_classes(manifest.retention_classes, doc=doc)
     datasets: dict[str, DatasetRequest] = {}
     for name, spec in manifest.datasets.items():
         datasets[name] = _validate_dataset(name, spec, registry, doc)
