@@ -102,8 +102,15 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
                                 "the lock's request lists other symbols than its entries",
                                 "restore the lock from git or " + _RESOLVE))
         range_asked = all(want.get(k) == have.get(k) for k in ("preset", "start", "end"))
+        ttl = loaded.registry.retention_ttl_days(ds.spec.retention_class)
         for symbol, sym in sorted(entry.symbols.items()):
             drifts.extend(_entry_drift(name, symbol, sym, ds, strict, range_asked))
+            expires = None if ttl is None else sym.as_of + ttl * 86_400_000
+            if want.get("retention_class") == have.get("retention_class") and \
+                    sym.expires_at != expires:
+                drifts.append(Drift(name, "retention",
+                                    f"the TTL of retention class {ds.spec.retention_class} "
+                                    "changed: expires_at is out of date", _RESOLVE, symbol))
     for name in sorted(set(lock.datasets) - set(loaded.datasets)):
         drifts.append(Drift(name, "removed-dataset",
                             "locked but no longer in seamless.yaml", _RESOLVE))

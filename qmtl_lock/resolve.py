@@ -107,11 +107,11 @@ def _expires(loaded: LoadedManifest, ds: DatasetRequest, as_of: int) -> int | No
 
 
 def _with_retention(loaded: LoadedManifest, ds: DatasetRequest, entry: SymbolEntry) -> SymbolEntry:
-    """An entry keeps its as_of; only a changed retention class moves its expiry."""
-    if entry.retention_class == ds.spec.retention_class:
+    """An entry keeps its as_of; a changed retention class or TTL moves its expiry."""
+    expires = _expires(loaded, ds, entry.as_of)
+    if entry.retention_class == ds.spec.retention_class and entry.expires_at == expires:
         return entry
-    return replace(entry, retention_class=ds.spec.retention_class,
-                   expires_at=_expires(loaded, ds, entry.as_of))
+    return replace(entry, retention_class=ds.spec.retention_class, expires_at=expires)
 
 
 Planned = tuple[dict[str, dict[str, SymbolEntry]], list["_Task"], list[Change]]

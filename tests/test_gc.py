@@ -503,3 +503,37 @@ def test_newest_expiry_wins() -> None:
     r = Retention(5, "research-short").merge(Retention(None, "default")).merge(
         Retention(9, "research-long")).merge(Retention(7, "x"))
     assert (r.expires_at, r.retention_class) == (9, "research-long")
+
+
+def test_changing_a_ttl_is_drift_and_resolve_moves_expiry(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from qmtl_lock.check import check
+    from qmtl_lock.lockfile import read_lock
+    from qmtl_lock.resolve import resolve
+
+    monkeypatch.setenv("QMTL_LOCK_NOW", "2024-06-01T00:00:00Z")
+    body = """\
+version: 1
+retention_classes:
+  scratch: {{ttl_days: {ttl}}}
+datasets:
+  d:
+    preset: ohlcv.synthetic.crypto.1h
+    symbols: [X]
+    start: 2024-01-01
+    end: 2024-01-03
+    contract_version: v1
+    retention_class: scratch
+"""
+    manifest = tmp_path / "seamless.yaml"
+    manifest.write_text(body.format(ttl=3), encoding="utf-8")
+    resolve(manifest)
+    first = read_lock(tmp_path / "seamless.lock").entry("d", "X")
+    manifest.write_text(body.format(ttl=10), encoding="utf-8")
+    assert [d.kind for d in check(manifest).drifts] == ["retention"]
+    resolve(manifest)
+    second = read_lock(tmp_path / "seamless.lock").entry("d", "X")
+    assert first is not None and second is not None
+    assert second.as_of == first.as_of
+    assert second.expires_at == first.as_of + 10 * 86_400_000
+    assert not check(manifest)
