@@ -198,6 +198,8 @@ _VERIFY_FIX = {
     "fingerprint-mismatch": "the store or the lock was altered; restore seamless.lock from git, "
                             "then run `qmtl-lock resolve --frozen`",
     "lock-mismatch": "restore seamless.lock from git or run `qmtl-lock resolve`",
+    "snapshot-missing": "run `qmtl-lock resolve --frozen` to rebuild the pinned data; if it "
+                        "reports that the source gives other data, restore seamless.lock from git",
 }
 
 

@@ -71,11 +71,15 @@ def verify(manifest_path: str | Path = "seamless.yaml", *,
             result.bytes_hashed += outcome.bytes_hashed
             for exc in outcome.problems:
                 detail = exc.what
-                if isinstance(exc, ObjectMissing | ObjectCorrupted):
+                kind = _KIND.get(type(exc).__name__, "integrity")
+                if isinstance(exc, ObjectMissing) and outcome.snapshot is None:
+                    kind = "snapshot-missing"
+                    detail = (f"no snapshot {sym.dataset_fingerprint} in the store: the store "
+                              "was emptied or is another one, or the lock was edited by hand")
+                elif isinstance(exc, ObjectMissing | ObjectCorrupted):
                     detail += f" ({exc.path})"
-                result.problems.append(Problem(
-                    name, symbol, _KIND.get(type(exc).__name__, "integrity"), detail,
-                    getattr(exc, "partition", None)))
+                result.problems.append(Problem(name, symbol, kind, detail,
+                                               getattr(exc, "partition", None)))
             snap = outcome.snapshot
             if snap is None or outcome.problems:
                 continue
