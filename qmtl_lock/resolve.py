@@ -86,6 +86,7 @@ class _Task:
     reason: Action
     detail: str
     reusable: bool = True  # may partitions of the old snapshot be reused?
+    same_source: bool = True  # same preset, definition and contract as the locked entry
 
 
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
@@ -166,9 +167,9 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
                 reason, detail = "updated", "--refresh" if refresh else "--update"
             # Reused partitions carry the flags they were checked with: a change of preset,
             # contract or accepted gaps means checking again.
-            reusable = not refresh and not {"preset", "contract_version", "preset definition",
-                                            "accepted_gaps"} & set(why)
-            tasks.append(_Task(ds, symbol, coverage, old, reason, detail, reusable))
+            same_source = not {"preset", "contract_version", "preset definition"} & set(why)
+            reusable = not refresh and same_source and "accepted_gaps" not in why
+            tasks.append(_Task(ds, symbol, coverage, old, reason, detail, reusable, same_source))
     if old_lock:
         for name in sorted(set(old_lock.datasets) - set(loaded.datasets)):
             changes.append(Change(name, None, "removed", "no longer in seamless.yaml"))
@@ -275,11 +276,13 @@ def resolve(
             return Change(name, symbol, "unchanged", "same content")
         action, detail = task.reason, (f"{task.detail}; fetched {result.fetched}, reused "
                                        f"{result.reused} partitions").lstrip("; ")
-        if task.old is not None and refresh and task.old.coverage_bounds == (
-                result.coverage.start, result.coverage.end):
-            action = "restated"  # same range, other content: the provider changed history
-            detail = "the source now gives other data for " + _changed_partitions(
-                store, task.old.dataset_fingerprint, result)
+        restated = (_restated_partitions(store, task.old, result)
+                    if task.old is not None and task.same_source else None)
+        if restated:  # windows fetched before now hold other data: the provider changed history
+            action = "restated"
+            detail = f"the source now gives other data for {restated}"
+            if task.reason == "extended":
+                detail += f"; {task.detail}"
         kept[name][symbol] = SymbolEntry(
             dataset_fingerprint=result.fingerprint,
             coverage_bounds=(result.coverage.start, result.coverage.end),
@@ -334,17 +337,24 @@ def report_dict(dataset: str, symbol: str, retention_class: str,
     }
 
 
-def _changed_partitions(store: Any, old_fingerprint: str, result: MaterializeResult) -> str:
-    """Name the partitions whose digests differ between a locked snapshot and a new result."""
+def _restated_partitions(store: Any, old: SymbolEntry, result: MaterializeResult) -> str | None:
+    """Name the partitions present in both the locked snapshot and the new one, with the same
+    window but other content; None when there are none (or nothing to compare with)."""
     from engine.ranges import TimeRange, window_name
 
-    if not store.has_snapshot(old_fingerprint) or result.snapshot is None:
-        return "this range (the old snapshot is not in the store to compare partitions)"
-    old = {(p.start, p.end): p.digest for p in store.get_snapshot(old_fingerprint).partitions}
+    same_range = old.coverage_bounds == (result.coverage.start, result.coverage.end)
+    if result.snapshot is None:
+        return None
+    if not store.has_snapshot(old.dataset_fingerprint):
+        return "this range (the old snapshot is not in the store to compare partitions)" \
+            if same_range and old.dataset_fingerprint != result.fingerprint else None
+    before = {(p.start, p.end): p.digest
+              for p in store.get_snapshot(old.dataset_fingerprint).partitions}
     scheme = _scheme(result)
     changed = [window_name(TimeRange(p.start, p.end), scheme)
-               for p in result.snapshot.partitions if old.get((p.start, p.end)) != p.digest]
-    return "partitions " + ", ".join(changed) if changed else "the snapshot header"
+               for p in result.snapshot.partitions
+               if (p.start, p.end) in before and before[(p.start, p.end)] != p.digest]
+    return "partitions " + ", ".join(changed) if changed else None
 
 
 def _scheme(result: MaterializeResult) -> Any:

@@ -93,3 +93,19 @@ def test_rebuilding_an_empty_store_refuses_restated_data(project: Path) -> None:
         resolve(project / "seamless.yaml")
     assert "resolve --update daily" in str(info.value)
     assert (project / "seamless.lock").read_bytes() == before
+
+
+def test_an_update_that_refetches_a_window_reports_the_restatement(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the store lost a partition, --update fetches it again: changed history shows."""
+    from engine.store import Store
+
+    lock = read_lock(project / "seamless.lock")
+    fp = lock.datasets["daily"].symbols["XYZ"].dataset_fingerprint
+    store = Store(str(project / ".seamless" / "store"))
+    march = store.get_snapshot(fp).partitions[2]
+    Path(store.object_path(march.digest)).unlink()
+    write_csv(project, bump_day="2024-03-05")
+    changes = resolve(project / "seamless.yaml", update=True).changes
+    assert [(c.action, c.detail) for c in changes] == [
+        ("restated", "the source now gives other data for partitions 2024-03")]
