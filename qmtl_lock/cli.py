@@ -52,13 +52,16 @@ def _interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def _progress(label: str) -> Callable[[int, int], None]:
-    """A one-line progress display per dataset/symbol: partitions done of total, and rate."""
+def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
+    """Progress per dataset/symbol: partitions done of total, and rate. ``live`` redraws one
+    line as work goes; otherwise (several symbols at once) only finished symbols are shown."""
     import time
 
     started = time.monotonic()
 
     def tick(done: int, total: int) -> None:
+        if not live and done != total:
+            return
         elapsed = max(time.monotonic() - started, 1e-9)
         rate = done / elapsed
         click.echo(f"\r  {label}: {done}/{total} partitions ({rate:.1f}/s)", err=True,
@@ -138,7 +141,8 @@ def resolve(datasets: tuple[str, ...], manifest: Path, update: bool, refresh: bo
         result = do_resolve(manifest, datasets=datasets, update=update, refresh=refresh,
                             locked=locked,
                             frozen=frozen, dry_run=dry_run, jobs=jobs, metrics=metrics,
-                            progress=_progress if _interactive() and not as_json else None)
+                            progress=(lambda label: _progress(label, live=jobs == 1))
+                            if _interactive() and not as_json else None)
         if metrics is not None and metrics_file is not None:
             metrics.write(metrics_file)
         if report_file is not None:
