@@ -12,16 +12,17 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
+if TYPE_CHECKING:  # numpy and pyarrow load only when something is hashed
+    import numpy as np
+    import pyarrow as pa
 
 FINGERPRINT_ALGORITHM = "qmtl-fp-1"
 _PREFIX = "sha256:"
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_CANONICAL_NAN = np.uint64(0x7FF8000000000000)
-_NEGATIVE_ZERO = np.uint64(0x8000000000000000)
+_CANONICAL_NAN = 0x7FF8000000000000
+_NEGATIVE_ZERO = 0x8000000000000000
 
 
 @dataclass(frozen=True, order=True)
@@ -51,12 +52,17 @@ def is_fingerprint(text: object) -> bool:
 
 
 def _type_tag(typ: pa.DataType) -> str:
+    import pyarrow as pa
+
     if pa.types.is_timestamp(typ):
         return f"timestamp[{typ.unit}, tz={typ.tz}]" if typ.tz else f"timestamp[{typ.unit}]"
     return str(typ)
 
 
 def _column_values(arr: pa.Array) -> np.ndarray:
+    import numpy as np
+    import pyarrow as pa
+
     """Little-endian value bytes of a column, with nulls zeroed and floats canonicalized."""
     typ = arr.type
     if pa.types.is_timestamp(typ) or pa.types.is_integer(typ):
@@ -70,8 +76,8 @@ def _column_values(arr: pa.Array) -> np.ndarray:
             filled = filled.cast(pa.float64())
         values = np.array(filled.to_numpy(zero_copy_only=False), dtype="<f8", copy=True)
         bits = values.view("<u8")
-        bits[bits == _NEGATIVE_ZERO] = 0  # on the bits: no float op, so no FP traps
-        bits[np.isnan(values)] = _CANONICAL_NAN
+        bits[bits == np.uint64(_NEGATIVE_ZERO)] = 0  # on the bits: no float op, so no FP traps
+        bits[np.isnan(values)] = np.uint64(_CANONICAL_NAN)
         return bits
     raise TypeError(f"no canonical byte form for column type {typ}")
 
@@ -83,6 +89,9 @@ def partition_digest(table: pa.Table) -> Fingerprint:
     newline, then, if there are nulls, one validity byte per row (1 = value, 0 = null), then the
     values as little-endian 8-byte words.
     """
+    import numpy as np
+    import pyarrow as pa
+
     hasher = hashlib.sha256()
     hasher.update(f"{FINGERPRINT_ALGORITHM}/partition\n".encode())
     for name, column in zip(table.column_names, table.columns, strict=True):

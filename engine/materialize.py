@@ -29,8 +29,8 @@ from engine.errors import (
     SourceError,
 )
 from engine.fingerprint import Fingerprint, SnapshotHeader, dataset_fingerprint
-from engine.presets import ResolvedPreset
-from engine.ranges import TimeRange, floor_to, iso, partition_windows, window_name
+from engine.presets import ResolvedPreset, closed_before, coverage_end
+from engine.ranges import TimeRange, iso, partition_windows, window_name
 from engine.sla import SLAResult, SLATimer
 from engine.sources import make_source
 from engine.sources.base import Source
@@ -95,23 +95,6 @@ class Plan:
         scheme = self.request.preset.partition
         return [f"{p.action:5} {window_name(p.window, scheme)}" + (f" ({p.why})" if p.why else "")
                 for p in self.partitions]
-
-
-def closed_before(preset: ResolvedPreset, now_ms: int) -> int:
-    """End of the last bar that is closed and stable at ``now_ms``."""
-    interval = preset.interval_ms
-    return floor_to(now_ms, interval) - preset.data.stabilization_bars * interval
-
-
-def coverage_end(preset: ResolvedPreset, now_ms: int) -> int:
-    """Where ``end: now`` lands: the last stable closed bar the preset's source can deliver."""
-    from engine.sources import get_source_class
-
-    end = closed_before(preset, now_ms)
-    available = get_source_class(preset.data.source.name).available_until(now_ms)
-    if available is not None:
-        end = min(end, floor_to(available, preset.interval_ms))
-    return end
 
 
 def plan(request: Request, *, previous: Snapshot | None = None,

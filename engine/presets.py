@@ -341,3 +341,23 @@ def load_registry(catalog_paths: Iterable[str | Path] = (),
         registry.add_catalog(load_yaml(text, name), base_dir=".")
     registry.validate_references()
     return registry
+
+
+def closed_before(preset: ResolvedPreset, now_ms: int) -> int:
+    """End of the last bar that is closed and stable at ``now_ms``."""
+    from engine.ranges import floor_to
+
+    interval = preset.interval_ms
+    return floor_to(now_ms, interval) - preset.data.stabilization_bars * interval
+
+
+def coverage_end(preset: ResolvedPreset, now_ms: int) -> int:
+    """Where ``end: now`` lands: the last stable closed bar the preset's source can deliver."""
+    from engine.ranges import floor_to
+    from engine.sources import get_source_class
+
+    end = closed_before(preset, now_ms)
+    available = get_source_class(preset.data.source.name).available_until(now_ms)
+    if available is not None:
+        end = min(end, floor_to(available, preset.interval_ms))
+    return end

@@ -20,11 +20,12 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # pyarrow loads when data is read or written, not to look for a snapshot
+    import pyarrow as pa
 
 from engine.errors import InputError, ObjectCorrupted, ObjectMissing
 from engine.fingerprint import (
@@ -146,6 +147,9 @@ class Store:
     @staticmethod
     def _parquet_bytes(table: pa.Table) -> bytes:
         # Dictionary encoding makes OHLCV files ~1.85x larger and ~2.5x slower to write (§6).
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, use_dictionary=False, compression="snappy",
                        write_statistics=True)
@@ -202,6 +206,9 @@ class Store:
         self.delete_job(key)
 
     def read_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         path = self.object_path(digest)
         try:
             with self.fs.open(path, "rb") as f:
@@ -216,6 +223,8 @@ class Store:
                                   partition=partition) from None
 
     def check_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
+        import pyarrow as pa
+
         """Read an object, re-hash it and return it; raise if it does not match its name."""
         table = self.read_object(digest, partition=partition)
         try:

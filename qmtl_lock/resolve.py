@@ -8,6 +8,7 @@ the engine and re-pinned. The lock is written last and atomically, only if its b
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -121,7 +122,7 @@ Planned = tuple[dict[str, dict[str, SymbolEntry]], list["_Task"], list[Change]]
 def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set[str],
                 update: bool, now_ms: int, refresh: bool = False) -> Planned:
     """Split every (dataset, symbol) into kept entries and tasks to materialize. No I/O."""
-    from engine.materialize import coverage_end
+    from engine.presets import coverage_end
 
     kept: dict[str, dict[str, SymbolEntry]] = {}
     tasks: list[_Task] = []
@@ -197,7 +198,6 @@ def resolve(
     materialization errors (exit 3) and :class:`UpstreamChanged` when a pinned fingerprint no
     longer reproduces; in every failure the previous lock is left untouched.
     """
-    from engine.materialize import Engine, Request
     from engine.store import Store
 
     clock = clock or clock_from_env()
@@ -227,14 +227,20 @@ def resolve(
         kept = {n: dict(d.symbols) for n, d in old_lock.datasets.items()}
         changes = []
     store = Store(loaded.store_url)
-    engine = Engine(store, mode="materialize", clock=clock)
+    engines: list[Any] = []  # the engine (and pyarrow) load only when there is work
+    engine_lock = threading.Lock()
     reports: list[dict[str, Any]] = []
+
+    def get_engine() -> Any:
+        with engine_lock:
+            if not engines:
+                from engine.materialize import Engine
+
+                engines.append(Engine(store, mode="materialize", clock=clock))
+            return engines[0]
 
     def work(task: _Task) -> Change:
         name, symbol = task.ds.name, task.symbol
-        request = Request(task.ds.preset, symbol, task.coverage, task.ds.spec.contract_version,
-                          dataset=name, accepted_gaps=task.ds.accepted_ranges(),
-                          follows_now=task.ds.end_is_now)
         previous = None
         if task.old is not None and store.has_snapshot(task.old.dataset_fingerprint):
             if task.reason == "unchanged" and not frozen:
@@ -245,6 +251,12 @@ def resolve(
                 return Change(name, symbol, "unchanged")  # --frozen: every object is there
             if not task.reusable:
                 previous = None
+        from engine.materialize import Request
+
+        engine = get_engine()
+        request = Request(task.ds.preset, symbol, task.coverage, task.ds.spec.contract_version,
+                          dataset=name, accepted_gaps=task.ds.accepted_ranges(),
+                          follows_now=task.ds.end_is_now)
         the_plan = engine.plan(request, previous=previous)
         if dry_run:
             fetch = len(the_plan.to_fetch)

@@ -106,3 +106,18 @@ def test_importing_the_package_is_light() -> None:
     proc = _python(code, ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_no_op_resolve_loads_no_data_libraries(resolved: Project) -> None:
+    """Nothing changed: resolve only looks for snapshots, without pyarrow, numpy or pandas."""
+    code = (
+        "import json, sys; from qmtl_lock.cli import cli; from click.testing import CliRunner; "
+        f"r = CliRunner().invoke(cli, ['resolve', '-m', {str(resolved.manifest)!r}]); "
+        "print(json.dumps([r.exit_code, r.output, sorted(m for m in "
+        "('pyarrow', 'numpy', 'pandas') if m in sys.modules)]))"
+    )
+    proc = _python(code, resolved.root)
+    assert proc.returncode == 0, proc.stderr
+    exit_code, output, heavy = json.loads(proc.stdout)
+    assert (exit_code, heavy) == (0, [])
+    assert output.strip() == "seamless.lock is up to date"
