@@ -12,7 +12,7 @@ from typing import Any
 
 from engine.ranges import iso
 from qmtl_lock.lockfile import Lockfile, read_lock
-from qmtl_lock.manifest import LoadedManifest, load_manifest
+from qmtl_lock.manifest import REQUEST_KEYS, LoadedManifest, load_manifest
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,7 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
             continue
         want = ds.request_dict()
         have = dict(entry.request)
-        for key in ("preset", "start", "end", "contract_version", "retention_class", "priority",
-                    "live", "accepted_gaps"):
+        for key in REQUEST_KEYS:
             if want.get(key) != have.get(key):
                 kind = "contract" if key == "contract_version" else "request"
                 drifts.append(Drift(

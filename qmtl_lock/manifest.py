@@ -29,6 +29,12 @@ _DATASET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 When = date | datetime | str
 
+# The keys of a lock's request that check compares, and among them those that decide which data
+# is fetched (resolve re-materializes when one of these changes).
+REQUEST_KEYS = ("preset", "start", "end", "contract_version", "retention_class", "priority",
+                "live", "accepted_gaps")
+DATA_KEYS = ("preset", "start", "end", "contract_version", "accepted_gaps")
+
 
 class AcceptedGap(BaseModel):
     """A known stretch without data (an exchange outage, a delisting): not counted as gaps."""

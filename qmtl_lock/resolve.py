@@ -20,8 +20,15 @@ from engine.errors import InputError
 from engine.presets import OnViolation
 from engine.ranges import DAY_MS, TimeRange, iso, to_ms
 from qmtl_lock.errors import LockOutOfDate, UpstreamChanged
-from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock, write_lock
-from qmtl_lock.manifest import DatasetRequest, LoadedManifest, load_manifest
+from qmtl_lock.lockfile import (
+    DatasetEntry,
+    Lockfile,
+    SymbolEntry,
+    read_lock,
+    render,
+    write_lock,
+)
+from qmtl_lock.manifest import DATA_KEYS, DatasetRequest, LoadedManifest, load_manifest
 
 if TYPE_CHECKING:
     from engine.materialize import MaterializeResult
@@ -96,8 +103,7 @@ ProgressFactory = Callable[[str], Callable[[int, int], None]]
 def _same_request(ds: DatasetRequest, old: DatasetEntry) -> list[str]:
     """Fields of the request that decide the data and differ from the lock (symbols aside)."""
     new = ds.request_dict()
-    changed = [k for k in ("preset", "start", "end", "contract_version", "accepted_gaps")
-               if new.get(k) != old.request.get(k)]
+    changed = [k for k in DATA_KEYS if new.get(k) != old.request.get(k)]
     if ds.preset.digest() != old.preset_digest:
         changed.append("preset definition")
     return changed
@@ -218,14 +224,14 @@ def resolve(
             "seamless.lock does not exist"]
         if drift:
             raise LockOutOfDate(drift)
-    now_ms = clock.now_ms()
-    kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update, now_ms,
-                                       refresh=refresh)
-    if frozen:
+    if frozen:  # the lock as it is: rebuild what it pins, plan nothing new
         assert old_lock is not None
         tasks = _frozen_tasks(loaded, old_lock)
         kept = {n: dict(d.symbols) for n, d in old_lock.datasets.items()}
-        changes = []
+        changes: list[Change] = []
+    else:
+        kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update,
+                                           clock.now_ms(), refresh=refresh)
     store = Store(loaded.store_url)
     engines: list[Any] = []  # the engine (and pyarrow) load only when there is work
     engine_lock = threading.Lock()
@@ -323,7 +329,7 @@ def resolve(
         else:
             entries[name] = DatasetEntry(ds.request_dict(), ds.preset.digest(), kept[name])
     new_lock = Lockfile(datasets=entries)
-    if locked and (old_lock is None or _render(old_lock) != _render(new_lock)):
+    if locked and (old_lock is None or render(old_lock) != render(new_lock)):
         raise LockOutOfDate([c.line() for c in changes if c.action != "unchanged"]
                             or ["the lock's text differs from what resolve would write"])
     wrote = False if dry_run else write_lock(lock_path, new_lock)
@@ -374,12 +380,6 @@ def _scheme(result: MaterializeResult) -> Any:
 
     assert result.snapshot is not None
     return _scheme_guess(result.snapshot)
-
-
-def _render(lock: Lockfile) -> str:
-    from qmtl_lock.lockfile import render
-
-    return render(lock)
 
 
 def _frozen_tasks(loaded: LoadedManifest, old_lock: Lockfile) -> list[_Task]:
