@@ -291,15 +291,18 @@ class Engine:
     def iter_verified(self, fingerprint: str, *, dataset: str | None = None,
                       symbol: str | None = None,
                       window: TimeRange | None = None,
+                      snapshot: Snapshot | None = None,
                       ) -> Iterator[tuple[SnapshotPartition, pa.Table]]:
         """Yield each partition of snapshot ``fingerprint``, re-hashed, in order.
 
         The store checks the snapshot manifest against ``fingerprint`` as it reads it (raising
         :class:`ObjectCorrupted`); each object is then re-hashed against its digest, and any
         difference raises :class:`FingerprintMismatch` naming the partition. With ``window``,
-        only overlapping partitions are read (still each verified).
+        only overlapping partitions are read (still each verified). Pass ``snapshot`` when
+        the caller already read it from the store with :meth:`Store.get_snapshot`.
         """
-        snap = self.store.get_snapshot(fingerprint)
+        snap = snapshot or self.store.get_snapshot(fingerprint)
+        assert snap.fingerprint == fingerprint
         scheme_of = _scheme_guess(snap)
         for part in snap.partitions:
             pw = TimeRange(part.start, part.end)
@@ -348,10 +351,10 @@ class Engine:
         return outcome
 
     def load(self, fingerprint: str, *, dataset: str | None = None, symbol: str | None = None,
-             window: TimeRange | None = None) -> pa.Table:
+             window: TimeRange | None = None, snapshot: Snapshot | None = None) -> pa.Table:
         """The verified rows of a snapshot as one table (optionally only those in ``window``)."""
         tables = [t for _, t in self.iter_verified(fingerprint, dataset=dataset, symbol=symbol,
-                                                   window=window)]
+                                                   window=window, snapshot=snapshot)]
         if not tables:
             from engine.contracts import OHLCV_V1
 

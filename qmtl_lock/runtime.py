@@ -95,7 +95,7 @@ class Lock:
                 fix="the lock entry does not describe this snapshot; restore the lock from git "
                 "or run `qmtl-lock resolve`")
         return self.engine.load(entry.dataset_fingerprint, dataset=dataset, symbol=symbol,
-                                window=window)
+                                window=window, snapshot=snap)
 
     def _window(self, dataset: str, symbol: str, entry: SymbolEntry, start: Any,
                 end: Any) -> TimeRange | None:
