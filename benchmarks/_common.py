@@ -98,7 +98,8 @@ def expected_rows(years: int, months: int = 0) -> int:
 
 def object_paths(project: Path) -> list[str]:
     """Store paths of the partition objects pinned by the project's lock, in partition order."""
-    from engine.store import Store
+    from qmtl_engine.store import Store
+
     from qmtl_lock.lockfile import read_lock
     from qmtl_lock.manifest import load_manifest
 

@@ -55,16 +55,16 @@ t0 = time.perf_counter()
 from qmtl_lock.cli import cli
 from qmtl_lock.check import check
 t1 = time.perf_counter()
-import engine.yamlio, qmtl_lock.manifest, qmtl_lock.lockfile, engine.presets
+import qmtl_engine.yamlio, qmtl_lock.manifest, qmtl_lock.lockfile, qmtl_engine.presets
 spent = [0.0]
-original = engine.yamlio.load_yaml
+original = qmtl_engine.yamlio.load_yaml
 def timed_load(*a, **k):
     s = time.perf_counter()
     try:
         return original(*a, **k)
     finally:
         spent[0] += time.perf_counter() - s
-for mod in (engine.yamlio, qmtl_lock.manifest, qmtl_lock.lockfile, engine.presets):
+for mod in (qmtl_engine.yamlio, qmtl_lock.manifest, qmtl_lock.lockfile, qmtl_engine.presets):
     if getattr(mod, "load_yaml", None) is original:
         mod.load_yaml = timed_load
 t2 = time.perf_counter()

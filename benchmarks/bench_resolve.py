@@ -85,14 +85,14 @@ def main() -> None:
     # Imports that resolve does lazily are done up front: they are a per-process cost, not a
     # per-row one (the CLI no-op figure below shows them).
     import pyarrow.parquet as pq
+    import qmtl_engine.materialize
+    import qmtl_engine.store
+    from qmtl_engine.fingerprint import partition_digest
+    from qmtl_engine.ranges import TimeRange, partition_windows
+    from qmtl_engine.sources import make_source
+    from qmtl_engine.sources.synthetic import SyntheticSource
+    from qmtl_engine.store import Store
 
-    import engine.materialize
-    import engine.store
-    from engine.fingerprint import partition_digest
-    from engine.ranges import TimeRange, partition_windows
-    from engine.sources import make_source
-    from engine.sources.synthetic import SyntheticSource
-    from engine.store import Store
     from qmtl_lock.manifest import load_manifest
     from qmtl_lock.resolve import resolve
 
@@ -108,8 +108,8 @@ def main() -> None:
         manifest = project / "seamless.yaml"
         probe = Probe()
         probe.wrap(SyntheticSource, "fetch", "source fetch")
-        probe.wrap(engine.materialize, "conform", "conformance")
-        probe.wrap(engine.store, "partition_digest", "hash (partition digest)")
+        probe.wrap(qmtl_engine.materialize, "conform", "conformance")
+        probe.wrap(qmtl_engine.store, "partition_digest", "hash (partition digest)")
         for writer in ("put_object", "stage_object", "publish_staged"):
             if hasattr(Store, writer):
                 probe.wrap(Store, writer, "store writes")

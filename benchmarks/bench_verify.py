@@ -6,7 +6,7 @@ per value, plus one validity byte per row of a column with nulls) and rows/s is 
 in the same run and on the same data:
 
 - ``hashlib.sha256`` over the same column buffers, already in memory (the hashing floor);
-- ``engine.fingerprint.partition_digest`` on the same in-memory tables (canonicalize + hash);
+- ``qmtl_engine.fingerprint.partition_digest`` on the same in-memory tables (canonicalize + hash);
 - ``pyarrow.parquet.read_table`` of the same object files, one call per file (as verify does)
   and one multi-threaded call over the list of files (the decoding floor);
 - a minimal re-implementation: per file, ``pq.read_table`` then ``partition_digest``. Reading and
@@ -58,9 +58,9 @@ def main() -> None:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import qmtl_engine.materialize  # noqa: F401  (imported by verify lazily; a per-process cost)
+    from qmtl_engine.fingerprint import partition_digest
 
-    import engine.materialize  # noqa: F401  (imported by verify lazily; a per-process cost)
-    from engine.fingerprint import partition_digest
     from qmtl_lock.resolve import resolve
     from qmtl_lock.verify import verify
 

@@ -10,9 +10,8 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
-
-from engine.errors import PresetError
-from engine.ranges import DAY_MS, TimeRange, ceil_to
+from qmtl_engine.errors import PresetError
+from qmtl_engine.ranges import DAY_MS, TimeRange, ceil_to
 
 
 class Calendar(Protocol):

@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from engine.calendars import Calendar
-from engine.contracts import TS, VALUE_COLUMNS, Contract
-from engine.errors import ConformanceError
-from engine.presets import FLAG_NAMES, ConformancePreset
-from engine.ranges import TimeRange, iso
+from qmtl_engine.calendars import Calendar
+from qmtl_engine.contracts import TS, VALUE_COLUMNS, Contract
+from qmtl_engine.errors import ConformanceError
+from qmtl_engine.presets import FLAG_NAMES, ConformancePreset
+from qmtl_engine.ranges import TimeRange, iso
 
 SAMPLE_SIZE = 5
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.errors import PresetError
+from qmtl_engine.errors import PresetError
 
 TS = "ts"
 VALUE_COLUMNS = ("open", "high", "low", "close", "volume")

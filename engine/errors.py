@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.conformance import ConformanceReport
+    from qmtl_engine.conformance import ConformanceReport
 
 
 class QmtlLockError(Exception):

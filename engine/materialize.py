@@ -15,25 +15,24 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
-
-from engine.calendars import Calendar, get_calendar
-from engine.clock import Clock, SystemClock
-from engine.conformance import ConformanceReport, RowMemory, blocking, conform
-from engine.contracts import Contract, get_contract
-from engine.errors import (
+from qmtl_engine.calendars import Calendar, get_calendar
+from qmtl_engine.clock import Clock, SystemClock
+from qmtl_engine.conformance import ConformanceReport, RowMemory, blocking, conform
+from qmtl_engine.contracts import Contract, get_contract
+from qmtl_engine.errors import (
     ConformanceError,
     FingerprintMismatch,
     InputError,
     QmtlLockError,
     SourceError,
 )
-from engine.fingerprint import Fingerprint, SnapshotHeader, dataset_fingerprint
-from engine.presets import ResolvedPreset, closed_before, coverage_end
-from engine.ranges import TimeRange, iso, partition_windows, window_name
-from engine.sla import SLAResult, SLATimer
-from engine.sources import make_source
-from engine.sources.base import Source
-from engine.store import Snapshot, SnapshotPartition, Store
+from qmtl_engine.fingerprint import Fingerprint, SnapshotHeader, dataset_fingerprint
+from qmtl_engine.presets import ResolvedPreset, closed_before, coverage_end
+from qmtl_engine.ranges import TimeRange, iso, partition_windows, window_name
+from qmtl_engine.sla import SLAResult, SLATimer
+from qmtl_engine.sources import make_source
+from qmtl_engine.sources.base import Source
+from qmtl_engine.store import Snapshot, SnapshotPartition, Store
 
 Mode = Literal["materialize", "strategy"]
 log = logging.getLogger("qmtl_lock.engine")
@@ -310,7 +309,7 @@ class Engine:
                 continue
             name = window_name(pw, scheme_of)
             table = self.store.read_object(part.digest, partition=name)
-            from engine.fingerprint import partition_digest
+            from qmtl_engine.fingerprint import partition_digest
 
             actual = partition_digest(table)
             if actual.value != part.digest or table.num_rows != part.rows:
@@ -325,7 +324,7 @@ class Engine:
         The manifest is checked by :meth:`Store.get_snapshot`, each object by
         :meth:`Store.check_object` (content against name); here only the row count is added.
         """
-        from engine.errors import IntegrityError
+        from qmtl_engine.errors import IntegrityError
 
         outcome = VerifyOutcome()
         try:
@@ -356,7 +355,7 @@ class Engine:
         tables = [t for _, t in self.iter_verified(fingerprint, dataset=dataset, symbol=symbol,
                                                    window=window, snapshot=snapshot)]
         if not tables:
-            from engine.contracts import OHLCV_V1
+            from qmtl_engine.contracts import OHLCV_V1
 
             return _empty_table(OHLCV_V1.required_names)
         table = pa.concat_tables(tables)
@@ -402,7 +401,7 @@ def _fetch_and_conform(source: Source, request: Request, window: TimeRange, cont
 
 
 def _scheme_guess(snap: Snapshot) -> Literal["day", "month", "year"]:
-    from engine.ranges import DAY_MS
+    from qmtl_engine.ranges import DAY_MS
 
     spans = [p.end - p.start for p in snap.partitions]
     longest = max(spans, default=DAY_MS)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
 
 if TYPE_CHECKING:
-    from engine.materialize import MaterializeResult, Request
+    from qmtl_engine.materialize import MaterializeResult, Request
 
 
 class RunMetrics:

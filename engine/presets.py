@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from engine.errors import PresetError
-from engine.ranges import format_interval, parse_interval
-from engine.yamlio import LocatedYAML, YAMLFileError, load_yaml, pydantic_error
+from qmtl_engine.errors import PresetError
+from qmtl_engine.ranges import format_interval, parse_interval
+from qmtl_engine.yamlio import LocatedYAML, YAMLFileError, load_yaml, pydantic_error
 
 FLAG_NAMES = (
     "missing_column",
@@ -146,7 +145,7 @@ class ResolvedPreset:
 
     @property
     def partition(self) -> Literal["day", "month", "year"]:
-        from engine.ranges import default_partition
+        from qmtl_engine.ranges import default_partition
 
         return self.data.partition or default_partition(self.data.interval_ms)
 
@@ -313,11 +312,11 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
 
 
 def builtin_catalog_text() -> str:
-    return resources.files("engine").joinpath("data/presets.yaml").read_text(encoding="utf-8")
+    return resources.files("qmtl_engine").joinpath("data/presets.yaml").read_text(encoding="utf-8")
 
 
 def builtin_data_dir() -> str:
-    return str(Path(str(resources.files("engine").joinpath("data"))))
+    return str(Path(str(resources.files("qmtl_engine").joinpath("data"))))
 
 
 def load_registry(catalog_paths: Iterable[str | Path] = (),
@@ -345,7 +344,7 @@ def load_registry(catalog_paths: Iterable[str | Path] = (),
 
 def closed_before(preset: ResolvedPreset, now_ms: int) -> int:
     """End of the last bar that is closed and stable at ``now_ms``."""
-    from engine.ranges import floor_to
+    from qmtl_engine.ranges import floor_to
 
     interval = preset.interval_ms
     return floor_to(now_ms, interval) - preset.data.stabilization_bars * interval
@@ -353,8 +352,8 @@ def closed_before(preset: ResolvedPreset, now_ms: int) -> int:
 
 def coverage_end(preset: ResolvedPreset, now_ms: int) -> int:
     """Where ``end: now`` lands: the last stable closed bar the preset's source can deliver."""
-    from engine.ranges import floor_to
-    from engine.sources import get_source_class
+    from qmtl_engine.ranges import floor_to
+    from qmtl_engine.sources import get_source_class
 
     end = closed_before(preset, now_ms)
     available = get_source_class(preset.data.source.name).available_until(now_ms)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from engine.errors import RangeError
+from qmtl_engine.errors import RangeError
 
 MS = 1
 SECOND_MS = 1000

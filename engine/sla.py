@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from engine.clock import Clock
-from engine.errors import SLAExceeded
-from engine.presets import OnViolation, SLAPreset
+from qmtl_engine.clock import Clock
+from qmtl_engine.errors import SLAExceeded
+from qmtl_engine.presets import OnViolation, SLAPreset
 
 
 @dataclass(frozen=True)

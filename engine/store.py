@@ -27,8 +27,8 @@ import fsspec
 if TYPE_CHECKING:  # pyarrow loads when data is read or written, not to look for a snapshot
     import pyarrow as pa
 
-from engine.errors import InputError, ObjectCorrupted, ObjectMissing
-from engine.fingerprint import (
+from qmtl_engine.errors import InputError, ObjectCorrupted, ObjectMissing
+from qmtl_engine.fingerprint import (
     FINGERPRINT_ALGORITHM,
     Fingerprint,
     PartitionRef,

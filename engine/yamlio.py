@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-
-from engine.errors import InputError
+from qmtl_engine.errors import InputError
 
 Path_ = tuple[str | int, ...]
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster

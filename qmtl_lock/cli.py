@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from qmtl_engine.errors import QmtlLockError
 
-from engine.errors import QmtlLockError
 from qmtl_lock.commands import diff_command, merge_driver_command
 from qmtl_lock.gc_command import gc_command
 
@@ -135,7 +135,7 @@ def resolve(datasets: tuple[str, ...], manifest: Path, update: bool, refresh: bo
     def go() -> int:
         metrics = None
         if metrics_file is not None:
-            from engine.metrics import RunMetrics
+            from qmtl_engine.metrics import RunMetrics
 
             metrics = RunMetrics()
         result = do_resolve(manifest, datasets=datasets, update=update, refresh=refresh,
@@ -271,7 +271,8 @@ def show(dataset: str | None, manifest: Path, gaps: bool, as_json: bool) -> None
 @json_option
 def presets(manifest: Path, as_json: bool) -> None:
     """List the presets (built-in and from seamless.yaml) with their definitions."""
-    from engine.presets import load_registry
+    from qmtl_engine.presets import load_registry
+
     from qmtl_lock.manifest import parse_manifest
 
     def go() -> int:

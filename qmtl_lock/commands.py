@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-
-from engine.errors import InputError, QmtlLockError
+from qmtl_engine.errors import InputError, QmtlLockError
 
 if TYPE_CHECKING:
-    from engine.ranges import PartitionScheme
-    from engine.store import Store
+    from qmtl_engine.ranges import PartitionScheme
+    from qmtl_engine.store import Store
+
     from qmtl_lock.lockfile import Lockfile
     from qmtl_lock.merge import Conflict
 
@@ -119,7 +119,8 @@ def lock_at_revision(rev: str, path: Path) -> tuple[Lockfile, str, list[str]]:
 def _store_and_schemes(manifest: Path, store_url: str | None,
                        ) -> tuple[Store | None, dict[str, PartitionScheme], list[str]]:
     """The store holding the snapshot manifests, the partition scheme of each preset, notes."""
-    from engine.presets import PresetRegistry, load_registry
+    from qmtl_engine.presets import PresetRegistry, load_registry
+
     from qmtl_lock.manifest import load_manifest
 
     notes: list[str] = []
@@ -141,7 +142,7 @@ def _store_and_schemes(manifest: Path, store_url: str | None,
         pass  # partition names fall back to a scheme inferred from the windows
     store: Store | None = None
     if url:
-        from engine.store import Store
+        from qmtl_engine.store import Store
 
         try:
             store = Store(url)

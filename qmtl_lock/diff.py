@@ -4,8 +4,8 @@
 and symbols added or removed, request and preset changes, coverage extended or shrunk, fingerprint
 changed, and every other changed field (rows, flags, SLA, ``as_of`` …). When a store is given, the
 snapshot manifests of both fingerprints are compared to name the partitions (months, days, years,
-named like :func:`engine.ranges.window_name`) that were added, removed or changed. A snapshot that
-is not in the store is reported as a note; the entry-level changes are still reported.
+named like :func:`qmtl_engine.ranges.window_name`) that were added, removed or changed. A snapshot
+that is not in the store is reported as a note; the entry-level changes are still reported.
 
 The result is true when the locks differ. :func:`render_text` gives the human review form,
 :meth:`LockDiff.to_dict` the ``--json`` form. Heavy modules (deepdiff, and pyarrow/fsspec through
@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from engine.ranges import (
+from qmtl_engine.ranges import (
     DAY_MS,
     PartitionScheme,
     TimeRange,
@@ -27,10 +27,11 @@ from engine.ranges import (
     window_containing,
     window_name,
 )
+
 from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry
 
 if TYPE_CHECKING:
-    from engine.store import Snapshot, SnapshotPartition, Store
+    from qmtl_engine.store import Snapshot, SnapshotPartition, Store
 
 Status = Literal["added", "removed", "changed"]
 _MARK = {"added": "+", "removed": "-", "changed": "~"}
@@ -349,7 +350,7 @@ class _Snapshots:
         if self.store is None:
             return "no store"
         if fingerprint not in self._cache:
-            from engine.errors import ObjectMissing, QmtlLockError
+            from qmtl_engine.errors import ObjectMissing, QmtlLockError
 
             try:
                 self._cache[fingerprint] = self.store.get_snapshot(fingerprint)

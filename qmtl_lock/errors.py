@@ -1,7 +1,8 @@
 """Every error qmtl-lock raises, under one root.
 
-Engine errors are defined in ``engine.errors`` and re-exported here; this module adds the manifest
-and lockfile branches. The command line maps each branch to an exit code (shown on the right)::
+Engine errors are defined in ``qmtl_engine.errors`` and re-exported here; this module adds the
+manifest and lockfile branches. The command line maps each branch to an exit code
+(shown on the right)::
 
     QmtlLockError
     ├── InputError                      exit 2: fix your input
@@ -28,7 +29,7 @@ and lockfile branches. The command line maps each branch to an exit code (shown 
 
 from __future__ import annotations
 
-from engine.errors import (
+from qmtl_engine.errors import (
     ConformanceError,
     FingerprintMismatch,
     InputError,
@@ -43,7 +44,7 @@ from engine.errors import (
     SLAExceeded,
     SourceError,
 )
-from engine.yamlio import YAMLFileError
+from qmtl_engine.yamlio import YAMLFileError
 
 
 class ManifestError(YAMLFileError):

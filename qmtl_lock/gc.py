@@ -34,13 +34,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from engine.errors import InputError, QmtlLockError
-from engine.ranges import DAY_MS, iso
+from qmtl_engine.errors import InputError, QmtlLockError
+from qmtl_engine.ranges import DAY_MS, iso
+
 from qmtl_lock.errors import GitError
 from qmtl_lock.lockfile import Lockfile, parse_lock, read_lock
 
 if TYPE_CHECKING:
-    from engine.store import Store
+    from qmtl_engine.store import Store
 
 GcKind = Literal["snapshot", "object", "job", "temporary"]
 Log = Callable[[str], None]
@@ -543,7 +544,8 @@ def prepare_gc(manifest_path: str | Path = "seamless.yaml", *, keep_revs: Sequen
     Raises :class:`GitError` (exit 2) for ``keep_revs``/``all_refs`` outside a git repository
     or an unknown revision, and :class:`InputError` for a missing lock or a bad archive URL.
     """
-    from engine.store import Store
+    from qmtl_engine.store import Store
+
     from qmtl_lock.manifest import load_manifest
     from qmtl_lock.resolve import clock_from_env
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.errors import InputError
+from qmtl_engine.errors import InputError
+
 from qmtl_lock.manifest import MANIFEST_NAME
 
 STARTER = """\

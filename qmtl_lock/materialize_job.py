@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.ranges import TimeRange, ceil_to, iso, to_ms
+from qmtl_engine.ranges import TimeRange, ceil_to, iso, to_ms
+
 from qmtl_lock.manifest import DEFAULT_STORE
 from qmtl_lock.redact import redact_text
 
@@ -57,10 +58,11 @@ class MaterializeSeamlessJob:
     presets: tuple[str, ...] = ()  # extra catalog files
 
     def run(self) -> MaterializeReport:
-        from engine.errors import InputError
-        from engine.materialize import Engine, Request, coverage_end
-        from engine.presets import load_registry
-        from engine.store import Store
+        from qmtl_engine.errors import InputError
+        from qmtl_engine.materialize import Engine, Request, coverage_end
+        from qmtl_engine.presets import load_registry
+        from qmtl_engine.store import Store
+
         from qmtl_lock.resolve import clock_from_env
 
         registry = load_registry(self.presets)
@@ -98,8 +100,8 @@ def require_materialized_snapshot(*, fingerprint: str,
     Returns the snapshot's header and partition list; raises :class:`ObjectMissing` or
     :class:`FingerprintMismatch` naming the partition otherwise.
     """
-    from engine.materialize import Engine
-    from engine.store import Store
+    from qmtl_engine.materialize import Engine
+    from qmtl_engine.store import Store
 
     engine = Engine(Store(str(store)), mode="strategy")
     outcome = engine.verify(fingerprint)
@@ -125,7 +127,8 @@ def materialize_and_pin(
     An existing declaration must match what is asked, or :class:`InputError` says what differs.
     Returns the materialize reports of the symbols that were fetched.
     """
-    from engine.errors import InputError
+    from qmtl_engine.errors import InputError
+
     from qmtl_lock.manifest import load_manifest, when_text
     from qmtl_lock.resolve import resolve
 

@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.ranges import iso
+from qmtl_engine.ranges import iso
+
 from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry
 
 # request keys that do not change the data an entry holds

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from engine.clock import Clock, SystemClock
-from engine.errors import InputError
-from engine.presets import OnViolation
-from engine.ranges import DAY_MS, TimeRange, iso, to_ms
+from qmtl_engine.clock import Clock, SystemClock
+from qmtl_engine.errors import InputError
+from qmtl_engine.presets import OnViolation
+from qmtl_engine.ranges import DAY_MS, TimeRange, iso, to_ms
+
 from qmtl_lock.errors import LockOutOfDate, UpstreamChanged
 from qmtl_lock.lockfile import (
     DatasetEntry,
@@ -31,8 +32,8 @@ from qmtl_lock.lockfile import (
 from qmtl_lock.manifest import DATA_KEYS, DatasetRequest, LoadedManifest, load_manifest
 
 if TYPE_CHECKING:
-    from engine.materialize import MaterializeResult
-    from engine.metrics import RunMetrics
+    from qmtl_engine.materialize import MaterializeResult
+    from qmtl_engine.metrics import RunMetrics
 
 Action = Literal["unchanged", "restored", "added", "updated", "extended", "removed", "held",
                  "restated"]
@@ -128,7 +129,7 @@ Planned = tuple[dict[str, dict[str, SymbolEntry]], list["_Task"], list[Change]]
 def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set[str],
                 update: bool, now_ms: int, refresh: bool = False) -> Planned:
     """Split every (dataset, symbol) into kept entries and tasks to materialize. No I/O."""
-    from engine.presets import coverage_end
+    from qmtl_engine.presets import coverage_end
 
     kept: dict[str, dict[str, SymbolEntry]] = {}
     tasks: list[_Task] = []
@@ -204,7 +205,7 @@ def resolve(
     materialization errors (exit 3) and :class:`UpstreamChanged` when a pinned fingerprint no
     longer reproduces; in every failure the previous lock is left untouched.
     """
-    from engine.store import Store
+    from qmtl_engine.store import Store
 
     clock = clock or clock_from_env()
     loaded = load_manifest(manifest_path)
@@ -240,7 +241,7 @@ def resolve(
     def get_engine() -> Any:
         with engine_lock:
             if not engines:
-                from engine.materialize import Engine
+                from qmtl_engine.materialize import Engine
 
                 engines.append(Engine(store, mode="materialize", clock=clock))
             return engines[0]
@@ -257,7 +258,7 @@ def resolve(
                 return Change(name, symbol, "unchanged")  # --frozen: every object is there
             if not task.reusable:
                 previous = None
-        from engine.materialize import Request
+        from qmtl_engine.materialize import Request
 
         engine = get_engine()
         request = Request(task.ds.preset, symbol, task.coverage, task.ds.spec.contract_version,
@@ -358,7 +359,7 @@ def report_dict(dataset: str, symbol: str, retention_class: str,
 def _restated_partitions(store: Any, old: SymbolEntry, result: MaterializeResult) -> str | None:
     """Name the partitions present in both the locked snapshot and the new one, with the same
     window but other content; None when there are none (or nothing to compare with)."""
-    from engine.ranges import TimeRange, window_name
+    from qmtl_engine.ranges import TimeRange, window_name
 
     same_range = old.coverage_bounds == (result.coverage.start, result.coverage.end)
     if result.snapshot is None:
@@ -376,7 +377,7 @@ def _restated_partitions(store: Any, old: SymbolEntry, result: MaterializeResult
 
 
 def _scheme(result: MaterializeResult) -> Any:
-    from engine.materialize import _scheme_guess
+    from qmtl_engine.materialize import _scheme_guess
 
     assert result.snapshot is not None
     return _scheme_guess(result.snapshot)

@@ -10,8 +10,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import FingerprintMismatch, InputError
-from engine.ranges import TimeRange, iso, to_ms
+from qmtl_engine.errors import FingerprintMismatch, InputError
+from qmtl_engine.ranges import TimeRange, iso, to_ms
+
 from qmtl_lock.errors import ContractMismatch
 from qmtl_lock.lockfile import Lockfile, SymbolEntry, read_lock
 from qmtl_lock.manifest import DEFAULT_STORE, MANIFEST_NAME, parse_manifest
@@ -19,8 +20,7 @@ from qmtl_lock.manifest import DEFAULT_STORE, MANIFEST_NAME, parse_manifest
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-
-    from engine.materialize import Engine
+    from qmtl_engine.materialize import Engine
 
 
 class Lock:
@@ -50,8 +50,8 @@ class Lock:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            from engine.materialize import Engine
-            from engine.store import Store
+            from qmtl_engine.materialize import Engine
+            from qmtl_engine.store import Store
 
             self._engine = Engine(Store(self.store_url), mode="strategy")
         return self._engine

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from qmtl_engine.presets import Catalog
 
-from engine.presets import Catalog
 from qmtl_lock.lockfile import LockModel
 from qmtl_lock.manifest import Manifest
 

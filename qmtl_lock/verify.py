@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InputError, ObjectCorrupted, ObjectMissing
+from qmtl_engine.errors import InputError, ObjectCorrupted, ObjectMissing
+
 from qmtl_lock.lockfile import read_lock
 from qmtl_lock.manifest import load_manifest
 
@@ -50,8 +51,8 @@ _KIND = {"FingerprintMismatch": "fingerprint-mismatch", "ObjectMissing": "object
 def verify(manifest_path: str | Path = "seamless.yaml", *,
            datasets: Collection[str] = ()) -> VerifyResult:
     """Re-hash every partition the lock pins. Every entry is checked, problems are collected."""
-    from engine.materialize import Engine
-    from engine.store import Store
+    from qmtl_engine.materialize import Engine
+    from qmtl_engine.store import Store
 
     loaded = load_manifest(manifest_path)
     lock = read_lock(loaded.lock_path)

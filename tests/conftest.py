@@ -125,7 +125,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pinned_now: str) ->
 @pytest.fixture(scope="session")
 def resolved_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MANIFEST resolved once per session (at NOW); copied by :func:`resolved`."""
-    from engine.ranges import to_ms
+    from qmtl_engine.ranges import to_ms
+
     from qmtl_lock.resolve import PinnedNowClock, resolve
 
     root = tmp_path_factory.mktemp("template") / "proj"

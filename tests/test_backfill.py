@@ -23,10 +23,10 @@ import pytest
 from conftest import Project, expect
 from http_server import Reply, Server, serve
 from killing import kill_when
+from qmtl_engine.ranges import MINUTE_MS, TimeRange, iso, to_ms
+from qmtl_engine.store import Store
 from test_binance_vision import Archive, build_archive, route_archive
 
-from engine.ranges import MINUTE_MS, TimeRange, iso, to_ms
-from engine.store import Store
 from qmtl_lock import Lock
 from qmtl_lock.lockfile import SymbolEntry, read_lock
 from qmtl_lock.resolve import PinnedNowClock, ResolveResult, resolve
@@ -389,9 +389,9 @@ if __name__ == "__main__":
 
 def test_end_now_stops_where_the_archive_does() -> None:
     """Binance publishes a day's file the next day: `end: now` must not ask for today."""
-    from engine.materialize import closed_before, coverage_end
-    from engine.presets import load_registry
-    from engine.ranges import to_ms
+    from qmtl_engine.materialize import closed_before, coverage_end
+    from qmtl_engine.presets import load_registry
+    from qmtl_engine.ranges import to_ms
 
     preset = load_registry().get("ohlcv.binance.spot.1m")
     now = to_ms("2025-03-10T15:42:10Z")

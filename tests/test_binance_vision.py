@@ -23,17 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from http_server import Reply, Server, serve
-from test_sources import SourceSuite, conformed
-
-from engine.calendars import get_calendar
-from engine.conformance import conform
-from engine.contracts import OHLCV_V1
-from engine.errors import PresetError, SourceError
-from engine.http import RateLimit
-from engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, partition_windows, to_ms
-from engine.sources import make_source
-from engine.sources.base import Source
-from engine.sources.binance_vision import (
+from qmtl_engine.calendars import get_calendar
+from qmtl_engine.conformance import conform
+from qmtl_engine.contracts import OHLCV_V1
+from qmtl_engine.errors import PresetError, SourceError
+from qmtl_engine.http import RateLimit
+from qmtl_engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, partition_windows, to_ms
+from qmtl_engine.sources import make_source
+from qmtl_engine.sources.base import Source
+from qmtl_engine.sources.binance_vision import (
     DEFAULT_RATE_LIMIT,
     BinanceVisionOptions,
     BinanceVisionSource,
@@ -41,6 +39,7 @@ from engine.sources.binance_vision import (
     interval_name,
     read_klines_csv,
 )
+from test_sources import SourceSuite, conformed
 
 D = DAY_MS
 H = HOUR_MS
@@ -167,7 +166,7 @@ def build_archive(symbols: list[str], span: TimeRange, interval_ms: int, *, mark
 
 
 def _full(ms: int, scheme: str) -> tuple[int, int]:
-    from engine.ranges import window_containing
+    from qmtl_engine.ranges import window_containing
 
     w = window_containing(ms, "day" if scheme == "day" else "month")
     return w.start, w.end

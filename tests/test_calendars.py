@@ -9,12 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
-
-from engine.calendars import get_calendar
-from engine.conformance import RawBatch, conform
-from engine.contracts import OHLCV_V1
-from engine.errors import PresetError
-from engine.ranges import DAY_MS, HOUR_MS, TimeRange, iso, to_ms
+from qmtl_engine.calendars import get_calendar
+from qmtl_engine.conformance import RawBatch, conform
+from qmtl_engine.contracts import OHLCV_V1
+from qmtl_engine.errors import PresetError
+from qmtl_engine.ranges import DAY_MS, HOUR_MS, TimeRange, iso, to_ms
 
 
 def bars(times: np.ndarray) -> RawBatch:

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from qmtl_engine.errors import MissingDependency, PresetError, SourceError
+from qmtl_engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, to_ms
+from qmtl_engine.sources import get_source_class, make_source
+from qmtl_engine.sources.ccxt_source import CcxtOptions, CcxtSource, classify
 from test_sources import SourceFactory, SourceSuite, bar_times, row_set
-
-from engine.errors import MissingDependency, PresetError, SourceError
-from engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, to_ms
-from engine.sources import get_source_class, make_source
-from engine.sources.ccxt_source import CcxtOptions, CcxtSource, classify
 
 
 # -- ccxt's error hierarchy (ccxt 4.4), by name ------------------------------------------------

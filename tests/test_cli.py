@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import CRYPTO_ROWS, EQUITY_ROWS, LATER, NOW, Project, expect
+from qmtl_engine.errors import FingerprintMismatch, IntegrityError, ObjectMissing
+from qmtl_engine.store import Store
 
-from engine.errors import FingerprintMismatch, IntegrityError, ObjectMissing
-from engine.store import Store
 from qmtl_lock.lockfile import read_lock
 
 HEX = re.compile(r"sha256:[0-9a-f]{64}")
@@ -114,11 +114,11 @@ def test_second_resolve_is_a_no_op_that_reads_no_data(resolved: Project,
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("a no-op resolve must not read or fetch data")
 
-    import engine.materialize
+    import qmtl_engine.materialize
 
-    monkeypatch.setattr(engine.materialize.Engine, "apply", forbidden)
-    monkeypatch.setattr(engine.materialize.Engine, "plan", forbidden)
-    monkeypatch.setattr(engine.materialize, "make_source", forbidden)
+    monkeypatch.setattr(qmtl_engine.materialize.Engine, "apply", forbidden)
+    monkeypatch.setattr(qmtl_engine.materialize.Engine, "plan", forbidden)
+    monkeypatch.setattr(qmtl_engine.materialize, "make_source", forbidden)
     monkeypatch.setattr(Store, "read_object", forbidden)
     monkeypatch.setattr(Store, "get_snapshot", forbidden)
 
@@ -633,7 +633,7 @@ def test_update_can_name_one_dataset(project: Project) -> None:
 
 
 def _ms(text: str) -> int:
-    from engine.ranges import to_ms
+    from qmtl_engine.ranges import to_ms
 
     return to_ms(text)
 

@@ -1,7 +1,7 @@
 """Conformance (DESIGN §4): one hand-built fixture per flag, exact counts, canonical output.
 
 Every test builds a small pyarrow table, wraps it in a :class:`RawBatch` and runs
-:func:`engine.conformance.conform`. It then checks three things: the exact flag counts (every
+:func:`qmtl_engine.conformance.conform`. It then checks three things: the exact flag counts (every
 other flag stays at zero), that the output is canonical, and which bar times were kept.
 """
 
@@ -18,9 +18,8 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.calendars import get_calendar
-from engine.conformance import (
+from qmtl_engine.calendars import get_calendar
+from qmtl_engine.conformance import (
     ConformanceReport,
     RawBatch,
     RowMemory,
@@ -30,10 +29,10 @@ from engine.conformance import (
     infer_epoch_unit,
     normalize_ts,
 )
-from engine.contracts import OHLCV_V1, VALUE_COLUMNS
-from engine.errors import ConformanceError
-from engine.presets import FLAG_NAMES, ConformancePreset, PresetRegistry, load_registry
-from engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, iso, to_ms
+from qmtl_engine.contracts import OHLCV_V1, VALUE_COLUMNS
+from qmtl_engine.errors import ConformanceError
+from qmtl_engine.presets import FLAG_NAMES, ConformancePreset, PresetRegistry, load_registry
+from qmtl_engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, iso, to_ms
 
 H = HOUR_MS
 D = DAY_MS

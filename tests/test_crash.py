@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import NOW, Project
 from killing import kill_when
+from qmtl_engine.fingerprint import partition_digest
+from qmtl_engine.store import Store
 
-from engine.fingerprint import partition_digest
-from engine.store import Store
 from qmtl_lock.lockfile import read_lock
 
 SMALL = """\
@@ -119,7 +119,8 @@ def test_sigkill_during_resolve_keeps_old_lock_and_resumes(project: Project) -> 
     clean = project.root.parent / "clean"
     clean.mkdir()
     (clean / "seamless.yaml").write_text(SMALL.format(end="2024-01-01"))
-    from engine.ranges import to_ms
+    from qmtl_engine.ranges import to_ms
+
     from qmtl_lock.resolve import PinnedNowClock, resolve
 
     fresh = resolve(clean / "seamless.yaml", clock=PinnedNowClock(to_ms(NOW)))

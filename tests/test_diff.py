@@ -20,9 +20,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 from conftest import NOW, Project, expect
+from qmtl_engine.ranges import to_ms
+from qmtl_engine.store import Store
 
-from engine.ranges import to_ms
-from engine.store import Store
 from qmtl_lock.commands import diff_command, merge_driver_command
 from qmtl_lock.diff import coverage_change, diff, field_changes, render_text
 from qmtl_lock.lockfile import Lockfile, read_lock, write_lock

@@ -45,7 +45,7 @@ def run_pytest(folder: Path) -> subprocess.CompletedProcess[str]:
 
 def flip_one_close(folder: Path, symbol: str = "AAPL") -> None:
     """Change one close price in the first (2010) partition of ``symbol``, keeping its name."""
-    from engine.store import Store
+    from qmtl_engine.store import Store
 
     fp = read_lock(folder / "seamless.lock").datasets["us_equities_daily"] \
         .symbols[symbol].dataset_fingerprint

@@ -23,11 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.calendars import AlwaysOpen
-from engine.conformance import RawBatch, conform
-from engine.contracts import OHLCV_V1
-from engine.fingerprint import (
+from qmtl_engine.calendars import AlwaysOpen
+from qmtl_engine.conformance import RawBatch, conform
+from qmtl_engine.contracts import OHLCV_V1
+from qmtl_engine.fingerprint import (
     FINGERPRINT_ALGORITHM,
     Fingerprint,
     PartitionRef,
@@ -37,7 +36,7 @@ from engine.fingerprint import (
     is_fingerprint,
     partition_digest,
 )
-from engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, partition_windows, to_ms
+from qmtl_engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, partition_windows, to_ms
 
 TS = pa.timestamp("ms", tz="UTC")
 OHLCV = ("open", "high", "low", "close", "volume")

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from qmtl_engine.ranges import DAY_MS, iso
+from qmtl_engine.store import Store
 
-from engine.ranges import DAY_MS, iso
-from engine.store import Store
 from qmtl_lock.gc import (
     KeptLock,
     Retention,

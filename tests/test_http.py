@@ -6,8 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 from http_server import Reply, Server, serve
-
-from engine.http import HttpClient, NotFound, PermanentError, RateLimit, TokenBucket, TransientError
+from qmtl_engine.http import (
+    HttpClient,
+    NotFound,
+    PermanentError,
+    RateLimit,
+    TokenBucket,
+    TransientError,
+)
 
 
 @pytest.fixture

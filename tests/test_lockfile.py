@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qmtl_engine.ranges import to_ms
 
-from engine.ranges import to_ms
 from qmtl_lock.errors import LockfileError, LockVersionError
 from qmtl_lock.lockfile import (
     BANNER,

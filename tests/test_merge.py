@@ -15,8 +15,8 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 from conftest import Project, expect
+from qmtl_engine.ranges import DAY_MS
 
-from engine.ranges import DAY_MS
 from qmtl_lock.commands import diff_command, merge_driver_command
 from qmtl_lock.lockfile import (
     DatasetEntry,

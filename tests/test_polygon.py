@@ -24,17 +24,16 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pytest
 from http_server import Reply, Server, serve
+from qmtl_engine.calendars import get_calendar
+from qmtl_engine.conformance import conform
+from qmtl_engine.contracts import OHLCV_V1
+from qmtl_engine.errors import PresetError, SourceError
+from qmtl_engine.http import RateLimit
+from qmtl_engine.presets import load_registry
+from qmtl_engine.ranges import DAY_MS, HOUR_MS, TimeRange, to_ms
+from qmtl_engine.sources import make_source
+from qmtl_engine.sources.polygon import PolygonOptions, PolygonSource, redact
 from test_sources import SourceFactory, SourceSuite, bar_times
-
-from engine.calendars import get_calendar
-from engine.conformance import conform
-from engine.contracts import OHLCV_V1
-from engine.errors import PresetError, SourceError
-from engine.http import RateLimit
-from engine.presets import load_registry
-from engine.ranges import DAY_MS, HOUR_MS, TimeRange, to_ms
-from engine.sources import make_source
-from engine.sources.polygon import PolygonOptions, PolygonSource, redact
 
 KEY = "pk_Zx81SECRETkey0123456789"  # distinctive, so a leak is easy to find
 NY = ZoneInfo("America/New_York")

@@ -6,10 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from engine.errors import PresetError
-from engine.presets import FLAG_NAMES, OnViolation, load_registry
-from engine.yamlio import YAMLFileError
+from qmtl_engine.errors import PresetError
+from qmtl_engine.presets import FLAG_NAMES, OnViolation, load_registry
+from qmtl_engine.yamlio import YAMLFileError
 
 BUILTIN_IDS = {
     "ohlcv.binance.spot.1m",

@@ -8,9 +8,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.errors import RangeError
-from engine.ranges import (
+from qmtl_engine.errors import RangeError
+from qmtl_engine.ranges import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,

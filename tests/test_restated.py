@@ -98,7 +98,7 @@ def test_rebuilding_an_empty_store_refuses_restated_data(project: Path) -> None:
 def test_an_update_that_refetches_a_window_reports_the_restatement(
         project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """When the store lost a partition, --update fetches it again: changed history shows."""
-    from engine.store import Store
+    from qmtl_engine.store import Store
 
     lock = read_lock(project / "seamless.lock")
     fp = lock.datasets["daily"].symbols["XYZ"].dataset_fingerprint

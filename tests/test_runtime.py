@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from conftest import CRYPTO_ROWS, EQUITY_ROWS, Project
+from qmtl_engine.errors import FingerprintMismatch, InputError, ObjectMissing
+from qmtl_engine.ranges import to_ms
 
-from engine.errors import FingerprintMismatch, InputError, ObjectMissing
-from engine.ranges import to_ms
 from qmtl_lock import Lock
 from qmtl_lock.errors import ContractMismatch
 
@@ -146,12 +146,12 @@ def test_to_pandas(lock: Lock) -> None:
 
 
 def test_load_never_touches_a_source(lock: Lock, monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.materialize
+    import qmtl_engine.materialize
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("strategy mode fetched data")
 
-    monkeypatch.setattr(engine.materialize, "make_source", forbidden)
+    monkeypatch.setattr(qmtl_engine.materialize, "make_source", forbidden)
     assert lock.load("crypto", "BTCUSDT").num_rows == CRYPTO_ROWS
     assert lock.engine.mode == "strategy"
 

@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from qmtl_engine.ranges import iso, to_ms
 
-from engine.ranges import iso, to_ms
 from qmtl_lock.schema import generate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,17 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from engine.clock import FixedClock
-from engine.conformance import RawBatch
-from engine.errors import SLAExceeded
-from engine.materialize import Engine, Request
-from engine.presets import OnViolation, ResolvedPreset, SLAPreset, load_registry
-from engine.ranges import HOUR_MS, TimeRange, to_ms
-from engine.sla import SLATimer
-from engine.sources import make_source
-from engine.sources.base import Source
-from engine.store import Store
+from qmtl_engine.clock import FixedClock
+from qmtl_engine.conformance import RawBatch
+from qmtl_engine.errors import SLAExceeded
+from qmtl_engine.materialize import Engine, Request
+from qmtl_engine.presets import OnViolation, ResolvedPreset, SLAPreset, load_registry
+from qmtl_engine.ranges import HOUR_MS, TimeRange, to_ms
+from qmtl_engine.sla import SLATimer
+from qmtl_engine.sources import make_source
+from qmtl_engine.sources.base import Source
+from qmtl_engine.store import Store
 
 NOW = to_ms("2024-06-01T00:00:00Z")
 

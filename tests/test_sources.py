@@ -20,15 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from engine.calendars import get_calendar
-from engine.conformance import RawBatch, blocking, conform, normalize_ts
-from engine.contracts import OHLCV_V1, VALUE_COLUMNS
-from engine.errors import PresetError, SourceError
-from engine.presets import load_registry
-from engine.ranges import DAY_MS, HOUR_MS, TimeRange, to_ms
-from engine.sources import make_source
-from engine.sources.base import Source
+from qmtl_engine.calendars import get_calendar
+from qmtl_engine.conformance import RawBatch, blocking, conform, normalize_ts
+from qmtl_engine.contracts import OHLCV_V1, VALUE_COLUMNS
+from qmtl_engine.errors import PresetError, SourceError
+from qmtl_engine.presets import load_registry
+from qmtl_engine.ranges import DAY_MS, HOUR_MS, TimeRange, to_ms
+from qmtl_engine.sources import make_source
+from qmtl_engine.sources.base import Source
 
 H = HOUR_MS
 D = DAY_MS

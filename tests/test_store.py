@@ -14,11 +14,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from engine.errors import InputError, ObjectCorrupted, ObjectMissing
-from engine.fingerprint import Fingerprint, SnapshotHeader, dataset_fingerprint, partition_digest
-from engine.ranges import DAY_MS, MINUTE_MS, to_ms
-from engine.store import Snapshot, SnapshotPartition, Store
+from qmtl_engine.errors import InputError, ObjectCorrupted, ObjectMissing
+from qmtl_engine.fingerprint import (
+    Fingerprint,
+    SnapshotHeader,
+    dataset_fingerprint,
+    partition_digest,
+)
+from qmtl_engine.ranges import DAY_MS, MINUTE_MS, to_ms
+from qmtl_engine.store import Snapshot, SnapshotPartition, Store
 
 TS = pa.timestamp("ms", tz="UTC")
 T0 = to_ms("2024-01-01")

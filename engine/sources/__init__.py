@@ -10,10 +10,10 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import MissingDependency, PresetError
+from qmtl_engine.errors import MissingDependency, PresetError
 
 if TYPE_CHECKING:
-    from engine.sources.base import Source
+    from qmtl_engine.sources.base import Source
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,11 @@ class SourceEntry:
 
 
 REGISTRY: dict[str, SourceEntry] = {
-    "synthetic": SourceEntry("engine.sources.synthetic", "SyntheticSource"),
-    "files": SourceEntry("engine.sources.files", "FilesSource"),
-    "binance_vision": SourceEntry("engine.sources.binance_vision", "BinanceVisionSource"),
-    "polygon": SourceEntry("engine.sources.polygon", "PolygonSource"),
-    "ccxt": SourceEntry("engine.sources.ccxt_source", "CcxtSource", extra="ccxt",
+    "synthetic": SourceEntry("qmtl_engine.sources.synthetic", "SyntheticSource"),
+    "files": SourceEntry("qmtl_engine.sources.files", "FilesSource"),
+    "binance_vision": SourceEntry("qmtl_engine.sources.binance_vision", "BinanceVisionSource"),
+    "polygon": SourceEntry("qmtl_engine.sources.polygon", "PolygonSource"),
+    "ccxt": SourceEntry("qmtl_engine.sources.ccxt_source", "CcxtSource", extra="ccxt",
                         needs=("ccxt",)),
 }
 

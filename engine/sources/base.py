@@ -6,11 +6,10 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from engine.conformance import RawBatch
-from engine.errors import PresetError
-from engine.http import HttpClient, RateLimit
-from engine.ranges import TimeRange
+from qmtl_engine.conformance import RawBatch
+from qmtl_engine.errors import PresetError
+from qmtl_engine.http import HttpClient, RateLimit
+from qmtl_engine.ranges import TimeRange
 
 
 class SourceOptions(BaseModel):

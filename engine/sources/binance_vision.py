@@ -33,7 +33,7 @@ time lies in the window are returned.
 Failures: a missing daily zip (404) is a gap that conformance counts as ``gap_bars``; a window for
 which no file exists at all is a :class:`SourceError` (a wrong symbol, market or interval, or a
 range before the listing), unless every missing file is too recent to be published yet. Timeouts,
-resets, 429, 5xx and truncated archives are retried by :class:`engine.http.HttpClient` with
+resets, 429, 5xx and truncated archives are retried by :class:`qmtl_engine.http.HttpClient` with
 jittered exponential backoff, honouring Retry-After; a checksum mismatch, 401/403 and exhausted
 retries fail fast as a :class:`SourceError` naming the symbol, the range and the URL.
 """
@@ -58,10 +58,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
-
-from engine.conformance import RawBatch
-from engine.errors import PresetError, SourceError
-from engine.http import (
+from qmtl_engine.conformance import RawBatch
+from qmtl_engine.errors import PresetError, SourceError
+from qmtl_engine.http import (
     HttpClient,
     NotFound,
     PermanentError,
@@ -69,7 +68,7 @@ from engine.http import (
     TokenBucket,
     TransientError,
 )
-from engine.ranges import (
+from qmtl_engine.ranges import (
     DAY_MS,
     TimeRange,
     floor_to,
@@ -77,7 +76,7 @@ from engine.ranges import (
     partition_windows,
     window_containing,
 )
-from engine.sources.base import NetworkOptions, Source, SourceOptions
+from qmtl_engine.sources.base import NetworkOptions, Source, SourceOptions
 
 DEFAULT_BASE_URL = "https://data.binance.vision"
 # data.binance.vision is a CDN in front of S3: generous, but not unlimited.

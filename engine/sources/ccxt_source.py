@@ -44,6 +44,11 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import pyarrow as pa
 from pydantic import Field, field_validator
+from qmtl_engine.conformance import RawBatch, TsHints
+from qmtl_engine.errors import MissingDependency, PresetError, SourceError
+from qmtl_engine.http import FetchStats, RateLimit, TokenBucket
+from qmtl_engine.ranges import TimeRange, format_interval
+from qmtl_engine.sources.base import NetworkOptions, Source, SourceOptions
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -51,12 +56,6 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
-
-from engine.conformance import RawBatch, TsHints
-from engine.errors import MissingDependency, PresetError, SourceError
-from engine.http import FetchStats, RateLimit, TokenBucket
-from engine.ranges import TimeRange, format_interval
-from engine.sources.base import NetworkOptions, Source, SourceOptions
 
 T = TypeVar("T")
 

@@ -27,12 +27,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
-
-from engine.conformance import RawBatch, TsHints, normalize_ts
-from engine.contracts import TS, VALUE_COLUMNS
-from engine.errors import SourceError
-from engine.ranges import TimeRange
-from engine.sources.base import Source, SourceOptions
+from qmtl_engine.conformance import RawBatch, TsHints, normalize_ts
+from qmtl_engine.contracts import TS, VALUE_COLUMNS
+from qmtl_engine.errors import SourceError
+from qmtl_engine.ranges import TimeRange
+from qmtl_engine.sources.base import Source, SourceOptions
 
 _GLOB_CHARS = set("*?[")
 

@@ -31,10 +31,10 @@ partition fetched twice would differ and its fingerprint could not be reproduced
 and adjust downstream.
 
 Failures. Timeouts, connection resets, HTTP 429 (``Retry-After`` honoured) and 5xx are retried with
-exponential backoff and jitter (:mod:`engine.http`). HTTP 401 and 403 (bad credentials or a plan
-that does not cover the data), 404 and other 4xx fail at once with a :class:`SourceError` naming
-the symbol, the range and the URL (``apiKey`` redacted). A window without bars (a holiday, a ticker
-that did not trade) is an empty batch: conformance counts the gap against the calendar.
+exponential backoff and jitter (:mod:`qmtl_engine.http`). HTTP 401 and 403 (bad credentials or a
+plan that does not cover the data), 404 and other 4xx fail at once with a :class:`SourceError`
+naming the symbol, the range and the URL (``apiKey`` redacted). A window without bars (a holiday, a
+ticker that did not trade) is an empty batch: conformance counts the gap against the calendar.
 """
 
 from __future__ import annotations
@@ -53,12 +53,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
-
-from engine.conformance import RawBatch, TsHints
-from engine.errors import PresetError, SourceError
-from engine.http import HttpClient, NotFound, PermanentError, RateLimit, TransientError
-from engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, TimeRange, ceil_to, to_ms
-from engine.sources.base import NetworkOptions, Source, SourceOptions
+from qmtl_engine.conformance import RawBatch, TsHints
+from qmtl_engine.errors import PresetError, SourceError
+from qmtl_engine.http import HttpClient, NotFound, PermanentError, RateLimit, TransientError
+from qmtl_engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, TimeRange, ceil_to, to_ms
+from qmtl_engine.sources.base import NetworkOptions, Source, SourceOptions
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,9 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
-
-from engine.conformance import RawBatch
-from engine.ranges import TimeRange, ceil_to
-from engine.sources.base import Source, SourceOptions
+from qmtl_engine.conformance import RawBatch
+from qmtl_engine.ranges import TimeRange, ceil_to
+from qmtl_engine.sources.base import Source, SourceOptions
 
 BLOCK = 1024  # bars per generation block; blocks are aligned on the epoch grid
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
