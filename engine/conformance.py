@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 from qmtl_engine.calendars import Calendar
 from qmtl_engine.contracts import TS, VALUE_COLUMNS, Contract
 from qmtl_engine.errors import ConformanceError
-from qmtl_engine.presets import FLAG_NAMES, ConformancePreset
+from qmtl_engine.flags import FLAG_NAMES
+from qmtl_engine.presets import ConformancePreset
 from qmtl_engine.ranges import TimeRange, iso
 
 SAMPLE_SIZE = 5

@@ -7,6 +7,7 @@ wrong, where, and what to do next::
 
     QmtlLockError
     ├── InputError                      bad input: exit 2
+    │   ├── YAMLFileError               a YAML file is malformed (file, line, key)
     │   ├── PresetError                 unknown preset, invalid catalog
     │   └── RangeError                  impossible or unaligned time range
     ├── IntegrityError                  data differs from what was pinned: exit 1
@@ -23,10 +24,7 @@ wrong, where, and what to do next::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from qmtl_engine.conformance import ConformanceReport
+from typing import Any, Protocol
 
 
 class QmtlLockError(Exception):
@@ -69,6 +67,20 @@ class InputError(QmtlLockError, ValueError):
     """The user's input (manifest, lock, preset catalog, arguments) is invalid."""
 
     exit_code = 2
+
+
+class YAMLFileError(InputError):
+    """A YAML file could not be parsed or has an invalid value."""
+
+    def __init__(self, what: str, *, path: str, line: int | None = None,
+                 key: str | None = None, fix: str | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.key = key
+        where = f"{path}:{line}" if line else path
+        if key:
+            where += f" (key {key})"
+        super().__init__(what, where=where, fix=fix)
 
 
 class PresetError(InputError):
@@ -214,10 +226,16 @@ class MissingDependency(SourceError):
         )
 
 
+class FlagCounts(Protocol):
+    """What an error needs of a conformance report: the count of each flag by name."""
+
+    counts: dict[str, int]
+
+
 class ConformanceError(MaterializationError):
     """Conformance found flags that the conformance preset blocks; nothing was written."""
 
-    def __init__(self, report: ConformanceReport, *, blocking: Mapping[str, int],
+    def __init__(self, report: FlagCounts, *, blocking: Mapping[str, int],
                  symbol: str | None = None, partition: str | None = None,
                  preset: str | None = None) -> None:
         self.report = report

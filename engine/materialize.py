@@ -19,6 +19,7 @@ from qmtl_engine.calendars import Calendar, get_calendar
 from qmtl_engine.clock import Clock, SystemClock
 from qmtl_engine.conformance import ConformanceReport, RowMemory, blocking, conform
 from qmtl_engine.contracts import Contract, get_contract
+from qmtl_engine.coverage import closed_before, coverage_end
 from qmtl_engine.errors import (
     ConformanceError,
     FingerprintMismatch,
@@ -27,7 +28,7 @@ from qmtl_engine.errors import (
     SourceError,
 )
 from qmtl_engine.fingerprint import Fingerprint, SnapshotHeader, dataset_fingerprint
-from qmtl_engine.presets import ResolvedPreset, closed_before, coverage_end
+from qmtl_engine.presets import ResolvedPreset
 from qmtl_engine.ranges import TimeRange, iso, partition_windows, window_name
 from qmtl_engine.sla import SLAResult, SLATimer
 from qmtl_engine.sources import make_source

@@ -18,27 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from qmtl_engine.errors import PresetError
+from qmtl_engine.errors import PresetError, YAMLFileError
+from qmtl_engine.flags import FLAG_NAMES
 from qmtl_engine.ranges import format_interval, parse_interval
-from qmtl_engine.yamlio import LocatedYAML, YAMLFileError, load_yaml, pydantic_error
-
-FLAG_NAMES = (
-    "missing_column",
-    "dtype_cast",
-    "ts_unit_inferred",
-    "ts_timezone_normalized",
-    "invalid_timestamp",
-    "unsorted_ts",
-    "duplicate_rows",
-    "duplicate_ts",
-    "off_grid_ts",
-    "gap_bars",
-    "non_finite",
-    "negative_value",
-    "ohlc_inconsistent",
-    "repeated_bars",
-    "out_of_range",
-)
+from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*){3}$")
 SOURCE_NAMES = ("synthetic", "files", "binance_vision", "ccxt", "polygon")
@@ -340,23 +323,3 @@ def load_registry(catalog_paths: Iterable[str | Path] = (),
         registry.add_catalog(load_yaml(text, name), base_dir=".")
     registry.validate_references()
     return registry
-
-
-def closed_before(preset: ResolvedPreset, now_ms: int) -> int:
-    """End of the last bar that is closed and stable at ``now_ms``."""
-    from qmtl_engine.ranges import floor_to
-
-    interval = preset.interval_ms
-    return floor_to(now_ms, interval) - preset.data.stabilization_bars * interval
-
-
-def coverage_end(preset: ResolvedPreset, now_ms: int) -> int:
-    """Where ``end: now`` lands: the last stable closed bar the preset's source can deliver."""
-    from qmtl_engine.ranges import floor_to
-    from qmtl_engine.sources import get_source_class
-
-    end = closed_before(preset, now_ms)
-    available = get_source_class(preset.data.source.name).available_until(now_ms)
-    if available is not None:
-        end = min(end, floor_to(available, preset.interval_ms))
-    return end

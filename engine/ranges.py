@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar as _calendar
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
@@ -125,35 +125,6 @@ class TimeRange:
 
     def to_json(self) -> list[str]:
         return [iso(self.start), iso(self.end)]
-
-
-def union(ranges: Iterable[TimeRange]) -> list[TimeRange]:
-    """Merge ranges into a sorted list of disjoint, non-adjacent ranges."""
-    out: list[TimeRange] = []
-    for r in sorted(r for r in ranges if not r.empty):
-        if out and r.start <= out[-1].end:
-            if r.end > out[-1].end:
-                out[-1] = TimeRange(out[-1].start, r.end)
-        else:
-            out.append(r)
-    return out
-
-
-def subtract(base: Iterable[TimeRange], remove: Iterable[TimeRange]) -> list[TimeRange]:
-    """The parts of ``base`` not covered by ``remove``, as a sorted disjoint list."""
-    result = union(base)
-    for cut in union(remove):
-        nxt: list[TimeRange] = []
-        for r in result:
-            if cut.end <= r.start or cut.start >= r.end:
-                nxt.append(r)
-                continue
-            if r.start < cut.start:
-                nxt.append(TimeRange(r.start, cut.start))
-            if cut.end < r.end:
-                nxt.append(TimeRange(cut.end, r.end))
-        result = nxt
-    return result
 
 
 def _add_months(year: int, month: int, n: int) -> tuple[int, int]:

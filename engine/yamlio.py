@@ -7,24 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from qmtl_engine.errors import InputError
+from qmtl_engine.errors import YAMLFileError
 
 Path_ = tuple[str | int, ...]
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
-
-
-class YAMLFileError(InputError):
-    """A YAML file could not be parsed or has an invalid value."""
-
-    def __init__(self, what: str, *, path: str, line: int | None = None,
-                 key: str | None = None, fix: str | None = None) -> None:
-        self.path = path
-        self.line = line
-        self.key = key
-        where = f"{path}:{line}" if line else path
-        if key:
-            where += f" (key {key})"
-        super().__init__(what, where=where, fix=fix)
 
 
 @dataclass

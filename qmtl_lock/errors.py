@@ -43,8 +43,8 @@ from qmtl_engine.errors import (
     RangeError,
     SLAExceeded,
     SourceError,
+    YAMLFileError,
 )
-from qmtl_engine.yamlio import YAMLFileError
 
 
 class ManifestError(YAMLFileError):

@@ -129,7 +129,7 @@ Planned = tuple[dict[str, dict[str, SymbolEntry]], list["_Task"], list[Change]]
 def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set[str],
                 update: bool, now_ms: int, refresh: bool = False) -> Planned:
     """Split every (dataset, symbol) into kept entries and tasks to materialize. No I/O."""
-    from qmtl_engine.presets import coverage_end
+    from qmtl_engine.coverage import coverage_end
 
     kept: dict[str, dict[str, SymbolEntry]] = {}
     tasks: list[_Task] = []

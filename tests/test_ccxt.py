@@ -368,11 +368,6 @@ def test_without_ccxt_the_registry_names_the_extra(monkeypatch: pytest.MonkeyPat
         src.fetch("BTC/USDT", DAY1, MINUTE_MS)
 
 
-def test_describe_names_the_exchange_and_market() -> None:
-    src = ccxt(FakeExchange(now=LATER), symbols={"XBT": "BTC/USDT"})
-    assert src.describe("XBT", DAY1) == f"ccxt://fakex/BTC/USDT {DAY1.label()}"
-
-
 # -- the contract every source passes ----------------------------------------------------------
 class TestCcxtSource(SourceSuite):
     @pytest.fixture

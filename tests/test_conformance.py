@@ -31,7 +31,8 @@ from qmtl_engine.conformance import (
 )
 from qmtl_engine.contracts import OHLCV_V1, VALUE_COLUMNS
 from qmtl_engine.errors import ConformanceError
-from qmtl_engine.presets import FLAG_NAMES, ConformancePreset, PresetRegistry, load_registry
+from qmtl_engine.flags import FLAG_NAMES
+from qmtl_engine.presets import ConformancePreset, PresetRegistry, load_registry
 from qmtl_engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, TimeRange, iso, to_ms
 
 H = HOUR_MS

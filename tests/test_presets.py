@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from qmtl_engine.errors import PresetError
-from qmtl_engine.presets import FLAG_NAMES, OnViolation, load_registry
-from qmtl_engine.yamlio import YAMLFileError
+from qmtl_engine.errors import PresetError, YAMLFileError
+from qmtl_engine.flags import FLAG_NAMES
+from qmtl_engine.presets import OnViolation, load_registry
 
 BUILTIN_IDS = {
     "ohlcv.binance.spot.1m",

@@ -23,9 +23,7 @@ from qmtl_engine.ranges import (
     iso,
     parse_interval,
     partition_windows,
-    subtract,
     to_ms,
-    union,
     window_containing,
     window_name,
 )
@@ -38,7 +36,6 @@ small_ranges = st.builds(
     lambda start, length: TimeRange(start, start + length),
     st.integers(-40, 60), st.integers(0, 25),
 )
-range_lists = st.lists(small_ranges, max_size=8)
 
 # Instants from 1900 to 2200, where calendars and ISO years with four digits behave.
 instants = st.integers(to_ms("1900-01-01"), to_ms("2200-01-01"))
@@ -50,13 +47,6 @@ def points(ranges: list[TimeRange]) -> set[int]:
 
 def as_datetime(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
-
-
-def assert_normal(ranges: list[TimeRange]) -> None:
-    """Sorted, no empty range, disjoint and not even touching."""
-    assert all(not r.empty for r in ranges)
-    for a, b in itertools.pairwise(ranges):
-        assert a.end < b.start
 
 
 # -- TimeRange --------------------------------------------------------------------------------
@@ -108,67 +98,6 @@ def test_bars_literal() -> None:
     assert TimeRange(day.start + 1, day.start + 2).bars(MINUTE_MS) == 0
     leap_year = TimeRange(to_ms("2024-01-01"), to_ms("2025-01-01"))
     assert leap_year.bars(DAY_MS) == 366
-
-
-# -- union and subtract -----------------------------------------------------------------------
-
-@FEW
-@given(range_lists)
-def test_union_is_normal_and_covers_the_same_points(ranges: list[TimeRange]) -> None:
-    merged = union(ranges)
-    assert_normal(merged)
-    assert points(merged) == points(ranges)
-
-
-@FEW
-@given(range_lists)
-def test_union_is_idempotent_and_order_free(ranges: list[TimeRange]) -> None:
-    merged = union(ranges)
-    assert union(merged) == merged
-    assert union(reversed(ranges)) == merged
-    assert union(ranges + ranges) == merged
-
-
-def test_union_merges_adjacent_ranges() -> None:
-    assert union([TimeRange(5, 10), TimeRange(0, 5)]) == [TimeRange(0, 10)]
-    assert union([TimeRange(0, 5), TimeRange(6, 10)]) == [TimeRange(0, 5), TimeRange(6, 10)]
-    assert union([TimeRange(3, 3)]) == []
-    assert union([]) == []
-
-
-@FEW
-@given(range_lists, range_lists)
-def test_subtract_removes_exactly_the_cut(a: list[TimeRange], b: list[TimeRange]) -> None:
-    rest = subtract(a, b)
-    assert_normal(rest)
-    assert points(rest) == points(a) - points(b)
-    assert not points(rest) & points(b)
-    for r, cut in itertools.product(rest, b):
-        assert r.intersect(cut) is None
-
-
-@FEW
-@given(range_lists, range_lists)
-def test_subtract_and_intersection_rebuild_the_base(a: list[TimeRange],
-                                                    b: list[TimeRange]) -> None:
-    inter = [x for r, cut in itertools.product(a, b) if (x := r.intersect(cut))]
-    assert union(subtract(a, b) + inter) == union(a)
-
-
-@FEW
-@given(range_lists)
-def test_subtract_edge_cases(a: list[TimeRange]) -> None:
-    assert subtract(a, []) == union(a)
-    assert subtract(a, a) == []
-    assert subtract([], a) == []
-
-
-def test_subtract_literal() -> None:
-    base = [TimeRange(0, 100)]
-    assert subtract(base, [TimeRange(10, 20), TimeRange(50, 60)]) == [
-        TimeRange(0, 10), TimeRange(20, 50), TimeRange(60, 100)]
-    assert subtract(base, [TimeRange(-5, 0), TimeRange(100, 105)]) == base
-    assert subtract(base, [TimeRange(-5, 200)]) == []
 
 
 # -- calendar windows -------------------------------------------------------------------------

@@ -84,7 +84,3 @@ class Source(ABC):
         ``end: now`` does not ask for data that cannot exist yet.
         """
         return None
-
-    def describe(self, symbol: str, window: TimeRange) -> str:
-        """Where the rows of a window come from, for messages and ``--dry-run``."""
-        return f"{self.name}:{symbol}:{window.label()}"

@@ -312,11 +312,6 @@ class BinanceVisionSource(Source):
         so nothing of the current UTC day is there yet. (For the planner of ``end: now``.)"""
         return floor_to(now_ms, DAY_MS)
 
-    def describe(self, symbol: str, window: TimeRange) -> str:
-        market = MARKET_PATHS[self.options.market]
-        return (f"{display_url(self.base_url)}/data/{market}/{{monthly,daily}}/klines/"
-                f"{symbol.upper()}/")
-
     # -- fetching -------------------------------------------------------------------------------
     def _get(self, f: ArchiveFile) -> pa.Table | None:
         """The rows of one zip, or None when the archive does not have it."""

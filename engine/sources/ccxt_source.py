@@ -268,9 +268,6 @@ class CcxtSource(Source):
         mapped = self.options.symbols.get(symbol) or self._symbols.get(symbol) or symbol
         return f"ccxt://{self.options.exchange}/{mapped}"
 
-    def describe(self, symbol: str, window: TimeRange) -> str:
-        return f"{self.url(symbol)} {window.label()}"
-
     # -- rows ----------------------------------------------------------------------------------
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         exchange = self.exchange

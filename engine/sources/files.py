@@ -79,9 +79,6 @@ class FilesSource(Source):
             url = str(Path(self.base_dir) / url)
         return url
 
-    def describe(self, symbol: str, window: TimeRange) -> str:
-        return self.url_for(symbol)
-
     def _mapping(self) -> dict[str, str]:
         """Canonical name -> column name in the file (positions become f0, f1, ...)."""
         cols: dict[str, str | int] = {c: c for c in (TS, *VALUE_COLUMNS)}

@@ -193,10 +193,6 @@ class PolygonSource(Source):
         return (f"{self.options.base_url}/v2/aggs/ticker/{ticker}/range/{mult}/{unit}/"
                 f"{span[0]}/{span[1]}?{query}")
 
-    def describe(self, symbol: str, window: TimeRange) -> str:
-        ticker = urllib.parse.quote(symbol, safe=":")
-        return f"{self.options.base_url}/v2/aggs/ticker/{ticker} ({window.label()})"
-
     def _next(self, next_url: str) -> str:
         """``next_url`` on our base URL (credentials go to no other host), without any key."""
         base = self.options.base_url
