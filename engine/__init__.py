@@ -1,0 +1,163 @@
+"""The Seamless engine of qmtl-lock: presets, sources, conformance, SLA, fingerprint, store.
+
+This module is the engine's public API: the surfaces (``qmtl_lock``) import only the names in
+``__all__``, never a submodule. Names load lazily, on first use, so that importing an error class
+or a date helper does not pull in pyarrow, fsspec or the pydantic models (``qmtl-lock check`` must
+stay light)::
+
+    from qmtl_engine import Engine, Request, Store, load_registry
+    store = Store(".seamless/store")
+    engine = Engine(store, mode="materialize")
+    result = engine.materialize(Request(preset, "BTCUSDT", TimeRange(start, end), "v1"))
+
+The installed package is named ``qmtl_engine`` (from the repository's ``engine/`` folder), so a
+user's own ``engine`` package never shadows it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    # clock
+    "Clock": "clock", "FixedClock": "clock", "SystemClock": "clock",
+    # coverage planning
+    "closed_before": "coverage", "coverage_end": "coverage",
+    # errors
+    "ConformanceError": "errors", "FingerprintMismatch": "errors", "InputError": "errors",
+    "IntegrityError": "errors", "MaterializationError": "errors", "MissingDependency": "errors",
+    "ObjectCorrupted": "errors", "ObjectMissing": "errors", "PresetError": "errors",
+    "QmtlLockError": "errors", "RangeError": "errors", "SLAExceeded": "errors",
+    "SourceError": "errors", "YAMLFileError": "errors",
+    # flags
+    "FLAG_NAMES": "flags",
+    # calendars
+    "get_calendar": "calendars",
+    # materialization
+    "Engine": "materialize", "MaterializeResult": "materialize", "Plan": "materialize",
+    "Request": "materialize",
+    # metrics
+    "RunMetrics": "metrics",
+    # presets
+    "Catalog": "presets", "OnViolation": "presets", "PresetRegistry": "presets",
+    "ResolvedPreset": "presets", "RetentionClass": "presets", "load_registry": "presets",
+    # time ranges
+    "DAY_MS": "ranges", "PartitionScheme": "ranges", "TimeRange": "ranges", "ceil_to": "ranges",
+    "iso": "ranges", "partition_windows": "ranges", "to_ms": "ranges",
+    "window_containing": "ranges", "window_name": "ranges",
+    # store
+    "Snapshot": "store", "SnapshotPartition": "store", "Store": "store",
+    # YAML with line numbers
+    "LocatedYAML": "yamlio", "load_yaml": "yamlio", "pydantic_error": "yamlio",
+}
+
+if TYPE_CHECKING:
+    from qmtl_engine.calendars import get_calendar
+    from qmtl_engine.clock import Clock, FixedClock, SystemClock
+    from qmtl_engine.coverage import closed_before, coverage_end
+    from qmtl_engine.errors import (
+        ConformanceError,
+        FingerprintMismatch,
+        InputError,
+        IntegrityError,
+        MaterializationError,
+        MissingDependency,
+        ObjectCorrupted,
+        ObjectMissing,
+        PresetError,
+        QmtlLockError,
+        RangeError,
+        SLAExceeded,
+        SourceError,
+        YAMLFileError,
+    )
+    from qmtl_engine.flags import FLAG_NAMES
+    from qmtl_engine.materialize import Engine, MaterializeResult, Plan, Request
+    from qmtl_engine.metrics import RunMetrics
+    from qmtl_engine.presets import (
+        Catalog,
+        OnViolation,
+        PresetRegistry,
+        ResolvedPreset,
+        RetentionClass,
+        load_registry,
+    )
+    from qmtl_engine.ranges import (
+        DAY_MS,
+        PartitionScheme,
+        TimeRange,
+        ceil_to,
+        iso,
+        partition_windows,
+        to_ms,
+        window_containing,
+        window_name,
+    )
+    from qmtl_engine.store import Snapshot, SnapshotPartition, Store
+    from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qmtl_engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"qmtl_engine.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "DAY_MS",
+    "FLAG_NAMES",
+    "Catalog",
+    "Clock",
+    "ConformanceError",
+    "Engine",
+    "FingerprintMismatch",
+    "FixedClock",
+    "InputError",
+    "IntegrityError",
+    "LocatedYAML",
+    "MaterializationError",
+    "MaterializeResult",
+    "MissingDependency",
+    "ObjectCorrupted",
+    "ObjectMissing",
+    "OnViolation",
+    "PartitionScheme",
+    "Plan",
+    "PresetError",
+    "PresetRegistry",
+    "QmtlLockError",
+    "RangeError",
+    "Request",
+    "ResolvedPreset",
+    "RetentionClass",
+    "RunMetrics",
+    "SLAExceeded",
+    "Snapshot",
+    "SnapshotPartition",
+    "SourceError",
+    "Store",
+    "SystemClock",
+    "TimeRange",
+    "YAMLFileError",
+    "ceil_to",
+    "closed_before",
+    "coverage_end",
+    "get_calendar",
+    "iso",
+    "load_registry",
+    "load_yaml",
+    "partition_windows",
+    "pydantic_error",
+    "to_ms",
+    "window_containing",
+    "window_name",
+]
