@@ -21,15 +21,14 @@ resolve`` can produce it. Conflicting datasets keep our version in :attr:`MergeR
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qmtl_engine.ranges import iso
 
 from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry
+from qmtl_lock.manifest import DATA_KEYS
 
-# request keys that do not change the data an entry holds
-_NOT_DATA = frozenset({"symbols", "priority"})
 _MISSING: Any = object()
 
 
@@ -154,7 +153,28 @@ def _merge_dataset(name: str, b: DatasetEntry | None, o: DatasetEntry | None,
                 f"branch changed {', '.join(changed)}")))
     if conflicts:
         return o, conflicts
-    return merged, []
+    return _with_merged_retention(merged), []
+
+
+def _with_merged_retention(ds: DatasetEntry) -> DatasetEntry:
+    """Entries kept from the side that did not change the retention class get the merged one.
+
+    Retention does not decide the data, so ``resolve`` would keep such an entry and only move its
+    expiry (``as_of`` + the class's TTL). The TTL is read off an entry already resolved under the
+    merged class; without one, the entry stays as it is and ``check`` reports the stale expiry.
+    """
+    wanted = ds.request.get("retention_class")
+    ttls = {e.expires_at - e.as_of if e.expires_at is not None else None
+            for e in ds.symbols.values() if e.retention_class == wanted}
+    if wanted is None or len(ttls) != 1:
+        return ds
+    ttl = ttls.pop()
+    symbols = {
+        symbol: entry if entry.retention_class == wanted else replace(
+            entry, retention_class=wanted,
+            expires_at=None if ttl is None else entry.as_of + ttl)
+        for symbol, entry in ds.symbols.items()}
+    return replace(ds, symbols=symbols)
 
 
 def _same_data(a: SymbolEntry, b: SymbolEntry) -> bool:
@@ -173,8 +193,9 @@ def _ordered_keys(*maps: Mapping[str, Any]) -> list[str]:
 
 
 def _data_request(ds: DatasetEntry) -> dict[str, Any]:
-    """What decides the data of an entry: the request (but symbols, priority) and the preset."""
-    out = {k: v for k, v in ds.request.items() if k not in _NOT_DATA}
+    """What decides the data of an entry: the request keys that resolve compares, and the
+    preset definition."""
+    out = {k: ds.request[k] for k in DATA_KEYS if k in ds.request}
     out["preset_digest"] = ds.preset_digest
     return out
 

@@ -171,6 +171,23 @@ def test_entry_resolved_for_an_older_request_is_a_conflict() -> None:
     assert [c.who for c in merge(BASE, digest, theirs).conflicts] == ["a/W"]
 
 
+def test_retention_change_merges_with_a_new_symbol() -> None:
+    """Retention does not decide the data: the new symbol takes the merged class and its TTL,
+    as resolve would give it (as_of kept, expires_at moved)."""
+    day = DAY_MS
+    short = {s: replace(_entry(fp), as_of=5 * day, retention_class="research-short",
+                        expires_at=35 * day) for s, fp in (("X", "0"), ("Y", "1"))}
+    ours = _lock(a=_ds(short, retention_class="research-short"), b=BASE.datasets["b"])
+    theirs = _lock(a=_ds({"X": _entry("0"), "Y": _entry("1"),
+                          "W": replace(_entry("8"), as_of=2 * day)}), b=BASE.datasets["b"])
+    merged = _both_ways(BASE, ours, theirs).datasets["a"]
+    assert merged.request["retention_class"] == "research-short"
+    assert sorted(merged.symbols) == ["W", "X", "Y"]
+    w = merged.symbols["W"]
+    assert (w.retention_class, w.as_of, w.expires_at) == ("research-short", 2 * day, 32 * day)
+    assert w.dataset_fingerprint == theirs.datasets["a"].symbols["W"].dataset_fingerprint
+
+
 def test_removed_on_one_side_changed_on_the_other() -> None:
     gone = _lock(b=BASE.datasets["b"])
     changed = _lock(a=_ds({"X": _entry("3"), "Y": _entry("1")}), b=BASE.datasets["b"])
@@ -350,6 +367,25 @@ def test_git_merge_of_symbols_added_to_one_dataset(repo: Project) -> None:
     repo.write_manifest(_git(repo.root, "show", "main:seamless.yaml").stdout.replace(
         "symbols: [BTCUSDT, ETHUSDT]", "symbols: [ADAUSDT, BTCUSDT, ETHUSDT, SOLUSDT]"))
     text = repo.lock.read_bytes()
+    expect(_run(repo, "resolve", "--locked"), 0)
+    assert repo.lock.read_bytes() == text
+
+
+def test_git_merge_of_a_new_symbol_and_a_retention_change(repo: Project) -> None:
+    """One branch adds a symbol, the other changes the retention class: the lock merges, and
+    the result is what resolve makes of the merged seamless.yaml."""
+    _branch(repo, "sol", "symbols: [BTCUSDT, ETHUSDT]", "symbols: [BTCUSDT, ETHUSDT, SOLUSDT]")
+    _branch(repo, "long", "retention_class: research-short", "retention_class: research-long")
+    _git(repo.root, "checkout", "-q", "sol")
+    merged = _git(repo.root, "merge", "--no-edit", "long", ok=False)
+    out = merged.stdout + merged.stderr
+    assert "Merge conflict in seamless.lock" not in out, out
+    assert "CONFLICT" not in out, out
+    lock = read_lock(repo.lock)
+    assert {e.retention_class for e in lock.datasets["crypto"].symbols.values()} == {
+        "research-long"}
+    text = repo.lock.read_bytes()
+    expect(_run(repo, "check"), 0)
     expect(_run(repo, "resolve", "--locked"), 0)
     assert repo.lock.read_bytes() == text
 
