@@ -205,8 +205,6 @@ def resolve(
     materialization errors (exit 3) and :class:`UpstreamChanged` when a pinned fingerprint no
     longer reproduces; in every failure the previous lock is left untouched.
     """
-    from qmtl_engine.store import Store
-
     clock = clock or clock_from_env()
     loaded = load_manifest(manifest_path)
     unknown = sorted(set(datasets) - set(loaded.datasets))
@@ -215,127 +213,181 @@ def resolve(
                          fix=f"choose from: {', '.join(sorted(loaded.datasets)) or '(none)'}")
     lock_path = loaded.lock_path
     old_lock = read_lock(lock_path) if lock_path.exists() else None
-    if frozen and old_lock is None:
-        raise InputError("--frozen needs an existing seamless.lock", where=str(lock_path),
-                         fix="run `qmtl-lock resolve` first")
     if locked:  # refuse before fetching anything when the manifest already disagrees
-        from qmtl_lock.check import compare
-
-        drift = [d.line() for d in compare(loaded, old_lock)] if old_lock else [
-            "seamless.lock does not exist"]
-        if drift:
-            raise LockOutOfDate(drift)
+        _refuse_drift(loaded, old_lock)
     if frozen:  # the lock as it is: rebuild what it pins, plan nothing new
-        assert old_lock is not None
+        if old_lock is None:
+            raise InputError("--frozen needs an existing seamless.lock", where=str(lock_path),
+                             fix="run `qmtl-lock resolve` first")
         tasks = _frozen_tasks(loaded, old_lock)
         kept = {n: dict(d.symbols) for n, d in old_lock.datasets.items()}
         changes: list[Change] = []
     else:
         kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update,
                                            clock.now_ms(), refresh=refresh)
-    store = Store(loaded.store_url)
-    engines: list[Any] = []  # the engine (and pyarrow) load only when there is work
-    engine_lock = threading.Lock()
-    reports: list[dict[str, Any]] = []
+    runner = _Runner(loaded, clock, frozen=frozen, dry_run=dry_run, progress=progress)
+    outcomes = runner.run_all(tasks, jobs)
+    reports = []
+    for outcome in outcomes:
+        changes.append(outcome.change)
+        if outcome.entry is not None:
+            kept[outcome.change.dataset][outcome.task.symbol] = outcome.entry
+        if outcome.result is not None:
+            if metrics is not None:
+                metrics.observe(outcome.request, outcome.result)
+            reports.append(report_dict(outcome.change.dataset, outcome.task.symbol,
+                                       outcome.task.ds.spec.retention_class, outcome.result))
+    changes.sort(key=lambda c: (c.dataset, c.symbol or ""))
+    reports.sort(key=lambda r: (r["dataset"], r["symbol"]))
+    if frozen and old_lock is not None:
+        return ResolveResult(changes, old_lock, False, dry_run, lock_path, reports)
+    new_lock = _assemble(loaded, old_lock, kept, datasets)
+    if locked and (old_lock is None or render(old_lock) != render(new_lock)):
+        raise LockOutOfDate([c.line() for c in changes if c.action != "unchanged"]
+                            or ["the lock's text differs from what resolve would write"])
+    wrote = False if dry_run else write_lock(lock_path, new_lock)
+    return ResolveResult(changes, new_lock, wrote, dry_run, lock_path, reports)
 
-    def get_engine() -> Any:
-        with engine_lock:
-            if not engines:
+
+def _refuse_drift(loaded: LoadedManifest, old_lock: Lockfile | None) -> None:
+    from qmtl_lock.check import compare
+
+    drift = [d.line() for d in compare(loaded, old_lock)] if old_lock else [
+        "seamless.lock does not exist"]
+    if drift:
+        raise LockOutOfDate(drift)
+
+
+def _assemble(loaded: LoadedManifest, old_lock: Lockfile | None,
+              kept: dict[str, dict[str, SymbolEntry]], selected: Collection[str]) -> Lockfile:
+    """The new lock: each dataset's request with its entries; unselected datasets as locked."""
+    entries: dict[str, DatasetEntry] = {}
+    for name, ds in sorted(loaded.datasets.items()):
+        if selected and name not in selected and old_lock and name in old_lock.datasets:
+            entries[name] = old_lock.datasets[name]  # not selected: left exactly as locked
+        else:
+            entries[name] = DatasetEntry(ds.request_dict(), ds.preset.digest(), kept[name])
+    return Lockfile(datasets=entries)
+
+
+@dataclass
+class _Outcome:
+    """What running one task produced. Workers return these; only the caller folds them into
+    the lock, so no worker thread touches shared state."""
+
+    task: _Task
+    change: Change
+    entry: SymbolEntry | None = None  # the entry to lock; None keeps what the plan kept
+    request: Any = None  # the engine Request, when something was materialized
+    result: MaterializeResult | None = None
+
+
+class _Runner:
+    """Runs the tasks of one resolve through one engine, created only when there is work (the
+    engine and pyarrow are not imported for a no-op)."""
+
+    def __init__(self, loaded: LoadedManifest, clock: Clock, *, frozen: bool, dry_run: bool,
+                 progress: ProgressFactory | None) -> None:
+        from qmtl_engine.store import Store
+
+        self.loaded = loaded
+        self.clock = clock
+        self.frozen = frozen
+        self.dry_run = dry_run
+        self.progress = progress
+        self.store = Store(loaded.store_url)
+        self._engine: Any = None
+        self._engine_lock = threading.Lock()
+
+    def run_all(self, tasks: list[_Task], jobs: int) -> list[_Outcome]:
+        ordered = sorted(tasks, key=lambda t: (t.ds.spec.priority == "low", t.ds.name, t.symbol))
+        if jobs > 1 and len(ordered) > 1:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                return list(pool.map(self.run, ordered))
+        return [self.run(t) for t in ordered]
+
+    def engine(self) -> Any:
+        with self._engine_lock:
+            if self._engine is None:
                 from qmtl_engine.materialize import Engine
 
-                engines.append(Engine(store, mode="materialize", clock=clock))
-            return engines[0]
+                self._engine = Engine(self.store, mode="materialize", clock=self.clock)
+            return self._engine
 
-    def work(task: _Task) -> Change:
+    def run(self, task: _Task) -> _Outcome:
         name, symbol = task.ds.name, task.symbol
         previous = None
-        if task.old is not None and store.has_snapshot(task.old.dataset_fingerprint):
-            if task.reason == "unchanged" and not frozen:
-                return Change(name, symbol, "unchanged")
-            previous = store.get_snapshot(task.old.dataset_fingerprint)
-            if task.reason == "unchanged" and all(store.has_object(p.digest)
+        if task.old is not None and self.store.has_snapshot(task.old.dataset_fingerprint):
+            if task.reason == "unchanged" and not self.frozen:
+                return _Outcome(task, Change(name, symbol, "unchanged"))
+            previous = self.store.get_snapshot(task.old.dataset_fingerprint)
+            if task.reason == "unchanged" and all(self.store.has_object(p.digest)
                                                   for p in previous.partitions):
-                return Change(name, symbol, "unchanged")  # --frozen: every object is there
+                return _Outcome(task, Change(name, symbol, "unchanged"))  # --frozen: all there
             if not task.reusable:
                 previous = None
         from qmtl_engine.materialize import Request
 
-        engine = get_engine()
+        engine = self.engine()
         request = Request(task.ds.preset, symbol, task.coverage, task.ds.spec.contract_version,
                           dataset=name, accepted_gaps=task.ds.accepted_ranges(),
                           follows_now=task.ds.end_is_now)
         the_plan = engine.plan(request, previous=previous)
-        if dry_run:
+        if self.dry_run:
             fetch = len(the_plan.to_fetch)
             detail = task.detail or "snapshot missing from the store"
-            return Change(name, symbol, "restored" if task.reason == "unchanged" else task.reason,
-                          f"{detail}; would fetch {fetch} of {len(the_plan.partitions)} "
-                          "partitions", the_plan.describe())
-        tick = progress(f"{name}/{symbol}") if progress else None
+            action: Action = "restored" if task.reason == "unchanged" else task.reason
+            return _Outcome(task, Change(name, symbol, action,
+                                         f"{detail}; would fetch {fetch} of "
+                                         f"{len(the_plan.partitions)} partitions",
+                                         the_plan.describe()))
+        tick = self.progress(f"{name}/{symbol}") if self.progress else None
         result = engine.apply(the_plan, progress=(lambda r, d, t: tick(d, t)) if tick else None)
-        if metrics is not None:
-            metrics.observe(request, result)
-        reports.append(report_dict(name, symbol, task.ds.spec.retention_class, result))
-        if task.reason == "unchanged" or frozen:
-            assert task.old is not None
-            if result.fingerprint != task.old.dataset_fingerprint:
+        outcome = self._judge(task, result)
+        outcome.request, outcome.result = request, result
+        return outcome
+
+    def _judge(self, task: _Task, result: MaterializeResult) -> _Outcome:
+        """What a materialization means for the lock entry of its task."""
+        name, symbol, old = task.ds.name, task.symbol, task.old
+        if old is not None and (task.reason == "unchanged" or self.frozen):
+            if result.fingerprint != old.dataset_fingerprint:
                 raise UpstreamChanged(dataset=name, symbol=symbol,
-                                      expected=task.old.dataset_fingerprint,
+                                      expected=old.dataset_fingerprint,
                                       actual=result.fingerprint)
-            return Change(name, symbol, "restored", "snapshot rebuilt in the store")
+            return _Outcome(task, Change(name, symbol, "restored", "snapshot rebuilt in the store"))
         held = task.ds.preset.sla.on_violation is OnViolation.HOLD and result.sla.violation
-        if held and task.old is not None:  # `hold`: keep the last good pin, say why
-            kept[name][symbol] = task.old
-            return Change(name, symbol, "held", f"kept the locked data: {result.sla.violation}")
-        if task.old is not None and result.fingerprint == task.old.dataset_fingerprint:
-            entry = _with_retention(loaded, task.ds, task.old)
+        if held and old is not None:  # `hold`: keep the last good pin, say why
+            return _Outcome(task, Change(name, symbol, "held",
+                                         f"kept the locked data: {result.sla.violation}"), old)
+        if old is not None and result.fingerprint == old.dataset_fingerprint:
+            entry = _with_retention(self.loaded, task.ds, old)
             if dict(entry.conformance_flags) != result.flags:  # e.g. newly accepted gaps
                 entry = replace(entry, conformance_flags=result.flags)
-            kept[name][symbol] = entry
-            return Change(name, symbol, "unchanged", "same content")
+            return _Outcome(task, Change(name, symbol, "unchanged", "same content"), entry)
+        return _Outcome(task, self._new_pin_change(task, result), self._new_entry(task, result))
+
+    def _new_pin_change(self, task: _Task, result: MaterializeResult) -> Change:
         action, detail = task.reason, (f"{task.detail}; fetched {result.fetched}, reused "
                                        f"{result.reused} partitions").lstrip("; ")
-        restated = (_restated_partitions(store, task.old, result)
+        restated = (_restated_partitions(self.store, task.old, result)
                     if task.old is not None and task.same_source else None)
         if restated:  # windows fetched before now hold other data: the provider changed history
             action = "restated"
             detail = f"the source now gives other data for {restated}"
             if task.reason == "extended":
                 detail += f"; {task.detail}"
-        kept[name][symbol] = SymbolEntry(
+        return Change(task.ds.name, task.symbol, action, detail)
+
+    def _new_entry(self, task: _Task, result: MaterializeResult) -> SymbolEntry:
+        return SymbolEntry(
             dataset_fingerprint=result.fingerprint,
             coverage_bounds=(result.coverage.start, result.coverage.end),
             as_of=result.as_of, rows=result.rows, partitions=result.partitions,
             conformance_flags=result.flags, sla=result.sla.to_dict(),
             retention_class=task.ds.spec.retention_class,
-            expires_at=_expires(loaded, task.ds, result.as_of),
+            expires_at=_expires(self.loaded, task.ds, result.as_of),
         )
-        return Change(name, symbol, action, detail)
-
-    ordered = sorted(tasks, key=lambda t: (t.ds.spec.priority == "low", t.ds.name, t.symbol))
-    if jobs > 1 and len(ordered) > 1:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            changes += list(pool.map(work, ordered))
-    else:
-        changes += [work(t) for t in ordered]
-    changes.sort(key=lambda c: (c.dataset, c.symbol or ""))
-
-    if frozen:
-        assert old_lock is not None
-        return ResolveResult(changes, old_lock, False, dry_run, lock_path, reports)
-    entries: dict[str, DatasetEntry] = {}
-    for name, ds in sorted(loaded.datasets.items()):
-        if datasets and name not in datasets and old_lock and name in old_lock.datasets:
-            entries[name] = old_lock.datasets[name]  # not selected: left exactly as locked
-        else:
-            entries[name] = DatasetEntry(ds.request_dict(), ds.preset.digest(), kept[name])
-    new_lock = Lockfile(datasets=entries)
-    if locked and (old_lock is None or render(old_lock) != render(new_lock)):
-        raise LockOutOfDate([c.line() for c in changes if c.action != "unchanged"]
-                            or ["the lock's text differs from what resolve would write"])
-    wrote = False if dry_run else write_lock(lock_path, new_lock)
-    return ResolveResult(changes, new_lock, wrote, dry_run, lock_path,
-                         sorted(reports, key=lambda r: (r["dataset"], r["symbol"])))
 
 
 def report_dict(dataset: str, symbol: str, retention_class: str,
