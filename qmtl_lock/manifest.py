@@ -188,10 +188,15 @@ class LoadedManifest:
 
     @property
     def store_url(self) -> str:
-        url = self.manifest.store
-        if "://" in url or url.startswith("/"):
-            return url
-        return str((self.root / url).resolve())
+        return resolve_store_url(self.manifest.store, self.root)
+
+
+def resolve_store_url(url: str, base: Path) -> str:
+    """The store a project names: URLs and absolute paths as they are, a relative path taken
+    from the folder of seamless.yaml (so commands run from anywhere find the same store)."""
+    if "://" in url or url.startswith("/"):
+        return url
+    return str((base / url).resolve())
 
 
 def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:

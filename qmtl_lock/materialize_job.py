@@ -53,7 +53,6 @@ class MaterializeSeamlessJob:
     end: Any
     contract_version: str
     retention_class: str = "default"
-    priority: str = "normal"
     artifact_dir: str | Path | None = None  # the store; default .seamless/store here
     presets: tuple[str, ...] = ()  # extra catalog files
 

@@ -282,6 +282,9 @@ class _Outcome:
     result: MaterializeResult | None = None
 
 
+_PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}  # materialization order of datasets
+
+
 class _Runner:
     """Runs the tasks of one resolve through one engine, created only when there is work (the
     engine and pyarrow are not imported for a no-op)."""
@@ -300,7 +303,8 @@ class _Runner:
         self._engine_lock = threading.Lock()
 
     def run_all(self, tasks: list[_Task], jobs: int) -> list[_Outcome]:
-        ordered = sorted(tasks, key=lambda t: (t.ds.spec.priority == "low", t.ds.name, t.symbol))
+        ordered = sorted(tasks, key=lambda t: (_PRIORITY_RANK[t.ds.spec.priority], t.ds.name,
+                                               t.symbol))
         if jobs > 1 and len(ordered) > 1:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 return list(pool.map(self.run, ordered))

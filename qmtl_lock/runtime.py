@@ -15,7 +15,12 @@ from qmtl_engine.ranges import TimeRange, iso, to_ms
 
 from qmtl_lock.errors import ContractMismatch
 from qmtl_lock.lockfile import Lockfile, SymbolEntry, read_lock
-from qmtl_lock.manifest import DEFAULT_STORE, MANIFEST_NAME, parse_manifest
+from qmtl_lock.manifest import (
+    DEFAULT_STORE,
+    MANIFEST_NAME,
+    parse_manifest,
+    resolve_store_url,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,9 +48,7 @@ class Lock:
             manifest = p.with_name(MANIFEST_NAME)
             if manifest.exists():
                 store = parse_manifest(manifest.read_text(encoding="utf-8"), str(manifest))[0].store
-        if "://" not in store and not store.startswith("/"):
-            store = str((p.parent / store).resolve())
-        return cls(p, lockfile, store)
+        return cls(p, lockfile, resolve_store_url(store, p.parent))
 
     @property
     def engine(self) -> Engine:

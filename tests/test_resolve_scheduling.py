@@ -47,6 +47,22 @@ def test_low_priority_datasets_are_materialized_last(tmp_path: Path,
     assert order == ["z_strategy/ZZZ", "a_background/AAA", "a_background/BBB"]
 
 
+def test_high_priority_datasets_go_first(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[str] = []
+
+    def progress(label: str):  # type: ignore[no-untyped-def]
+        order.append(label)
+        return lambda done, total: None
+
+    path = _project(tmp_path, monkeypatch)
+    path.write_text(MANIFEST + "    priority: high\n", encoding="utf-8")  # z_strategy: high
+    path.write_text(path.read_text(encoding="utf-8").replace("    priority: low\n", ""),
+                    encoding="utf-8")
+    resolve(path, progress=progress)
+    assert order == ["z_strategy/ZZZ", "a_background/AAA", "a_background/BBB"]
+
+
 def test_jobs_run_symbols_concurrently_with_the_same_lock(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # All three symbols must be in flight at once to pass this barrier; run serially, it would
