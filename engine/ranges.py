@@ -150,9 +150,8 @@ def partition_windows(span: TimeRange, scheme: PartitionScheme) -> Iterator[Time
     cursor = span.start
     while cursor < span.end:
         window = window_containing(cursor, scheme)
-        clipped = window.intersect(span)
-        assert clipped is not None
-        yield clipped
+        # cursor lies in both the window and the span, so they always overlap
+        yield TimeRange(max(window.start, span.start), min(window.end, span.end))
         cursor = window.end
 
 

@@ -144,7 +144,10 @@ class DatasetRequest:
         return self.spec.end == "now"
 
     def end_ms(self) -> int:
-        assert not self.end_is_now
+        """The fixed end of the request; ``end: now`` has none (its end is planned)."""
+        if self.end_is_now:
+            raise RangeError(f"dataset {self.name!r} ends `now`: its end is planned at resolve "
+                             "time, not fixed", fix="read the coverage from the lock instead")
         return ceil_to(to_ms(self.spec.end), self.preset.interval_ms)
 
     def request_dict(self) -> dict[str, Any]:

@@ -104,9 +104,8 @@ def require_materialized_snapshot(*, fingerprint: str,
 
     engine = Engine(Store(str(store)), mode="strategy")
     outcome = engine.verify(fingerprint)
-    if outcome.problems:
+    if outcome.problems or outcome.snapshot is None:
         raise outcome.problems[0]
-    assert outcome.snapshot is not None
     return outcome.snapshot.to_dict()
 
 

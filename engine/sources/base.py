@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from qmtl_engine.conformance import RawBatch
@@ -45,6 +45,9 @@ class NetworkOptions(SourceOptions):
         return HttpClient(**settings)
 
 
+OptionsT = TypeVar("OptionsT", bound=SourceOptions)
+
+
 class Source(ABC):
     """Delivers raw rows for one symbol and one partition window.
 
@@ -57,8 +60,13 @@ class Source(ABC):
 
     @classmethod
     def parse_options(cls, options: dict[str, Any]) -> SourceOptions:
+        """Validate preset options against this source's option model."""
+        return cls._parse(cls.Options, options)
+
+    @classmethod
+    def _parse(cls, model: type[OptionsT], options: dict[str, Any]) -> OptionsT:
         try:
-            return cls.Options.model_validate(options)
+            return model.model_validate(options)
         except ValidationError as exc:
             err = exc.errors()[0]
             key = ".".join(str(p) for p in err["loc"])

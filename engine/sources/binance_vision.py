@@ -266,8 +266,7 @@ class BinanceVisionSource(Source):
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
-        parsed = cls.parse_options(options)
-        assert isinstance(parsed, BinanceVisionOptions)
+        parsed = cls._parse(BinanceVisionOptions, options)
         return cls(parsed, base_dir=base_dir)
 
     # -- where the files are --------------------------------------------------------------------

@@ -131,8 +131,7 @@ class CcxtSource(Source):
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
-        parsed = cls.parse_options(options)
-        assert isinstance(parsed, CcxtOptions)
+        parsed = cls._parse(CcxtOptions, options)
         return cls(parsed)
 
     # -- the exchange --------------------------------------------------------------------------
@@ -184,7 +183,7 @@ class CcxtSource(Source):
         retrying = Retrying(retry=retry_if_exception(_is_transient),
                             stop=stop_after_attempt(opts.max_attempts), wait=wait,
                             sleep=self._sleep, before_sleep=count_retry, reraise=True)
-        failure: BaseException | None = None
+        failure: BaseException
         try:
             for attempt in retrying:
                 with attempt:
@@ -194,7 +193,8 @@ class CcxtSource(Source):
                     return what()
         except Exception as exc:  # classified below, raised outside the except block
             failure = exc
-        assert failure is not None
+        else:  # tenacity re-raises the last error (reraise=True), so retries never just end
+            failure = RuntimeError("the retry loop ended without a result or an error")
         raise self._error(failure, symbol, window) from failure
 
     def _error(self, exc: BaseException, symbol: str, window: TimeRange) -> SourceError:

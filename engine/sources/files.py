@@ -64,8 +64,7 @@ class FilesSource(Source):
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
-        parsed = cls.parse_options(options)
-        assert isinstance(parsed, FilesOptions)
+        parsed = cls._parse(FilesOptions, options)
         return cls(parsed, base_dir=base_dir)
 
     @property

@@ -135,8 +135,7 @@ class PolygonSource(Source):
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
-        parsed = cls.parse_options(options)
-        assert isinstance(parsed, PolygonOptions)
+        parsed = cls._parse(PolygonOptions, options)
         return cls(parsed)
 
     def __repr__(self) -> str:  # never the key

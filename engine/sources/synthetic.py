@@ -54,8 +54,7 @@ class SyntheticSource(Source):
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
-        parsed = cls.parse_options(options)
-        assert isinstance(parsed, SyntheticOptions)
+        parsed = cls._parse(SyntheticOptions, options)
         return cls(parsed)
 
     def _key(self, symbol: str) -> np.uint64:
