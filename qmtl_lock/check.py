@@ -73,15 +73,7 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
             continue
         want = ds.request_dict()
         have = dict(entry.request)
-        for key in REQUEST_KEYS:
-            if want.get(key) != have.get(key):
-                kind = "contract" if key == "contract_version" else "request"
-                drifts.append(Drift(
-                    name, kind,
-                    f"{key} changed: lock has {have.get(key)!r}, seamless.yaml has "
-                    f"{want.get(key)!r}",
-                    _RESOLVE if kind == "request" else
-                    "update the strategy code for the new contract, then " + _RESOLVE))
+        drifts.extend(_request_drift(name, want, have))
         if ds.preset.digest() != entry.preset_digest and want["preset"] == have.get("preset"):
             drifts.append(Drift(
                 name, "preset",
@@ -114,6 +106,21 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
     for name in sorted(set(lock.datasets) - set(loaded.datasets)):
         drifts.append(Drift(name, "removed-dataset",
                             "locked but no longer in seamless.yaml", _RESOLVE))
+    return drifts
+
+
+def _request_drift(name: str, want: dict[str, Any], have: dict[str, Any]) -> list[Drift]:
+    """Each request key whose value in seamless.yaml differs from the locked request."""
+    drifts = []
+    for key in REQUEST_KEYS:
+        if want.get(key) != have.get(key):
+            kind = "contract" if key == "contract_version" else "request"
+            drifts.append(Drift(
+                name, kind,
+                f"{key} changed: lock has {have.get(key)!r}, seamless.yaml has "
+                f"{want.get(key)!r}",
+                _RESOLVE if kind == "request" else
+                "update the strategy code for the new contract, then " + _RESOLVE))
     return drifts
 
 

@@ -98,10 +98,33 @@ def _merge_dataset(name: str, b: DatasetEntry | None, o: DatasetEntry | None,
         return None, [Conflict(name, None, f"the dataset was removed on {gone} branch but "
                                f"changed on {kept} branch")]
     base = b or DatasetEntry(request={}, preset_digest="", symbols={})
-    conflicts: list[Conflict] = []
-
     keys = _ordered_keys(o.request, t.request, base.request)  # the rendered order is ours
+    picked_request, conflicts = _merge_request(name, keys, base, o, t)
+    digest = _three_way(base.preset_digest, o.preset_digest, t.preset_digest)
+    if digest is None:
+        conflicts.append(Conflict(name, None, (
+            f"both branches changed the definition of preset {o.request.get('preset')} "
+            "(preset_digest)")))
+        digest = (o.preset_digest, "ours")
+    symbols, sources, symbol_conflicts = _merge_symbols(name, base, o, t)
+    conflicts += symbol_conflicts
+    if conflicts:
+        return o, conflicts
+
+    request = {k: sorted(symbols) if k == "symbols" else picked_request[k]
+               for k in keys if k == "symbols" or k in picked_request}
+    merged = DatasetEntry(request=request, preset_digest=digest[0], symbols=symbols)
+    conflicts = _stale_entries(name, merged, sources, o, t)
+    if conflicts:
+        return o, conflicts
+    return _with_merged_retention(merged), []
+
+
+def _merge_request(name: str, keys: list[str], base: DatasetEntry, o: DatasetEntry,
+                   t: DatasetEntry) -> tuple[dict[str, Any], list[Conflict]]:
+    """Three-way merge of each request key but the symbols (merged from the entries)."""
     picked_request: dict[str, Any] = {}
+    conflicts: list[Conflict] = []
     for key in keys:
         if key == "symbols":
             continue
@@ -113,16 +136,15 @@ def _merge_dataset(name: str, b: DatasetEntry | None, o: DatasetEntry | None,
                 f"theirs {_val(t.request, key)}")))
         elif picked[0] is not _MISSING:
             picked_request[key] = picked[0]
+    return picked_request, conflicts
 
-    digest = _three_way(base.preset_digest, o.preset_digest, t.preset_digest)
-    if digest is None:
-        conflicts.append(Conflict(name, None, (
-            f"both branches changed the definition of preset {o.request.get('preset')} "
-            "(preset_digest)")))
-        digest = (o.preset_digest, "ours")
 
+def _merge_symbols(name: str, base: DatasetEntry, o: DatasetEntry, t: DatasetEntry,
+                   ) -> tuple[dict[str, SymbolEntry], dict[str, str], list[Conflict]]:
+    """Three-way merge of the entries; also says which side each kept entry came from."""
     symbols: dict[str, SymbolEntry] = {}
     sources: dict[str, str] = {}
+    conflicts: list[Conflict] = []
     for symbol in sorted(set(base.symbols) | set(o.symbols) | set(t.symbols)):
         bs, os_, ts = (d.symbols.get(symbol) for d in (base, o, t))
         picked = _three_way(bs, os_, ts)
@@ -133,12 +155,13 @@ def _merge_dataset(name: str, b: DatasetEntry | None, o: DatasetEntry | None,
         elif picked[0] is not None:
             symbols[symbol] = picked[0]
             sources[symbol] = picked[1]
-    if conflicts:
-        return o, conflicts
+    return symbols, sources, conflicts
 
-    request = {k: sorted(symbols) if k == "symbols" else picked_request[k]
-               for k in keys if k == "symbols" or k in picked_request}
-    merged = DatasetEntry(request=request, preset_digest=digest[0], symbols=symbols)
+
+def _stale_entries(name: str, merged: DatasetEntry, sources: dict[str, str], o: DatasetEntry,
+                   t: DatasetEntry) -> list[Conflict]:
+    """Entries resolved for a request that decides other data than the merged one."""
+    conflicts: list[Conflict] = []
     want = _data_request(merged)
     for symbol, side in sources.items():
         made_under = [s for s, entry in (("ours", o), ("theirs", t))
@@ -151,9 +174,7 @@ def _merge_dataset(name: str, b: DatasetEntry | None, o: DatasetEntry | None,
                 f"the entry from {'our' if origin is o else 'their'} branch was resolved for "
                 f"another request than the merged one: {'our' if other is o else 'their'} "
                 f"branch changed {', '.join(changed)}")))
-    if conflicts:
-        return o, conflicts
-    return _with_merged_retention(merged), []
+    return conflicts
 
 
 def _with_merged_retention(ds: DatasetEntry) -> DatasetEntry:

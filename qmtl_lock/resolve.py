@@ -129,8 +129,6 @@ Planned = tuple[dict[str, dict[str, SymbolEntry]], list["_Task"], list[Change]]
 def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set[str],
                 update: bool, now_ms: int, refresh: bool = False) -> Planned:
     """Split every (dataset, symbol) into kept entries and tasks to materialize. No I/O."""
-    from qmtl_engine.coverage import coverage_end
-
     kept: dict[str, dict[str, SymbolEntry]] = {}
     tasks: list[_Task] = []
     changes: list[Change] = []
@@ -151,28 +149,9 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
             if not in_scope and old is not None:
                 kept[name][symbol] = old  # not asked to touch it: stays as locked, even if stale
                 continue
-            if ds.end_is_now:
-                end = coverage_end(ds.preset, now_ms)
-                if not moving and pinned_ends and not why:
-                    end = max(pinned_ends)  # a new symbol joins the dataset's pinned end
-            else:
-                end = ds.end_ms()
-            if end <= ds.start_ms:
-                raise InputError(
-                    f"dataset {name!r}: nothing to resolve, start {iso(ds.start_ms)} is not "
-                    f"before the last closed bar {iso(end)}",
-                    where=str(loaded.path), fix="move start earlier")
-            coverage = TimeRange(ds.start_ms, end)
-            if old is None:
-                reason: Action = "added"
-                detail = "new symbol" if old_ds else "new dataset"
-            elif why:
-                reason, detail = "updated", "changed " + ", ".join(why)
-            elif old.coverage_bounds[1] < coverage.end and old.coverage_bounds[0] == coverage.start:
-                reason, detail = "extended", f"coverage end {iso(old.coverage_bounds[1])} -> " \
-                    f"{iso(coverage.end)}"
-            else:
-                reason, detail = "updated", "--refresh" if refresh else "--update"
+            pinned = max(pinned_ends) if pinned_ends and not moving and not why else None
+            coverage = _planned_coverage(loaded, ds, now_ms, pinned)
+            reason, detail = _reason(old, old_ds is not None, why, coverage, refresh)
             # Reused partitions carry the flags they were checked with: a change of preset,
             # contract or accepted gaps means checking again.
             same_source = not {"preset", "contract_version", "preset definition"} & set(why)
@@ -182,6 +161,37 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
         for name in sorted(set(old_lock.datasets) - set(loaded.datasets)):
             changes.append(Change(name, None, "removed", "no longer in seamless.yaml"))
     return kept, tasks, changes
+
+
+def _planned_coverage(loaded: LoadedManifest, ds: DatasetRequest, now_ms: int,
+                      pinned_end: int | None) -> TimeRange:
+    """The coverage to materialize: a fixed end, or for ``end: now`` the dataset's pinned end
+    (a new symbol joins it) unless asked to move, else the last closed bar."""
+    from qmtl_engine.coverage import coverage_end
+
+    if not ds.end_is_now:
+        end = ds.end_ms()
+    else:
+        end = pinned_end if pinned_end is not None else coverage_end(ds.preset, now_ms)
+    if end <= ds.start_ms:
+        raise InputError(
+            f"dataset {ds.name!r}: nothing to resolve, start {iso(ds.start_ms)} is not "
+            f"before the last closed bar {iso(end)}",
+            where=str(loaded.path), fix="move start earlier")
+    return TimeRange(ds.start_ms, end)
+
+
+def _reason(old: SymbolEntry | None, dataset_locked: bool, why: list[str],
+            coverage: TimeRange, refresh: bool) -> tuple[Action, str]:
+    """Why a symbol is materialized, as the action and detail resolve prints."""
+    if old is None:
+        return "added", "new symbol" if dataset_locked else "new dataset"
+    if why:
+        return "updated", "changed " + ", ".join(why)
+    start, end = old.coverage_bounds
+    if end < coverage.end and start == coverage.start:
+        return "extended", f"coverage end {iso(end)} -> {iso(coverage.end)}"
+    return "updated", "--refresh" if refresh else "--update"
 
 
 def resolve(
@@ -207,10 +217,7 @@ def resolve(
     """
     clock = clock or clock_from_env()
     loaded = load_manifest(manifest_path)
-    unknown = sorted(set(datasets) - set(loaded.datasets))
-    if unknown:
-        raise InputError(f"unknown dataset {unknown[0]!r}", where=str(loaded.path),
-                         fix=f"choose from: {', '.join(sorted(loaded.datasets)) or '(none)'}")
+    _refuse_unknown(loaded, datasets)
     lock_path = loaded.lock_path
     old_lock = read_lock(lock_path) if lock_path.exists() else None
     if locked:  # refuse before fetching anything when the manifest already disagrees
@@ -226,7 +233,21 @@ def resolve(
         kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update,
                                            clock.now_ms(), refresh=refresh)
     runner = _Runner(loaded, clock, frozen=frozen, dry_run=dry_run, progress=progress)
-    outcomes = runner.run_all(tasks, jobs)
+    reports = _fold(runner.run_all(tasks, jobs), kept, changes, metrics)
+    if frozen and old_lock is not None:
+        return ResolveResult(changes, old_lock, False, dry_run, lock_path, reports)
+    new_lock = _assemble(loaded, old_lock, kept, datasets)
+    if locked and (old_lock is None or render(old_lock) != render(new_lock)):
+        raise LockOutOfDate([c.line() for c in changes if c.action != "unchanged"]
+                            or ["the lock's text differs from what resolve would write"])
+    wrote = False if dry_run else write_lock(lock_path, new_lock)
+    return ResolveResult(changes, new_lock, wrote, dry_run, lock_path, reports)
+
+
+def _fold(outcomes: list[_Outcome], kept: dict[str, dict[str, SymbolEntry]],
+          changes: list[Change], metrics: RunMetrics | None) -> list[dict[str, Any]]:
+    """Fold the tasks' outcomes into the kept entries and the changes (both sorted after);
+    return the materialize reports."""
     reports = []
     for outcome in outcomes:
         changes.append(outcome.change)
@@ -238,15 +259,14 @@ def resolve(
             reports.append(report_dict(outcome.change.dataset, outcome.task.symbol,
                                        outcome.task.ds.spec.retention_class, outcome.result))
     changes.sort(key=lambda c: (c.dataset, c.symbol or ""))
-    reports.sort(key=lambda r: (r["dataset"], r["symbol"]))
-    if frozen and old_lock is not None:
-        return ResolveResult(changes, old_lock, False, dry_run, lock_path, reports)
-    new_lock = _assemble(loaded, old_lock, kept, datasets)
-    if locked and (old_lock is None or render(old_lock) != render(new_lock)):
-        raise LockOutOfDate([c.line() for c in changes if c.action != "unchanged"]
-                            or ["the lock's text differs from what resolve would write"])
-    wrote = False if dry_run else write_lock(lock_path, new_lock)
-    return ResolveResult(changes, new_lock, wrote, dry_run, lock_path, reports)
+    return sorted(reports, key=lambda r: (r["dataset"], r["symbol"]))
+
+
+def _refuse_unknown(loaded: LoadedManifest, datasets: Collection[str]) -> None:
+    unknown = sorted(set(datasets) - set(loaded.datasets))
+    if unknown:
+        raise InputError(f"unknown dataset {unknown[0]!r}", where=str(loaded.path),
+                         fix=f"choose from: {', '.join(sorted(loaded.datasets)) or '(none)'}")
 
 
 def _refuse_drift(loaded: LoadedManifest, old_lock: Lockfile | None) -> None:
