@@ -12,8 +12,8 @@ wrong, where, and what to do next::
     │   └── RangeError                  impossible or unaligned time range
     ├── IntegrityError                  data differs from what was pinned: exit 1
     │   ├── FingerprintMismatch         recomputed fingerprint != expected
-    │   ├── ObjectMissing               a store object or snapshot is not there
-    │   └── ObjectCorrupted             a store object does not hash to its name
+    │   │   └── ObjectCorrupted         a store object or manifest does not hash to its name
+    │   └── ObjectMissing               a store object or snapshot is not there
     └── MaterializationError            the data could not be produced: exit 3
         ├── SourceError                 a source failed (network, file, format)
         │   └── MissingDependency       an optional extra is not installed
@@ -109,9 +109,23 @@ class RangeError(InputError):
 
 
 class IntegrityError(QmtlLockError):
-    """Data in the store does not match what a lock or a name says it is."""
+    """Data in the store does not match what a lock or a name says it is.
+
+    ``dataset`` and ``symbol`` say which locked data is affected. The store knows only paths and
+    digests, so the read path names them with :meth:`locate` before the error reaches the user.
+    """
 
     exit_code = 1
+    dataset: str | None = None
+    symbol: str | None = None
+
+    def locate(self, *, dataset: str | None, symbol: str | None) -> None:
+        """Name the dataset and symbol the bad data belongs to, in the attributes and ``where``."""
+        self.dataset = dataset or self.dataset
+        self.symbol = symbol or self.symbol
+        label = "/".join(p for p in (self.dataset, self.symbol) if p)
+        if label and not (self.where or "").startswith(label):
+            self.where = f"{label}, {self.where}" if self.where else label
 
 
 class FingerprintMismatch(IntegrityError):
@@ -159,8 +173,13 @@ class ObjectMissing(IntegrityError):
         )
 
 
-class ObjectCorrupted(IntegrityError):
-    """A store object does not hash to the digest in its name."""
+class ObjectCorrupted(FingerprintMismatch):
+    """Stored bytes do not hash to their name: a partition object (``kind="object"``) or a
+    snapshot manifest (``kind="snapshot"``).
+
+    It is a :class:`FingerprintMismatch` (what the store holds hashes to something other than
+    the digest that pins it), so one ``except FingerprintMismatch`` guards a read through a lock.
+    """
 
     def __init__(self, *, path: str, expected: str, actual: str,
                  partition: str | None = None, kind: str = "object") -> None:
@@ -176,8 +195,16 @@ class ObjectCorrupted(IntegrityError):
             what = (f"snapshot manifest is corrupted: it describes {actual}, its name says "
                     f"{expected}")
             fix = "delete the manifest and run `qmtl-lock resolve` to rebuild it"
-        super().__init__(what, where=path + (f" (partition {partition})" if partition else ""),
-                         fix=fix)
+        # Not FingerprintMismatch.__init__: this message names the stored file and its digest,
+        # not the lock entry, and its fix is about the store.
+        IntegrityError.__init__(
+            self, what, where=path + (f" (partition {partition})" if partition else ""), fix=fix)
+
+    def render(self) -> str:
+        text = super().render()
+        # Read through a lock (the dataset is named), it is that lock's fingerprint mismatch and
+        # says so first, like every other one: strategy tests and CI logs look for those words.
+        return f"fingerprint mismatch: {text}" if self.dataset or self.symbol else text
 
 
 class MaterializationError(QmtlLockError):

@@ -59,23 +59,54 @@ def _type_tag(typ: pa.DataType) -> str:
     return str(typ)
 
 
+def _buffer_view(arr: pa.Array, dtype: np.dtype) -> np.ndarray:
+    """The values of a fixed-width array, read straight from its value buffer (no copy).
+
+    Not ``Array.to_numpy``: pyarrow imports pandas for it, and a strategy's read path must not
+    pay for pandas (hundreds of milliseconds) to hash numbers.
+    """
+    import numpy as np
+
+    buffer = arr.buffers()[1]
+    if buffer is None or len(arr) == 0:
+        return np.empty(0, dtype=dtype)
+    return np.frombuffer(buffer, dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+
+
+def _validity(arr: pa.Array) -> np.ndarray:
+    """One byte per row: 1 where there is a value, 0 where there is a null."""
+    import numpy as np
+
+    valid = arr.is_valid()  # Arrow's own answer for every type, as a bit-packed boolean array
+    buffer = valid.buffers()[1]
+    if buffer is None or len(valid) == 0:
+        return np.empty(0, dtype=np.uint8)
+    bits = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), bitorder="little")
+    return bits[valid.offset: valid.offset + len(valid)]
+
+
 def _column_values(arr: pa.Array) -> np.ndarray:
+    """Little-endian value bytes of a column, with nulls zeroed and floats canonicalized."""
     import numpy as np
     import pyarrow as pa
 
-    """Little-endian value bytes of a column, with nulls zeroed and floats canonicalized."""
     typ = arr.type
     if pa.types.is_timestamp(typ) or pa.types.is_integer(typ):
-        filled = arr.fill_null(0) if arr.null_count else arr
-        storage = filled.cast(pa.int64()) if pa.types.is_timestamp(typ) else filled
-        values = np.asarray(storage.to_numpy(zero_copy_only=False), dtype="<i8")
+        storage = arr.cast(pa.int64()) if pa.types.is_timestamp(typ) else arr
+        kind = "u" if pa.types.is_unsigned_integer(storage.type) else "i"
+        native = _buffer_view(storage, np.dtype(f"{kind}{storage.type.bit_width // 8}"))
+        if not arr.null_count:
+            return np.asarray(native, dtype="<i8")  # a view when already little-endian int64
+        values = np.array(native, dtype="<i8", copy=True)
+        values[_validity(arr) == 0] = 0
         return values
     if pa.types.is_floating(typ):
-        filled = arr.fill_null(0.0) if arr.null_count else arr
-        if typ != pa.float64():  # widen in Arrow: numpy would trap on signalling NaNs
-            filled = filled.cast(pa.float64())
-        values = np.array(filled.to_numpy(zero_copy_only=False), dtype="<f8", copy=True)
+        # widen in Arrow: numpy would trap on signalling NaNs
+        wide = arr.cast(pa.float64()) if typ != pa.float64() else arr
+        values = np.array(_buffer_view(wide, np.dtype(np.float64)), dtype="<f8", copy=True)
         bits = values.view("<u8")
+        if arr.null_count:
+            bits[_validity(arr) == 0] = 0  # a null hashes as 0.0 (its validity byte tells)
         bits[bits == np.uint64(_NEGATIVE_ZERO)] = 0  # on the bits: no float op, so no FP traps
         bits[np.isnan(values)] = np.uint64(_CANONICAL_NAN)
         return bits
@@ -100,8 +131,7 @@ def partition_digest(table: pa.Table) -> Fingerprint:
                             separators=(",", ":"))
         hasher.update(header.encode() + b"\n")
         if arr.null_count:
-            valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=np.uint8)
-            hasher.update(valid.tobytes())
+            hasher.update(_validity(arr).tobytes())
         hasher.update(np.ascontiguousarray(_column_values(arr)).data)
     return Fingerprint.from_hasher(hasher)
 

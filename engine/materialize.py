@@ -22,7 +22,6 @@ from qmtl_engine.contracts import Contract, get_contract
 from qmtl_engine.coverage import closed_before, coverage_end
 from qmtl_engine.errors import (
     ConformanceError,
-    FingerprintMismatch,
     InputError,
     QmtlLockError,
     SourceError,
@@ -30,6 +29,7 @@ from qmtl_engine.errors import (
 from qmtl_engine.fingerprint import Fingerprint, SnapshotHeader, dataset_fingerprint
 from qmtl_engine.presets import ResolvedPreset
 from qmtl_engine.ranges import TimeRange, iso, partition_windows, window_name
+from qmtl_engine.read import PinnedReader, VerifyOutcome
 from qmtl_engine.sla import SLAResult, SLATimer
 from qmtl_engine.sources import make_source
 from qmtl_engine.sources.base import Source
@@ -148,14 +148,6 @@ class MaterializeResult:
     snapshot: Snapshot | None = field(default=None, repr=False)
 
 
-@dataclass
-class VerifyOutcome:
-    problems: list[QmtlLockError] = field(default_factory=list)
-    snapshot: Snapshot | None = None
-    rows: int = 0
-    bytes_hashed: int = 0
-
-
 ProgressFn = Callable[[Request, int, int], None]
 
 
@@ -264,7 +256,7 @@ class Engine:
             timer.check_lag(request.coverage.end)
         header = request.header()
         fingerprint = dataset_fingerprint(header, [p.ref() for p in parts])
-        snapshot = Snapshot(fingerprint.value, header, parts)
+        snapshot = Snapshot(fingerprint.value, header, parts, partition=preset.partition)
         with timer.phase("storage"):
             self.store.publish_staged(key, [p.digest for p in parts])
             self.store.put_snapshot(snapshot)
@@ -287,86 +279,26 @@ class Engine:
             checkpoint_key=key, snapshot=snapshot,
         )
 
-    # -- read ----------------------------------------------------------------------------------
+    # -- read: the strategy path is qmtl_engine.read, which never loads the machinery above ----
     def iter_verified(self, fingerprint: str, *, dataset: str | None = None,
                       symbol: str | None = None,
                       window: TimeRange | None = None,
                       snapshot: Snapshot | None = None,
                       ) -> Iterator[tuple[SnapshotPartition, pa.Table]]:
-        """Yield each partition of snapshot ``fingerprint``, re-hashed, in order.
-
-        The store checks the snapshot manifest against ``fingerprint`` as it reads it (raising
-        :class:`ObjectCorrupted`); each object is then re-hashed against its digest, and any
-        difference raises :class:`FingerprintMismatch` naming the partition. With ``window``,
-        only overlapping partitions are read (still each verified). Pass ``snapshot`` when
-        the caller already read it from the store with :meth:`Store.get_snapshot`.
-        """
-        snap = snapshot or self.store.get_snapshot(fingerprint)
-        assert snap.fingerprint == fingerprint
-        scheme_of = _scheme_guess(snap)
-        for part in snap.partitions:
-            pw = TimeRange(part.start, part.end)
-            if window is not None and pw.intersect(window) is None:
-                continue
-            name = window_name(pw, scheme_of)
-            table = self.store.read_object(part.digest, partition=name)
-            from qmtl_engine.fingerprint import partition_digest
-
-            actual = partition_digest(table)
-            if actual.value != part.digest or table.num_rows != part.rows:
-                raise FingerprintMismatch(expected=part.digest, actual=actual.value,
-                                          dataset=dataset, symbol=symbol, partition=name)
-            yield part, table
+        """:meth:`PinnedReader.iter_verified` on this engine's store."""
+        return PinnedReader(self.store).iter_verified(
+            fingerprint, dataset=dataset, symbol=symbol, window=window, snapshot=snapshot)
 
     def verify(self, fingerprint: str, *, dataset: str | None = None,
                symbol: str | None = None) -> VerifyOutcome:
-        """Re-hash every partition of a snapshot; collect every problem instead of stopping.
-
-        The manifest is checked by :meth:`Store.get_snapshot`, each object by
-        :meth:`Store.check_object` (content against name); here only the row count is added.
-        """
-        from qmtl_engine.errors import IntegrityError
-
-        outcome = VerifyOutcome()
-        try:
-            snap = self.store.get_snapshot(fingerprint)
-        except IntegrityError as exc:
-            outcome.problems.append(exc)
-            return outcome
-        outcome.snapshot = snap
-        scheme = _scheme_guess(snap)
-        for part in snap.partitions:
-            name = window_name(TimeRange(part.start, part.end), scheme)
-            try:
-                table = self.store.check_object(part.digest, partition=name)
-            except IntegrityError as exc:
-                outcome.problems.append(exc)
-                continue
-            outcome.rows += table.num_rows
-            outcome.bytes_hashed += table.nbytes
-            if table.num_rows != part.rows:
-                outcome.problems.append(FingerprintMismatch(
-                    expected=part.digest, actual=part.digest, dataset=dataset, symbol=symbol,
-                    partition=name))
-        return outcome
+        """:meth:`PinnedReader.verify` on this engine's store."""
+        return PinnedReader(self.store).verify(fingerprint, dataset=dataset, symbol=symbol)
 
     def load(self, fingerprint: str, *, dataset: str | None = None, symbol: str | None = None,
              window: TimeRange | None = None, snapshot: Snapshot | None = None) -> pa.Table:
-        """The verified rows of a snapshot as one table (optionally only those in ``window``)."""
-        tables = [t for _, t in self.iter_verified(fingerprint, dataset=dataset, symbol=symbol,
-                                                   window=window, snapshot=snapshot)]
-        if not tables:
-            from qmtl_engine.contracts import OHLCV_V1
-
-            return _empty_table(OHLCV_V1.required_names)
-        table = pa.concat_tables(tables)
-        if window is not None:
-            import pyarrow.compute as pc
-
-            ts = table["ts"].cast(pa.int64())
-            mask = pc.and_(pc.greater_equal(ts, window.start), pc.less(ts, window.end))
-            table = table.filter(mask)
-        return table
+        """:meth:`PinnedReader.load` on this engine's store."""
+        return PinnedReader(self.store).load(fingerprint, dataset=dataset, symbol=symbol,
+                                             window=window, snapshot=snapshot)
 
 
 def _source_from_registry(preset: ResolvedPreset) -> Source:
@@ -401,30 +333,13 @@ def _fetch_and_conform(source: Source, request: Request, window: TimeRange, cont
         raise
 
 
-def _scheme_guess(snap: Snapshot) -> Literal["day", "month", "year"]:
-    from qmtl_engine.ranges import DAY_MS
-
-    spans = [p.end - p.start for p in snap.partitions]
-    longest = max(spans, default=DAY_MS)
-    if longest <= DAY_MS:
-        return "day"
-    if longest <= 31 * DAY_MS:
-        return "month"
-    return "year"
-
-
-def _empty_table(names: tuple[str, ...]) -> pa.Table:
-    arrays = [pa.array([], type=pa.timestamp("ms", tz="UTC"))]
-    arrays += [pa.array([], type=pa.float64()) for _ in names[1:]]
-    return pa.Table.from_arrays(arrays, names=list(names))
-
-
 __all__ = [
     "Engine",
     "Fingerprint",
     "MaterializeResult",
     "Plan",
     "Request",
+    "VerifyOutcome",
     "closed_before",
     "coverage_end",
     "iso",

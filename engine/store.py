@@ -36,8 +36,13 @@ from qmtl_engine.fingerprint import (
     dataset_fingerprint,
     partition_digest,
 )
+from qmtl_engine.ranges import PartitionScheme, TimeRange, partition_windows, window_name
 
-SNAPSHOT_VERSION = 1
+# Version 2 records the partition scheme (``partition``); version 1 manifests, written before it
+# was, are still read: their data and fingerprints are the same, only the scheme is unknown.
+SNAPSHOT_VERSION = 2
+READABLE_SNAPSHOT_VERSIONS = (1, 2)
+SCHEMES: tuple[PartitionScheme, ...] = ("day", "month", "year")
 JOB_VERSION = 1
 
 
@@ -55,31 +60,59 @@ class SnapshotPartition:
 
 @dataclass
 class Snapshot:
-    """A snapshot manifest: the header, the ordered partitions and its fingerprint."""
+    """A snapshot manifest: the header, the ordered partitions and its fingerprint.
+
+    ``partition`` is the scheme (day, month or year) the partition windows were cut on, recorded
+    by the engine that cut them. It names partitions and is not part of the fingerprint: the
+    windows themselves are. It is None only for a manifest from before it was recorded (version
+    1); such partitions are named by their exact windows, never by a guess.
+    """
 
     fingerprint: str
     header: SnapshotHeader
     partitions: list[SnapshotPartition]
+    partition: PartitionScheme | None = field(kw_only=True)
+
+    def partition_name(self, part: SnapshotPartition) -> str:
+        """How messages name ``part``: ``2024-03``, or ``2024 [<exact window>)`` when the
+        window is clipped to the coverage; the exact window when the scheme is not recorded."""
+        window = TimeRange(part.start, part.end)
+        return window_name(window, self.partition) if self.partition else window.label()
+
+    def follows_scheme(self) -> bool:
+        """Whether the partitions are exactly the recorded scheme's windows over the coverage."""
+        if self.partition is None:
+            return True
+        lo, hi = self.header.coverage_start, self.header.coverage_end
+        if hi < lo:
+            return False
+        windows = partition_windows(TimeRange(lo, hi), self.partition)
+        return [(p.start, p.end) for p in self.partitions] == [(w.start, w.end) for w in windows]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "snapshot_version": SNAPSHOT_VERSION,
             "fingerprint": self.fingerprint,
             "header": self.header.canonical(),
+            "partition": self.partition,
             "partitions": [
                 {"start": p.start, "end": p.end, "rows": p.rows, "digest": p.digest,
                  "flags": dict(sorted(p.flags.items()))}
                 for p in self.partitions
             ],
         }
+        if self.partition is None:  # what a version 1 manifest said, in its own layout
+            del data["partition"]
+            data["snapshot_version"] = 1
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, path: str) -> Snapshot:
         version = data.get("snapshot_version")
-        if version != SNAPSHOT_VERSION:
+        if isinstance(version, bool) or version not in READABLE_SNAPSHOT_VERSIONS:
             raise InputError(
                 f"snapshot manifest has snapshot_version {version!r}; this qmtl-lock reads "
-                f"version {SNAPSHOT_VERSION}",
+                f"version {' or '.join(str(v) for v in READABLE_SNAPSHOT_VERSIONS)}",
                 where=path, fix="upgrade qmtl-lock (pip install -U qmtl-lock)",
             )
         h = data["header"]
@@ -90,7 +123,12 @@ class Snapshot:
         )
         parts = [SnapshotPartition(p["start"], p["end"], p["rows"], p["digest"],
                                    dict(p.get("flags", {}))) for p in data["partitions"]]
-        return cls(data["fingerprint"], header, parts)
+        scheme = None
+        if version >= 2:
+            scheme = data["partition"]
+            if scheme not in SCHEMES:
+                raise ValueError(f"partition scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
+        return cls(data["fingerprint"], header, parts, partition=scheme)
 
 
 class Store:
@@ -223,9 +261,14 @@ class Store:
                                   partition=partition) from None
 
     def check_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
+        """Read an object, canonicalize and re-hash it, and return it if it matches its name.
+
+        The one object check: ``verify`` and every strategy read go through it. Raises
+        :class:`ObjectMissing`, or :class:`ObjectCorrupted` for unreadable Parquet, data with no
+        canonical form and content that hashes to another digest.
+        """
         import pyarrow as pa
 
-        """Read an object, re-hash it and return it; raise if it does not match its name."""
         table = self.read_object(digest, partition=partition)
         try:
             actual = partition_digest(table)
@@ -304,6 +347,14 @@ class Store:
         if snap.fingerprint != fingerprint:  # content fine, the fingerprint field was edited
             raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
                                   actual=str(snap.fingerprint), kind="snapshot")
+        try:  # the scheme is not hashed: check it against the windows, which are
+            on_scheme = snap.follows_scheme()
+        except (TypeError, ValueError, OverflowError):  # windows that are not even numbers
+            on_scheme = False
+        if not on_scheme:
+            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
+                                  actual=f"<malformed: its partitions are not the "
+                                  f"{snap.partition} windows of its coverage>", kind="snapshot")
         return snap
 
     def iter_snapshots(self) -> Iterator[str]:

@@ -15,10 +15,10 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
     │   └── GitError                    not a git repository, unknown revision (gc --keep-revs)
     ├── IntegrityError                  exit 1: data differs from what was pinned
     │   ├── FingerprintMismatch         recomputed fingerprint != locked fingerprint
+    │   │   └── ObjectCorrupted         a store object or manifest does not hash to its name
     │   ├── ContractMismatch            the lock pins another contract version
     │   ├── LockOutOfDate               `resolve --locked` would change the lock
-    │   ├── ObjectMissing               a store object or snapshot is not there
-    │   └── ObjectCorrupted             a store object does not hash to its name
+    │   └── ObjectMissing               a store object or snapshot is not there
     └── MaterializationError            exit 3: the data could not be produced
         ├── SourceError                 a source failed
         │   └── MissingDependency       an optional extra is not installed

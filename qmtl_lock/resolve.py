@@ -435,8 +435,6 @@ def report_dict(dataset: str, symbol: str, retention_class: str,
 def _restated_partitions(store: Any, old: SymbolEntry, result: MaterializeResult) -> str | None:
     """Name the partitions present in both the locked snapshot and the new one, with the same
     window but other content; None when there are none (or nothing to compare with)."""
-    from qmtl_engine.ranges import TimeRange, window_name
-
     same_range = old.coverage_bounds == (result.coverage.start, result.coverage.end)
     if result.snapshot is None:
         return None
@@ -445,18 +443,10 @@ def _restated_partitions(store: Any, old: SymbolEntry, result: MaterializeResult
             if same_range and old.dataset_fingerprint != result.fingerprint else None
     before = {(p.start, p.end): p.digest
               for p in store.get_snapshot(old.dataset_fingerprint).partitions}
-    scheme = _scheme(result)
-    changed = [window_name(TimeRange(p.start, p.end), scheme)
-               for p in result.snapshot.partitions
+    new = result.snapshot  # names its partitions on the scheme the engine recorded in it
+    changed = [new.partition_name(p) for p in new.partitions
                if (p.start, p.end) in before and before[(p.start, p.end)] != p.digest]
     return "partitions " + ", ".join(changed) if changed else None
-
-
-def _scheme(result: MaterializeResult) -> Any:
-    from qmtl_engine.materialize import _scheme_guess
-
-    assert result.snapshot is not None
-    return _scheme_guess(result.snapshot)
 
 
 def _frozen_tasks(loaded: LoadedManifest, old_lock: Lockfile) -> list[_Task]:

@@ -2,6 +2,8 @@
 
 There is no code path here that hands out data without recomputing its fingerprint: ``load``
 re-hashes every partition it reads and checks the snapshot against the locked fingerprint.
+It reads through :class:`qmtl_engine.read.PinnedReader`, so loading never imports sources,
+conformance, retry machinery or pandas.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from qmtl_engine.errors import FingerprintMismatch, InputError
 from qmtl_engine.ranges import TimeRange, iso, to_ms
 
 from qmtl_lock.errors import ContractMismatch
-from qmtl_lock.lockfile import Lockfile, SymbolEntry, read_lock
+from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock
 from qmtl_lock.manifest import (
     DEFAULT_STORE,
     MANIFEST_NAME,
@@ -25,7 +27,22 @@ from qmtl_lock.manifest import (
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-    from qmtl_engine.materialize import Engine
+    from qmtl_engine.read import PinnedReader
+    from qmtl_engine.store import Snapshot
+
+
+def entry_mismatch(snapshot: Snapshot, dataset: DatasetEntry, symbol: str) -> list[str]:
+    """The fields of the lock entry of ``symbol`` that contradict the snapshot it pins.
+
+    The one lock-entry check, shared by :meth:`Lock.load` and ``qmtl-lock verify``: coverage,
+    rows, partition count, symbol and preset (see :func:`qmtl_engine.read.pin_mismatch`).
+    """
+    from qmtl_engine.read import pin_mismatch
+
+    entry = dataset.symbols[symbol]
+    return pin_mismatch(snapshot, symbol=symbol, preset=dataset.request.get("preset"),
+                        coverage=entry.coverage_bounds, rows=entry.rows,
+                        partitions=entry.partitions)
 
 
 class Lock:
@@ -35,7 +52,7 @@ class Lock:
         self.path = path
         self.lockfile = lockfile
         self.store_url = store_url
-        self._engine: Engine | None = None
+        self._engine: PinnedReader | None = None
 
     @classmethod
     def open(cls, path: str | Path = "seamless.lock", *, store: str | None = None) -> Lock:
@@ -51,12 +68,13 @@ class Lock:
         return cls(p, lockfile, resolve_store_url(store, p.parent))
 
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> PinnedReader:
+        """The engine in strategy mode on the lock's store: it reads and verifies, never fetches."""
         if self._engine is None:
-            from qmtl_engine.materialize import Engine
+            from qmtl_engine.read import PinnedReader
             from qmtl_engine.store import Store
 
-            self._engine = Engine(Store(self.store_url), mode="strategy")
+            self._engine = PinnedReader(Store(self.store_url))
         return self._engine
 
     def datasets(self) -> list[str]:
@@ -73,7 +91,7 @@ class Lock:
                              fix=f"locked symbols: {', '.join(sorted(ds.symbols))}")
         return ds.symbols[symbol]
 
-    def _dataset(self, dataset: str) -> Any:
+    def _dataset(self, dataset: str) -> DatasetEntry:
         if dataset not in self.lockfile.datasets:
             raise InputError(f"dataset {dataset!r} is not in {self.path}", where=str(self.path),
                              fix=f"locked datasets: {', '.join(self.datasets()) or '(none)'}; "
@@ -84,21 +102,25 @@ class Lock:
         """The locked rows of ``dataset``/``symbol`` as a pyarrow Table, fingerprint-checked.
 
         ``start``/``end`` select a slice, which must lie inside the locked coverage. Raises
-        :class:`FingerprintMismatch` (naming the partition) if any byte differs from the lock,
-        :class:`ObjectMissing` if the store lacks the data.
+        :class:`FingerprintMismatch` naming the dataset, symbol and partition if any byte differs
+        from the lock (:class:`ObjectCorrupted`, a subclass, when a stored object or manifest no
+        longer hashes to its name), :class:`ObjectMissing` if the store lacks the data: the same
+        errors ``qmtl-lock verify`` reports.
         """
         entry = self.entry(dataset, symbol)
         window = self._window(dataset, symbol, entry, start, end)
-        snap = self.engine.store.get_snapshot(entry.dataset_fingerprint)
-        h = snap.header
-        if (h.symbol, h.coverage_start, h.coverage_end) != (symbol, *entry.coverage_bounds):
+        fingerprint = entry.dataset_fingerprint
+        snap = self.engine.snapshot(fingerprint, dataset=dataset, symbol=symbol)
+        wrong = entry_mismatch(snap, self._dataset(dataset), symbol)
+        if wrong:
             raise FingerprintMismatch(
-                expected=entry.dataset_fingerprint, actual="(snapshot of other data)",
+                expected=fingerprint,
+                actual=f"(a snapshot whose {', '.join(wrong)} differ from the lock entry)",
                 dataset=dataset, symbol=symbol, partition="snapshot manifest",
                 fix="the lock entry does not describe this snapshot; restore the lock from git "
                 "or run `qmtl-lock resolve`")
-        return self.engine.load(entry.dataset_fingerprint, dataset=dataset, symbol=symbol,
-                                window=window, snapshot=snap)
+        return self.engine.load(fingerprint, dataset=dataset, symbol=symbol, window=window,
+                                snapshot=snap)
 
     def _window(self, dataset: str, symbol: str, entry: SymbolEntry, start: Any,
                 end: Any) -> TimeRange | None:

@@ -50,9 +50,16 @@ _KIND = {"FingerprintMismatch": "fingerprint-mismatch", "ObjectMissing": "object
 
 def verify(manifest_path: str | Path = "seamless.yaml", *,
            datasets: Collection[str] = ()) -> VerifyResult:
-    """Re-hash every partition the lock pins. Every entry is checked, problems are collected."""
-    from qmtl_engine.materialize import Engine
+    """Re-hash every partition the lock pins. Every entry is checked, problems are collected.
+
+    The checks are the ones :meth:`qmtl_lock.Lock.load` applies (the engine's
+    :class:`~qmtl_engine.read.PinnedReader` and :func:`~qmtl_lock.runtime.entry_mismatch`), so
+    what verify reports is what a strategy's load raises.
+    """
+    from qmtl_engine.read import PinnedReader
     from qmtl_engine.store import Store
+
+    from qmtl_lock.runtime import entry_mismatch
 
     loaded = load_manifest(manifest_path)
     lock = read_lock(loaded.lock_path)
@@ -60,7 +67,7 @@ def verify(manifest_path: str | Path = "seamless.yaml", *,
     if unknown:
         raise InputError(f"dataset {unknown[0]!r} is not in the lock", where=str(loaded.lock_path),
                          fix=f"choose from: {', '.join(sorted(lock.datasets))}")
-    engine = Engine(Store(loaded.store_url), mode="strategy")
+    engine = PinnedReader(Store(loaded.store_url))
     result = VerifyResult()
     for name, entry in sorted(lock.datasets.items()):
         if datasets and name not in datasets:
@@ -84,16 +91,7 @@ def verify(manifest_path: str | Path = "seamless.yaml", *,
             snap = outcome.snapshot
             if snap is None or outcome.problems:
                 continue
-            h = snap.header
-            mismatch = []
-            if (h.coverage_start, h.coverage_end) != tuple(sym.coverage_bounds):
-                mismatch.append("coverage_bounds")
-            if sum(p.rows for p in snap.partitions) != sym.rows:
-                mismatch.append("rows")
-            if len(snap.partitions) != sym.partitions:
-                mismatch.append("partitions")
-            if h.symbol != symbol or h.preset != entry.request.get("preset"):
-                mismatch.append("symbol or preset")
+            mismatch = entry_mismatch(snap, entry, symbol)
             if mismatch:
                 result.problems.append(Problem(
                     name, symbol, "lock-mismatch",

@@ -121,3 +121,46 @@ def test_a_no_op_resolve_loads_no_data_libraries(resolved: Project) -> None:
     exit_code, output, heavy = json.loads(proc.stdout)
     assert (exit_code, heavy) == (0, [])
     assert output.strip().endswith("seamless.lock is up to date")
+
+
+# Reading pinned data never loads the materialization stack (DESIGN §2), nor pandas: no data
+# command imports pandas unless it returns pandas.
+MATERIALIZATION = ("qmtl_engine.materialize", "qmtl_engine.sources", "qmtl_engine.conformance",
+                   "qmtl_engine.http", "qmtl_engine.calendars", "qmtl_engine.sla", "tenacity",
+                   "exchange_calendars", "pandas")
+
+
+@pytest.mark.parametrize("call", [
+    "lock.load('crypto', 'BTCUSDT')",
+    "lock.load('equities', 'AAPL', start='2012-01-01', end='2012-02-01')",
+    "lock.load('crypto', 'ETHUSDT', start='2024-01-31T23:00:00Z', end='2024-02-01T01:00:00Z')",
+], ids=["whole", "slice", "slice_across_partitions"])
+def test_strategy_load_imports_no_materialization_machinery(resolved: Project, call: str) -> None:
+    code = (
+        "import json, sys; from qmtl_lock import Lock; "
+        f"lock = Lock.open({str(resolved.lock)!r}); table = {call}; "
+        "print(json.dumps([table.num_rows, sorted(m for m in sys.modules if m.startswith("
+        f"{MATERIALIZATION!r}))]))"
+    )
+    proc = _python(code, resolved.root)
+    assert proc.returncode == 0, proc.stderr
+    rows, loaded = json.loads(proc.stdout)
+    assert rows > 0  # the load really read data
+    assert loaded == []
+
+
+def test_a_failing_load_stays_light_too(resolved: Project) -> None:
+    """The error path (objects that are no longer Parquet) loads nothing more."""
+    for path in resolved.object_files():
+        path.write_bytes(b"PAR1 not Parquet any more PAR1")
+    code = (
+        "import json, sys; from qmtl_lock import Lock; from qmtl_lock.errors import "
+        "IntegrityError\n"
+        f"try:\n    Lock.open({str(resolved.lock)!r}).load('crypto', 'BTCUSDT')\n"
+        "except IntegrityError as exc:\n    error = type(exc).__name__\n"
+        "print(json.dumps([error, sorted(m for m in sys.modules if m.startswith("
+        f"{MATERIALIZATION!r}))]))"
+    )
+    proc = _python(code, resolved.root)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["ObjectCorrupted", []]

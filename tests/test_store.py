@@ -69,7 +69,7 @@ def make_snapshot(store: Store, tables: list[pa.Table], symbol: str = "BTC/USDT"
     header = SnapshotHeader("ohlcv@v1", "ohlcv.binance.spot.1m", symbol, MINUTE_MS,
                             T0, T0 + len(tables) * DAY_MS)
     fp = dataset_fingerprint(header, [p.ref() for p in parts])
-    return Snapshot(fp.value, header, parts)
+    return Snapshot(fp.value, header, parts, partition="day")
 
 
 # -- objects ----------------------------------------------------------------------------------
@@ -381,7 +381,7 @@ def test_get_snapshot_refuses_a_newer_manifest_version(store: Store) -> None:
         store.get_snapshot(snap.fingerprint)
     assert not isinstance(err.value, ObjectCorrupted)
     assert err.value.what == ("snapshot manifest has snapshot_version 99; this qmtl-lock reads "
-                              "version 1")
+                              "version 1 or 2")
     assert err.value.where == store.display(path)
     assert "upgrade qmtl-lock" in (err.value.fix or "")
 

@@ -1,0 +1,186 @@
+"""Reading pinned data: the engine's strategy path (DESIGN §2).
+
+A strategy reads only snapshots that a lock pins, and gets no byte that was not re-hashed against
+the name it is stored under. This module is that path and nothing else: it needs the store, the
+fingerprint and the ranges, never sources, conformance, calendars, SLAs or retry machinery, so
+the first ``Lock.load`` of a process does not pay for materialization. It never imports pandas
+either (pyarrow does, for ``to_numpy`` and for scalars made from Python values).
+
+There is one check for each thing a read can find wrong, and ``load`` and ``verify`` share it:
+
+- the snapshot manifest against its name: :meth:`Store.get_snapshot`;
+- each object against its name, and its rows against the manifest: :func:`check_partition`;
+- what a lock entry says against the snapshot it pins: :func:`pin_mismatch`.
+
+Every error names the dataset and symbol (when the caller gives them) and the partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from qmtl_engine.errors import FingerprintMismatch, IntegrityError, QmtlLockError
+from qmtl_engine.ranges import TimeRange
+from qmtl_engine.store import Snapshot, SnapshotPartition, Store
+
+if TYPE_CHECKING:  # pyarrow loads when data is read, not when a lock is opened
+    import pyarrow as pa
+
+
+@dataclass
+class VerifyOutcome:
+    """Every problem :meth:`PinnedReader.verify` found, and what it hashed."""
+
+    problems: list[QmtlLockError] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    rows: int = 0
+    bytes_hashed: int = 0
+
+
+def check_partition(store: Store, snapshot: Snapshot, part: SnapshotPartition, *,
+                    dataset: str | None = None, symbol: str | None = None) -> pa.Table:
+    """Read one partition of ``snapshot``, verified, or raise naming dataset, symbol, partition.
+
+    The object is checked by :meth:`Store.check_object` (read, canonicalize, hash, compare with
+    its name: :class:`ObjectMissing` or :class:`ObjectCorrupted`); its row count must be the
+    manifest's (:class:`FingerprintMismatch` otherwise).
+    """
+    name = snapshot.partition_name(part)
+    try:
+        table = store.check_object(part.digest, partition=name)
+    except IntegrityError as exc:
+        exc.locate(dataset=dataset, symbol=symbol)
+        raise
+    if table.num_rows != part.rows:  # a manifest that hashes to its name but lies about rows
+        raise FingerprintMismatch(
+            expected=part.digest,
+            actual=f"<{table.num_rows} rows where the snapshot manifest says {part.rows}>",
+            dataset=dataset, symbol=symbol, partition=name)
+    return table
+
+
+def pin_mismatch(snapshot: Snapshot, *, symbol: str, preset: str | None,
+                 coverage: tuple[int, int], rows: int, partitions: int) -> list[str]:
+    """The fields of a pin (what a lock entry says about a snapshot) that the snapshot contradicts.
+
+    Names, in this order: ``coverage_bounds``, ``rows``, ``partitions``, ``symbol``, ``preset``.
+    An empty list means the pin describes this snapshot.
+    """
+    h = snapshot.header
+    agrees = {
+        "coverage_bounds": (h.coverage_start, h.coverage_end) == tuple(coverage),
+        "rows": sum(p.rows for p in snapshot.partitions) == rows,
+        "partitions": len(snapshot.partitions) == partitions,
+        "symbol": h.symbol == symbol,
+        "preset": h.preset == preset,
+    }
+    return [name for name, ok in agrees.items() if not ok]
+
+
+class PinnedReader:
+    """The engine in strategy mode: reads snapshots out of one store, verifying every byte.
+
+    It has no way to fetch or write; ``Engine(mode="strategy")`` delegates its reads here.
+    """
+
+    mode: Literal["strategy"] = "strategy"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def snapshot(self, fingerprint: str, *, dataset: str | None = None,
+                 symbol: str | None = None) -> Snapshot:
+        """The manifest of ``fingerprint``, checked against its name by the store."""
+        try:
+            return self.store.get_snapshot(fingerprint)
+        except IntegrityError as exc:
+            exc.locate(dataset=dataset, symbol=symbol)
+            raise
+
+    def iter_verified(self, fingerprint: str, *, dataset: str | None = None,
+                      symbol: str | None = None, window: TimeRange | None = None,
+                      snapshot: Snapshot | None = None,
+                      ) -> Iterator[tuple[SnapshotPartition, pa.Table]]:
+        """Yield each partition of snapshot ``fingerprint``, verified, in order.
+
+        With ``window``, only the partitions that overlap it are read (each still verified).
+        Pass ``snapshot`` when it was already read with :meth:`snapshot` or
+        :meth:`Store.get_snapshot`; one of another fingerprint raises
+        :class:`FingerprintMismatch`.
+        """
+        snap = snapshot if snapshot is not None else self.snapshot(
+            fingerprint, dataset=dataset, symbol=symbol)
+        if snap.fingerprint != fingerprint:
+            raise FingerprintMismatch(
+                expected=fingerprint, actual=snap.fingerprint, dataset=dataset, symbol=symbol,
+                partition="snapshot manifest",
+                fix="pass the snapshot read for this fingerprint (Store.get_snapshot), or none")
+        for part in snap.partitions:
+            if window is not None and TimeRange(part.start, part.end).intersect(window) is None:
+                continue
+            yield part, check_partition(self.store, snap, part, dataset=dataset, symbol=symbol)
+
+    def verify(self, fingerprint: str, *, dataset: str | None = None,
+               symbol: str | None = None) -> VerifyOutcome:
+        """Check the manifest and every partition of a snapshot, collecting every problem."""
+        outcome = VerifyOutcome()
+        try:
+            snap = self.snapshot(fingerprint, dataset=dataset, symbol=symbol)
+        except IntegrityError as exc:
+            outcome.problems.append(exc)
+            return outcome
+        outcome.snapshot = snap
+        for part in snap.partitions:
+            try:
+                table = check_partition(self.store, snap, part, dataset=dataset, symbol=symbol)
+            except IntegrityError as exc:
+                outcome.problems.append(exc)
+                continue
+            outcome.rows += table.num_rows
+            outcome.bytes_hashed += table.nbytes
+        return outcome
+
+    def load(self, fingerprint: str, *, dataset: str | None = None, symbol: str | None = None,
+             window: TimeRange | None = None, snapshot: Snapshot | None = None) -> pa.Table:
+        """The verified rows of a snapshot as one table (only those in ``window``, if given)."""
+        import pyarrow as pa
+
+        tables = [t for _, t in self.iter_verified(fingerprint, dataset=dataset, symbol=symbol,
+                                                   window=window, snapshot=snapshot)]
+        if not tables:
+            return _empty_table()
+        table = pa.concat_tables(tables)
+        return _rows_within(table, window) if window is not None else table
+
+
+def _rows_within(table: pa.Table, window: TimeRange) -> pa.Table:
+    """The rows whose ``ts`` lies in ``window``.
+
+    The mask is built with numpy on the column's buffer and handed to Arrow as a bitmap: Arrow
+    compute with Python scalars (and ``to_numpy``) would import pandas.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    ts = table["ts"].combine_chunks().cast(pa.int64())
+    if len(ts) == 0:
+        return table
+    values = np.frombuffer(ts.buffers()[1], dtype=np.int64, count=len(ts),
+                           offset=ts.offset * 8)
+    keep = (values >= window.start) & (values < window.end)
+    bitmap = pa.py_buffer(np.packbits(keep, bitorder="little").tobytes())
+    return table.filter(pa.Array.from_buffers(pa.bool_(), len(keep), [None, bitmap]))
+
+
+def _empty_table() -> pa.Table:
+    import pyarrow as pa
+    from qmtl_engine.contracts import OHLCV_V1
+
+    names = OHLCV_V1.required_names
+    types = [pa.timestamp("ms", tz="UTC")] + [pa.float64()] * (len(names) - 1)
+    return pa.Table.from_arrays([pa.nulls(0, t) for t in types], names=list(names))
+
+
+__all__ = ["PinnedReader", "VerifyOutcome", "check_partition", "pin_mismatch"]
