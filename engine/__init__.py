@@ -40,6 +40,9 @@ _EXPORTS: dict[str, str] = {
     "Request": "materialize",
     # metrics
     "RunMetrics": "metrics",
+    # reading pinned data (the strategy path)
+    "PinnedReader": "read", "VerifyOutcome": "read", "check_partition": "read",
+    "pin_mismatch": "read",
     # presets
     "Catalog": "presets", "OnViolation": "presets", "PresetRegistry": "presets",
     "ResolvedPreset": "presets", "RetentionClass": "presets", "load_registry": "presets",
@@ -95,6 +98,7 @@ if TYPE_CHECKING:
         window_containing,
         window_name,
     )
+    from qmtl_engine.read import PinnedReader, VerifyOutcome, check_partition, pin_mismatch
     from qmtl_engine.store import Snapshot, SnapshotPartition, Store
     from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error
 
@@ -131,6 +135,7 @@ __all__ = [
     "ObjectMissing",
     "OnViolation",
     "PartitionScheme",
+    "PinnedReader",
     "Plan",
     "PresetError",
     "PresetRegistry",
@@ -147,8 +152,10 @@ __all__ = [
     "Store",
     "SystemClock",
     "TimeRange",
+    "VerifyOutcome",
     "YAMLFileError",
     "ceil_to",
+    "check_partition",
     "closed_before",
     "coverage_end",
     "get_calendar",
@@ -156,6 +163,7 @@ __all__ = [
     "load_registry",
     "load_yaml",
     "partition_windows",
+    "pin_mismatch",
     "pydantic_error",
     "to_ms",
     "window_containing",
