@@ -19,13 +19,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from qmtl_engine.ranges import DAY_MS, iso
-from qmtl_engine.store import Store
+from qmtl_engine.store import Store, StoredFile, StoredJob
 
 from qmtl_lock.gc import (
     KeptLock,
     Retention,
-    StoredFile,
-    StoredJob,
     StoredSnapshot,
     StoreListing,
     plan_gc,
