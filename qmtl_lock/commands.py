@@ -18,7 +18,6 @@ This module imports no heavy module at import time: ``qmtl-lock check`` loads it
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,9 +27,6 @@ import click
 from qmtl_engine.errors import InputError, QmtlLockError
 
 if TYPE_CHECKING:
-    from qmtl_engine.ranges import PartitionScheme
-    from qmtl_engine.store import Store
-
     from qmtl_lock.lockfile import Lockfile
     from qmtl_lock.merge import Conflict
 
@@ -39,10 +35,6 @@ LOCK_NAME = "seamless.lock"
 
 
 # -- errors ----------------------------------------------------------------------------------
-class GitError(InputError):
-    """git could not give the lock at a revision (not a repository, unknown revision)."""
-
-
 class MergeConflict(QmtlLockError):
     """Both branches changed the same dataset or symbol entry differently."""
 
@@ -79,78 +71,7 @@ def _run(as_json: bool, fn: Callable[[], int]) -> NoReturn:
     sys.exit(code)
 
 
-# -- git -------------------------------------------------------------------------------------
-def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True,
-                              encoding="utf-8", check=False)
-    except FileNotFoundError:
-        raise GitError("git is not installed (or not on PATH)",
-                       fix="install git, or compare two files: qmtl-lock diff OLD NEW") from None
-
-
-def lock_at_revision(rev: str, path: Path) -> tuple[Lockfile, str, list[str]]:
-    """The lock stored at ``path`` in git revision ``rev``: (lock, label, notes).
-
-    A lock that does not exist at ``rev`` is an empty lock (every entry counts as added).
-    """
-    from qmtl_lock.lockfile import Lockfile, parse_lock
-
-    where = path.parent.resolve()
-    found = _git(["rev-parse", "--show-prefix"], where)
-    if found.returncode != 0:
-        raise GitError(f"{where} is not inside a git repository",
-                       where=str(path),
-                       fix="run it inside your repository, or compare two files: "
-                       "qmtl-lock diff OLD NEW")
-    label = f"{rev}:{found.stdout.strip()}{path.name}"
-    if _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], where).returncode != 0:
-        raise GitError(f"unknown git revision {rev!r}", where=str(where),
-                       fix="give a commit, branch or tag (see `git log --oneline`)")
-    if _git(["cat-file", "-e", f"{rev}:./{path.name}"], where).returncode != 0:
-        return Lockfile(), label, [f"{label} does not exist: every entry counts as added"]
-    shown = _git(["show", f"{rev}:./{path.name}"], where)
-    if shown.returncode != 0:
-        raise GitError(f"git could not show {label}: {shown.stderr.strip()}", where=str(where))
-    return parse_lock(shown.stdout, label), label, []
-
-
 # -- diff ------------------------------------------------------------------------------------
-def _store_and_schemes(manifest: Path, store_url: str | None,
-                       ) -> tuple[Store | None, dict[str, PartitionScheme], list[str]]:
-    """The store holding the snapshot manifests, the partition scheme of each preset, notes."""
-    from qmtl_engine.presets import PresetRegistry, load_registry
-
-    from qmtl_lock.manifest import load_manifest
-
-    notes: list[str] = []
-    registry: PresetRegistry | None = None
-    url = store_url
-    if manifest.exists():
-        try:
-            loaded = load_manifest(manifest)
-            registry = loaded.registry
-            url = url or loaded.store_url
-        except QmtlLockError as exc:
-            notes.append(f"{manifest} could not be read, so its store is not used: {exc.what}")
-    schemes: dict[str, PartitionScheme] = {}
-    try:
-        registry = registry or load_registry()
-        for pid in registry.ids():
-            schemes[pid] = registry.get(pid).partition
-    except QmtlLockError:
-        pass  # partition names fall back to a scheme inferred from the windows
-    store: Store | None = None
-    if url:
-        from qmtl_engine.store import Store
-
-        try:
-            store = Store(url)
-        except (ImportError, ValueError, OSError) as exc:
-            notes.append(f"the store {url} cannot be opened: {exc}")
-    return store, schemes, notes
-
-
 @click.command("diff")
 @click.argument("old", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("new", required=False, type=click.Path(dir_okay=False, path_type=Path))
@@ -178,6 +99,7 @@ def diff_command(old: Path | None, new: Path | None, rev: str | None, manifest: 
 
     def go() -> int:
         from qmtl_lock.diff import diff, render_text
+        from qmtl_lock.diff.load import lock_at_revision, store_and_schemes
         from qmtl_lock.lockfile import read_lock
 
         if rev is not None and new is not None:
@@ -191,7 +113,7 @@ def diff_command(old: Path | None, new: Path | None, rev: str | None, manifest: 
         else:
             old_lock, old_label = read_lock(old_path), str(old_path)
         new_lock = read_lock(new_path)
-        store, schemes, store_notes = _store_and_schemes(manifest, store_url)
+        store, schemes, store_notes = store_and_schemes(manifest, store_url)
         result = diff(old_lock, new_lock, store=store, schemes=schemes, old_label=old_label,
                       new_label=str(new_path))
         if store is None:
