@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from qmtl_engine.ranges import DAY_MS, iso
 from qmtl_engine.store import Store, StoredFile, StoredJob
 
+from qmtl_lock.cli.gc import gc_command
 from qmtl_lock.gc import (
     KeptLock,
     Retention,
@@ -29,7 +30,6 @@ from qmtl_lock.gc import (
     plan_gc,
     retention_from_locks,
 )
-from qmtl_lock.gc_command import gc_command
 from qmtl_lock.lockfile import read_lock
 from qmtl_lock.manifest import load_manifest
 from qmtl_lock.resolve import resolve
