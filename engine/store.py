@@ -20,6 +20,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import fsspec
@@ -386,3 +387,169 @@ class Store:
 
     def delete(self, path: str) -> None:
         self.fs.rm(path)
+
+    # -- listing, removing and copying what is stored (gc) ---------------------------------------
+    def inventory(self) -> StoreInventory:
+        """Every file this store wrote, by what it is, with paths relative to the root.
+
+        Snapshot manifests by fingerprint, objects by digest, jobs (checkpoint and staged objects)
+        by key, and the temporaries of interrupted writes. A file qmtl-lock did not write is left
+        out, so nothing built on the inventory ever removes it.
+        """
+        temporaries: list[StoredFile] = []
+        snapshots = self._content_files("snapshots", ".json", temporaries)
+        objects = self._content_files("objects", ".parquet", temporaries)
+        jobs = self._jobs(temporaries)
+        return StoreInventory(snapshots, objects, jobs, tuple(temporaries))
+
+    def _listed(self, folder: str) -> dict[str, StoredFile]:
+        """Every file under ``folder``, by path relative to the root, in path order."""
+        prefix = self.root.rstrip("/") + "/"
+        base = self._path(folder)
+        if not self.fs.exists(base):
+            return {}
+        found = {}
+        for path, info in self.fs.find(base, detail=True).items():
+            if info.get("type", "file") != "file" or not path.startswith(prefix):
+                continue
+            rel = path[len(prefix):]
+            found[rel] = StoredFile(rel, int(info.get("size") or 0), _mtime_ms(info))
+        return dict(sorted(found.items()))
+
+    def _content_files(self, folder: str, suffix: str,
+                       temporaries: list[StoredFile]) -> dict[str, StoredFile]:
+        """``<folder>/<aa>/<hex><suffix>`` files by ``sha256:<hex>``; temporaries set aside."""
+        found: dict[str, StoredFile] = {}
+        for rel, f in self._listed(folder).items():
+            parts = rel.split("/")
+            if parts[-1].startswith(".tmp-"):
+                temporaries.append(f)
+                continue
+            hexd = parts[-1].removesuffix(suffix)
+            if (len(parts) == 3 and parts[-1].endswith(suffix) and parts[1] == hexd[:2]
+                    and len(hexd) == 64 and set(hexd) <= set("0123456789abcdef")):
+                found["sha256:" + hexd] = f
+        return found
+
+    def _jobs(self, temporaries: list[StoredFile]) -> tuple[StoredJob, ...]:
+        """Checkpoints ``jobs/<key>.json`` and staged objects ``jobs/<key>.staged/…``, by key."""
+        checkpoints: dict[str, StoredFile] = {}
+        staged: dict[str, list[StoredFile]] = {}
+        for rel, f in self._listed("jobs").items():
+            parts = rel.split("/")
+            if len(parts) == 2 and parts[1].startswith(".tmp-"):
+                temporaries.append(f)
+            elif len(parts) == 2 and parts[1].endswith(".json"):
+                checkpoints[parts[1].removesuffix(".json")] = f
+            elif len(parts) >= 3 and parts[1].endswith(".staged"):
+                staged.setdefault(parts[1].removesuffix(".staged"), []).append(f)
+        return tuple(StoredJob(key, checkpoints.get(key), tuple(staged.get(key, ())))
+                     for key in sorted(set(checkpoints) | set(staged)))
+
+    def _within(self, path: str) -> str:
+        """A path relative to the root, as :meth:`inventory` lists it, on the filesystem."""
+        parts = path.split("/")
+        if not path or path.startswith("/") or ".." in parts:
+            raise ValueError(f"not a path inside the store: {path!r}")
+        return self._path(path)
+
+    def remove(self, path: str) -> None:
+        """Remove one listed file. Raises FileNotFoundError when it is already gone."""
+        self.fs.rm(self._within(path))
+
+    def remove_folder(self, path: str) -> None:
+        """Remove a listed folder (a job's staged objects) and all it holds, if it is there."""
+        full = self._within(path)
+        if self.fs.exists(full):
+            self.fs.rm(full, recursive=True)
+
+    def copy_to(self, path: str, other: Store) -> None:
+        """Copy one listed file to the same relative path in ``other``: to a temporary name
+        there, then moved into place, so ``other`` never shows half a file. Raises OSError when
+        the copy does not have the original's size."""
+        import shutil
+
+        src, dest = self._within(path), other._within(path)
+        parent = posixpath.dirname(dest)
+        other.fs.makedirs(parent, exist_ok=True)
+        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(dest)}")
+        with self.fs.open(src, "rb") as reader, other.fs.open(tmp, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        other.fs.mv(tmp, dest)
+        expected, copied = self.fs.size(src), other.fs.size(dest)
+        if copied != expected:
+            raise OSError(f"the copy {other.display(dest)} has {copied} bytes, not {expected}")
+
+    def overlaps(self, other: Store) -> bool:
+        """Whether one store's root lies inside the other's, on the same kind of filesystem."""
+        mine, theirs = self.root.rstrip("/") + "/", other.root.rstrip("/") + "/"
+        return type(self.fs) is type(other.fs) and (
+            mine.startswith(theirs) or theirs.startswith(mine))
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file as :meth:`Store.inventory` lists it."""
+
+    path: str  # relative to the store root, '/'-separated
+    size: int
+    mtime_ms: int | None  # None: the filesystem does not say
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """A resume checkpoint (``jobs/<key>.json``) and its staged objects (``jobs/<key>.staged/``)."""
+
+    key: str
+    checkpoint: StoredFile | None
+    staged: tuple[StoredFile, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The job as listings name it: ``jobs/<key>``."""
+        return posixpath.join("jobs", self.key)
+
+    @property
+    def staged_folder(self) -> str:
+        """The folder of its staged objects, relative to the store root."""
+        return posixpath.join("jobs", f"{self.key}.staged")
+
+    @property
+    def mtime_ms(self) -> int | None:
+        """When the job last wrote anything (None if any file time is unknown)."""
+        files = ([self.checkpoint] if self.checkpoint else []) + list(self.staged)
+        times = [f.mtime_ms for f in files]
+        if not times or any(t is None for t in times):
+            return None
+        return max(t for t in times if t is not None)
+
+
+@dataclass(frozen=True)
+class StoreInventory:
+    """What :meth:`Store.inventory` found."""
+
+    snapshots: dict[str, StoredFile]  # by fingerprint
+    objects: dict[str, StoredFile]  # by digest
+    jobs: tuple[StoredJob, ...]
+    temporaries: tuple[StoredFile, ...]  # .tmp-* files of interrupted writes
+
+
+def _mtime_ms(info: dict[str, Any]) -> int | None:
+    """A file's modification time from an fsspec ``info`` dict, across backends."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created",
+                "timeCreated"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, int | float):
+            return int(value * 1000)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            return int(value.timestamp() * 1000)
+    return None

@@ -12,7 +12,7 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
     │   │       └── LockVersionError    the lock was written by a newer qmtl-lock
     │   ├── PresetError                 unknown preset, invalid catalog
     │   ├── RangeError                  impossible time range
-    │   └── GitError                    not a git repository, unknown revision (gc --keep-revs)
+    │   └── GitError                    no git, not a repository, unknown revision (diff, gc)
     ├── IntegrityError                  exit 1: data differs from what was pinned
     │   ├── FingerprintMismatch         recomputed fingerprint != locked fingerprint
     │   │   └── ObjectCorrupted         a store object or manifest does not hash to its name
@@ -94,7 +94,10 @@ class LockOutOfDate(IntegrityError):
 
 
 class GitError(InputError):
-    """git could not answer: not a repository, an unknown revision, git not installed."""
+    """git could not answer: not a repository, an unknown revision, git not installed.
+
+    Raised by :mod:`qmtl_lock.git`, the one module that runs git (``diff --git``, ``gc``).
+    """
 
     def __init__(self, what: str, *, where: str | None = None, fix: str | None = None,
                  revision: str | None = None) -> None:

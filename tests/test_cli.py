@@ -7,6 +7,7 @@ Exit codes (DESIGN §10): 0 ok, 1 drift or verification failure, 2 bad input, 3 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -938,3 +939,147 @@ def test_subprocess_verify_json_on_a_corrupted_store(resolved: Project) -> None:
     data = json.loads(proc.stdout)
     assert data["ok"] is False
     assert [(p["symbol"], p["partition"]) for p in data["problems"]] == [("AAPL", "2012")]
+
+
+# -- layout: one lazily loaded module per command ----------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND_NAMES = {"init", "resolve", "check", "verify", "show", "diff", "merge-driver", "gc",
+                 "presets", "materialize", "schemas"}
+LIGHT = ("pyarrow", "fsspec", "jsonschema", "deepdiff", "pydantic")
+
+
+def _import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """Module -> the modules of ``sources`` it imports: at the top, inside functions, under
+    TYPE_CHECKING, through importlib, and ``"module:attribute"`` specs (lazy commands)."""
+    graph: dict[str, set[str]] = {}
+
+    def known(name: str) -> str | None:
+        while name and name not in sources:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    for module, text in sources.items():
+        found: set[str | None] = set()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                found |= {known(a.name) for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in sources
+                          else known(node.module) for a in node.names}
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and re.match(
+                    r"^[\w.]+:\w+$", node.value):
+                found.add(known(node.value.partition(":")[0]))
+        graph[module] = {m for m in found if m and m != module}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle, as the modules along it, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for dep in sorted(graph.get(module, ())):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep):], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        path.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)):
+            return found
+    return None
+
+
+def _qmtl_lock_sources() -> dict[str, str]:
+    sources = {}
+    for path in sorted((ROOT / "qmtl_lock").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        sources[name] = path.read_text(encoding="utf-8")
+    return sources
+
+
+def test_the_cycle_finder_sees_deferred_and_type_checking_imports() -> None:
+    graph = _import_graph({
+        "p.a": "def f():\n    from p.b import g\n",
+        "p.b": "if TYPE_CHECKING:\n    import p.c\n",
+        "p.c": "TABLE = {'x': 'p.a:f'}\n",
+        "p.d": "import p.a\n"})
+    assert graph == {"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}, "p.d": {"p.a"}}
+    assert _cycle(graph) == ["p.a", "p.b", "p.c", "p.a"]
+    assert _cycle({**graph, "p.c": set()}) is None
+
+
+def test_qmtl_lock_has_no_import_cycle() -> None:
+    graph = _import_graph(_qmtl_lock_sources())
+    from qmtl_lock.cli import COMMANDS
+
+    assert {spec.partition(":")[0] for spec in COMMANDS.values()} <= graph["qmtl_lock.cli"]
+    assert _cycle(graph) is None
+
+
+def test_help_lists_every_command() -> None:
+    from click.testing import CliRunner
+
+    from qmtl_lock.cli import COMMANDS, cli
+
+    assert set(COMMANDS) == COMMAND_NAMES
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0, result.output
+    listed = {line.split()[0] for line in result.output.split("Commands:")[1].splitlines()
+              if line.strip()}
+    assert listed == COMMAND_NAMES
+    for name in sorted(COMMAND_NAMES):
+        assert CliRunner().invoke(cli, [name, "--help"]).exit_code == 0, name
+    proc = subprocess.run([sys.executable, "-m", "qmtl_lock.cli", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert all(re.search(rf"^  {re.escape(n)}\s", proc.stdout, re.M) for n in COMMAND_NAMES)
+
+
+def test_a_command_imports_only_its_own_module(resolved: Project) -> None:
+    code = ("import json, sys; from qmtl_lock.cli import cli; from click.testing import CliRunner; "
+            f"r = CliRunner().invoke(cli, ['check', '-m', {str(resolved.manifest)!r}]); "
+            "print(json.dumps([r.exit_code, sorted(m for m in sys.modules "
+            "if m.startswith('qmtl_lock.cli'))]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=resolved.root, capture_output=True,
+                          text=True, env={**os.environ, "QMTL_LOCK_NOW": NOW}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [0, ["qmtl_lock.cli", "qmtl_lock.cli.check",
+                                           "qmtl_lock.cli.output"]]
+
+
+def test_command_modules_are_light_at_import() -> None:
+    from qmtl_lock.cli import COMMANDS
+
+    modules = sorted({spec.partition(":")[0] for spec in COMMANDS.values()})
+    code = (f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+            f"print(sorted(m for m in {LIGHT!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_only_qmtl_lock_git_runs_git() -> None:
+    runs = sorted(p.relative_to(ROOT).as_posix() for folder in ("qmtl_lock", "engine")
+                  for p in (ROOT / folder).rglob("*.py")
+                  if re.search(r"\[\s*[\"']git[\"']\s*,", p.read_text(encoding="utf-8")))
+    assert runs == ["qmtl_lock/git.py"]
+
+
+def test_gc_and_diff_leave_the_store_layout_to_the_store() -> None:
+    """No attribute ``fs`` or ``root`` of a store is touched outside engine/store.py."""
+    touched = []
+    for name, text in _qmtl_lock_sources().items():
+        if name.split(".")[:2] in (["qmtl_lock", "gc"], ["qmtl_lock", "diff"],
+                                   ["qmtl_lock", "cli"]):
+            touched += [(name, node.attr) for node in ast.walk(ast.parse(text))
+                        if isinstance(node, ast.Attribute) and node.attr in ("fs", "root")]
+    assert touched == []

@@ -23,7 +23,8 @@ from conftest import NOW, Project, expect
 from qmtl_engine.ranges import to_ms
 from qmtl_engine.store import Store
 
-from qmtl_lock.commands import diff_command, merge_driver_command
+from qmtl_lock.cli.diff import diff_command
+from qmtl_lock.cli.merge_driver import merge_driver_command
 from qmtl_lock.diff import coverage_change, diff, field_changes, render_text
 from qmtl_lock.lockfile import Lockfile, read_lock, write_lock
 
@@ -323,8 +324,9 @@ def _inside_git(path: Path) -> bool:
 
 # -- import cost ---------------------------------------------------------------------------------
 def test_commands_module_imports_nothing_heavy(tmp_path: Path) -> None:
-    """cli.py imports qmtl_lock.commands with the group: `check` must stay light."""
-    code = ("import sys, qmtl_lock.commands, qmtl_lock.diff, qmtl_lock.merge; "
+    """The diff and merge-driver command modules load with `qmtl-lock --help`: they stay light."""
+    code = ("import sys, qmtl_lock.cli.diff, qmtl_lock.cli.merge_driver, qmtl_lock.diff, "
+            "qmtl_lock.merge; "
             "print(sorted(m for m in ('pyarrow', 'fsspec', 'deepdiff', 'jsonschema') "
             "if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
@@ -336,3 +338,56 @@ def test_commands_module_imports_nothing_heavy(tmp_path: Path) -> None:
 def test_runner_smoke() -> None:
     result = CliRunner().invoke(diff_command, ["--help"])
     assert result.exit_code == 0 and "--git REV" in result.output
+
+
+# -- qmtl_lock.git: the one place that runs git --------------------------------------------------
+def test_git_file_outside_a_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qmtl_lock.errors import GitError
+    from qmtl_lock.git import GitFile
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    lock = tmp_path / "plain" / "seamless.lock"
+    lock.parent.mkdir()
+    assert GitFile.find(lock) is None
+    with pytest.raises(GitError) as info:
+        GitFile.of(lock, otherwise="do the other thing")
+    assert "is not inside a git repository" in info.value.what
+    assert info.value.fix == "run it inside your repository, or do the other thing"
+    assert info.value.exit_code == 2
+
+
+def test_git_not_installed_is_one_message(resolved: Project, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from qmtl_lock.git import GitFile
+
+    no_git = tmp_path / "no-git-here"
+    no_git.mkdir()
+    monkeypatch.setenv("PATH", str(no_git))
+    assert GitFile.find(resolved.lock) is None  # gc then keeps the working-tree lock alone
+    result = expect(run(resolved, "diff"), 2)
+    assert "git is not installed (or not on PATH)" in result.stderr
+    assert "install git, or compare two files: qmtl-lock diff OLD NEW" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_git_file_reads_the_lock_at_revisions(resolved: Project,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from qmtl_lock.errors import GitError
+    from qmtl_lock.git import GitFile
+
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    _git_init(resolved.root)
+    _git(resolved.root, "tag", "pinned")
+    git = GitFile.of(resolved.lock, otherwise="-")
+    assert (git.path, git.label("main")) == ("seamless.lock", "main:seamless.lock")
+    assert git.has_head()
+    assert git.text_at("HEAD") == resolved.lock.read_text(encoding="utf-8")
+    assert git.commit("pinned") == _git(resolved.root, "rev-parse", "HEAD").strip()
+    assert ("pinned", "refs/tags/pinned") in git.ref_tips()
+    assert git.texts_at([]) == {}
+    missing = GitFile.of(resolved.root / "other.lock", otherwise="-")
+    assert missing.texts_at(["HEAD", "pinned"]) == {"HEAD": None, "pinned": None}
+    with pytest.raises(GitError) as info:
+        git.commit("--all")  # an option is not a revision
+    assert info.value.revision == "--all"

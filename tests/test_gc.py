@@ -19,19 +19,17 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 from qmtl_engine.ranges import DAY_MS, iso
-from qmtl_engine.store import Store
+from qmtl_engine.store import Store, StoredFile, StoredJob
 
+from qmtl_lock.cli.gc import gc_command
 from qmtl_lock.gc import (
     KeptLock,
     Retention,
-    StoredFile,
-    StoredJob,
     StoredSnapshot,
     StoreListing,
     plan_gc,
     retention_from_locks,
 )
-from qmtl_lock.gc_command import gc_command
 from qmtl_lock.lockfile import read_lock
 from qmtl_lock.manifest import load_manifest
 from qmtl_lock.resolve import resolve
@@ -537,3 +535,98 @@ datasets:
     assert second.as_of == first.as_of
     assert second.expires_at == first.as_of + 10 * 86_400_000
     assert not check(manifest)
+
+
+# -- the store's side: inventory, remove, copy (the layout lives in engine/store.py) ------------
+HEX_A, HEX_B, HEX_C = "aa" + "1" * 62, "bb" + "2" * 62, "cc" + "3" * 62
+STORE_FILES = {
+    f"snapshots/aa/{HEX_A}.json": b"{}",
+    f"objects/bb/{HEX_B}.parquet": b"obj",
+    f"objects/bb/.tmp-0a1b-{HEX_B}.parquet": b"t",  # an interrupted write
+    f"objects/cc/{HEX_B}.parquet": b"wrong shard",  # not written by qmtl-lock: never listed
+    "objects/README.txt": b"someone else's",
+    "jobs/k1.json": b"{}",
+    f"jobs/k1.staged/{HEX_C}.parquet": b"stage",
+    f"jobs/k2.staged/{HEX_A}.parquet": b"st",
+    "jobs/.tmp-9-k3.json": b"",
+}
+
+
+@pytest.fixture(params=["file", "memory"])
+def filled_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = (str(tmp_path / "store") if request.param == "file"
+           else f"memory://gc-store-{uuid.uuid4().hex}")
+    store = Store(url)
+    for rel, data in STORE_FILES.items():
+        store.fs.makedirs(f"{store.root}/{rel.rpartition('/')[0]}", exist_ok=True)
+        store.fs.pipe(f"{store.root}/{rel}", data)
+    yield store
+    if request.param == "memory":
+        store.fs.rm(store.root, recursive=True)
+
+
+def test_inventory_lists_what_qmtl_lock_wrote_with_sizes_and_times(filled_store: Store) -> None:
+    found = filled_store.inventory()
+    assert {fp: (f.path, f.size) for fp, f in found.snapshots.items()} == {
+        f"sha256:{HEX_A}": (f"snapshots/aa/{HEX_A}.json", 2)}
+    assert {d: (f.path, f.size) for d, f in found.objects.items()} == {
+        f"sha256:{HEX_B}": (f"objects/bb/{HEX_B}.parquet", 3)}
+    assert [(j.key, j.name, j.staged_folder, j.checkpoint and j.checkpoint.path,
+             [f.path for f in j.staged]) for j in found.jobs] == [
+        ("k1", "jobs/k1", "jobs/k1.staged", "jobs/k1.json", [f"jobs/k1.staged/{HEX_C}.parquet"]),
+        ("k2", "jobs/k2", "jobs/k2.staged", None, [f"jobs/k2.staged/{HEX_A}.parquet"])]
+    assert sorted(f.path for f in found.temporaries) == [
+        "jobs/.tmp-9-k3.json", f"objects/bb/.tmp-0a1b-{HEX_B}.parquet"]
+    now_ms = time.time() * 1000
+    every = [*found.snapshots.values(), *found.objects.values(), *found.temporaries]
+    assert all(f.mtime_ms is not None and abs(f.mtime_ms - now_ms) < 600_000 for f in every)
+
+
+def test_remove_remove_folder_and_copy_to_work_on_listed_paths(filled_store: Store,
+                                                               tmp_path: Path) -> None:
+    obj = f"objects/bb/{HEX_B}.parquet"
+    archive = Store(str(tmp_path / "archive"))
+    filled_store.copy_to(obj, archive)
+    assert archive.inventory().objects[f"sha256:{HEX_B}"].size == 3
+    assert not archive.inventory().temporaries  # copied under a temporary name, then moved
+    filled_store.remove(obj)
+    assert f"sha256:{HEX_B}" not in filled_store.inventory().objects
+    with pytest.raises(FileNotFoundError):
+        filled_store.remove(obj)
+    filled_store.remove_folder("jobs/k1.staged")
+    filled_store.remove_folder("jobs/k1.staged")  # already gone: nothing to do
+    assert [j.key for j in filled_store.inventory().jobs if j.staged] == ["k2"]
+    for outside in ("../elsewhere", "/etc/passwd", ""):
+        with pytest.raises(ValueError, match="not a path inside the store"):
+            filled_store.remove(outside)
+
+
+def test_overlapping_stores(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "store"))
+    assert store.overlaps(Store(str(tmp_path / "store" / "old")))
+    assert store.overlaps(Store(str(tmp_path)))
+    assert not store.overlaps(Store(str(tmp_path / "store-archive")))
+    assert not store.overlaps(Store(f"memory://{tmp_path}/store"))
+
+
+def test_archive_keeps_a_jobs_staged_objects_together(repo: Repo) -> None:
+    """A stale job's staged folder moves file by file and the folder goes after."""
+    import fsspec
+
+    repo.resolve()
+    base = repo.root / ".seamless" / "store"
+    staged = base / "jobs" / "feedbeef.staged" / f"{HEX_C}.parquet"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"partial")
+    name = f"archive-{uuid.uuid4().hex}"
+    fs = fsspec.filesystem("memory")
+    try:
+        data = json.loads(repo.run_gc("--json", "--archive", f"memory://{name}",
+                                      days=40).stdout)
+        assert [a["path"] for a in data["delete"] if a["kind"] == "job"] == [
+            "jobs/feedbeef.staged"]
+        assert fs.cat(f"/{name}/jobs/feedbeef.staged/{HEX_C}.parquet") == b"partial"
+        assert not (base / "jobs" / "feedbeef.staged").exists()
+    finally:
+        if fs.exists(f"/{name}"):
+            fs.rm(f"/{name}", recursive=True)

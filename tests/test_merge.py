@@ -17,7 +17,8 @@ from click.testing import CliRunner, Result
 from conftest import Project, expect
 from qmtl_engine.ranges import DAY_MS
 
-from qmtl_lock.commands import diff_command, merge_driver_command
+from qmtl_lock.cli.diff import diff_command
+from qmtl_lock.cli.merge_driver import merge_driver_command
 from qmtl_lock.lockfile import (
     DatasetEntry,
     Lockfile,
@@ -285,7 +286,7 @@ def repo(resolved: Project) -> Project:
     _git(root, "config", "commit.gpgsign", "false")
     _git(root, "config", "merge.qmtl-lock.name", "qmtl-lock lockfile merge")
     _git(root, "config", "merge.qmtl-lock.driver",
-         f"{shlex.quote(sys.executable)} -m qmtl_lock.commands %O %A %B")
+         f"{shlex.quote(sys.executable)} -m qmtl_lock.cli.merge_driver %O %A %B")
     (root / ".gitattributes").write_text("seamless.lock merge=qmtl-lock\n", encoding="utf-8")
     (root / ".gitignore").write_text(".seamless/\n", encoding="utf-8")
     _git(root, "add", "-A")
@@ -422,7 +423,8 @@ def test_python_dash_m_runs_the_driver(tmp_path: Path) -> None:
     theirs = _lock(a=_ds({"X": _entry("4"), "Y": _entry("1")}), b=BASE.datasets["b"])
     o, a, b = _files(tmp_path, BASE, ours, theirs)
     shutil.copyfile(a, tmp_path / "A.before")
-    proc = subprocess.run([sys.executable, "-m", "qmtl_lock.commands", str(o), str(a), str(b)],
+    proc = subprocess.run([sys.executable, "-m", "qmtl_lock.cli.merge_driver",
+                           str(o), str(a), str(b)],
                           capture_output=True, text=True, check=False, cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stdout == ""

@@ -1,20 +1,16 @@
-"""``qmtl-lock gc``: the command line of :mod:`qmtl_lock.gc`.
-
-Registered in :mod:`qmtl_lock.cli` with ``cli.add_command(gc_command)``. Heavy modules (fsspec,
-pyarrow) are imported only when the command runs.
-"""
+"""``qmtl-lock gc``: the command line of :mod:`qmtl_lock.gc`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from qmtl_lock.cli.output import EXIT_OK, emit_json, manifest_option, run
+
 
 @click.command("gc")
-@click.option("--manifest", "-m", "manifest", default="seamless.yaml", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="Path to seamless.yaml.")
+@manifest_option
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
 @click.option("--keep-revs", "keep_revs", multiple=True, metavar="REV",
               help="Also keep what seamless.lock pins at this git revision (repeatable).")
@@ -36,20 +32,17 @@ def gc_command(manifest: Path, dry_run: bool, keep_revs: tuple[str, ...], all_re
     expires_at in the git history is still ahead; the objects of every kept snapshot; anything
     written within the grace period. Snapshots go first, objects after. Each action is logged.
     """
-    from qmtl_lock.cli import EXIT_OK, _emit_json, _run
     from qmtl_lock.gc import apply_gc, describe, prepare_gc
     from qmtl_lock.redact import redact_text
 
     def say(text: str) -> None:
         click.echo(text, err=as_json)  # with --json, stdout holds only the JSON plan
 
-    log: Callable[[str], None] = say
-
     def go() -> int:
-        run = prepare_gc(manifest, keep_revs=keep_revs, all_refs=all_refs,
-                         grace_days=grace_days, archive=archive)
-        plan = run.plan
-        say(f"gc {redact_text(run.store.url)}: keeping what {', '.join(plan.kept_locks)} "
+        gc = prepare_gc(manifest, keep_revs=keep_revs, all_refs=all_refs,
+                        grace_days=grace_days, archive=archive)
+        plan = gc.plan
+        say(f"gc {redact_text(gc.store.url)}: keeping what {', '.join(plan.kept_locks)} "
             f"pin{'s' if len(plan.kept_locks) == 1 else ''}")
         for warning in plan.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -57,12 +50,12 @@ def gc_command(manifest: Path, dry_run: bool, keep_revs: tuple[str, ...], all_re
             for action in plan.actions:
                 say(describe(action, archive=archive, dry_run=True))
         else:
-            apply_gc(plan, run.store, archive=archive, log=log)
+            apply_gc(plan, gc.store, archive=archive, log=say)
         say(plan.summary(dry_run=dry_run, archive=archive))
         if as_json:
-            _emit_json({"ok": True, "dry_run": dry_run, "store": redact_text(run.store.url),
-                        "archive": redact_text(archive) if archive else None,
-                        **plan.to_dict()})
+            emit_json({"ok": True, "dry_run": dry_run, "store": redact_text(gc.store.url),
+                       "archive": redact_text(archive) if archive else None,
+                       **plan.to_dict()})
         return EXIT_OK
 
-    _run(as_json, go)
+    run(as_json, go)

@@ -1,0 +1,45 @@
+"""What every command shares: exit codes, JSON output, one-message errors, the common options.
+
+This module alone maps errors to exit codes (DESIGN §10): 0 ok; 1 drift or verification failure
+(or locks that differ, or a merge with conflicts); 2 bad input; 3 materialization failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from qmtl_engine.errors import QmtlLockError
+
+EXIT_OK, EXIT_DRIFT, EXIT_INPUT, EXIT_MATERIALIZE = 0, 1, 2, 3
+
+manifest_option = click.option(
+    "--manifest", "-m", "manifest", default="seamless.yaml", show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path), help="Path to seamless.yaml.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def fail(exc: QmtlLockError, as_json: bool) -> NoReturn:
+    """Print one error (what, where, fix) and exit with its code."""
+    if as_json:
+        emit_json({"ok": False, **exc.to_dict()})
+    else:
+        click.echo(f"error: {exc.render()}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def run(as_json: bool, fn: Callable[[], int]) -> NoReturn:
+    """Run a command's body and exit with the code it returns, or with its error's."""
+    try:
+        code = fn()
+    except QmtlLockError as exc:
+        fail(exc, as_json)
+    sys.exit(code)

@@ -1,0 +1,115 @@
+"""``qmtl-lock resolve``: materialize what is missing or changed and write seamless.lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from qmtl_engine.errors import QmtlLockError
+
+from qmtl_lock.cli.output import EXIT_OK, emit_json, fail, json_option, manifest_option, run
+
+if TYPE_CHECKING:
+    from qmtl_lock.resolve import ResolveResult
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
+    """Progress per dataset/symbol: partitions done of total, and rate. ``live`` redraws one
+    line as work goes; otherwise (several symbols at once) only finished symbols are shown."""
+    import time
+
+    started = time.monotonic()
+
+    def tick(done: int, total: int) -> None:
+        if not live and done != total:
+            return
+        elapsed = max(time.monotonic() - started, 1e-9)
+        rate = done / elapsed
+        click.echo(f"\r  {label}: {done}/{total} partitions ({rate:.1f}/s)", err=True,
+                   nl=done == total)
+    return tick
+
+
+@click.command("resolve")
+@click.argument("datasets", nargs=-1)
+@manifest_option
+@click.option("--update", is_flag=True,
+              help="Move `end: now` datasets to the latest closed bar and re-check open data.")
+@click.option("--refresh", is_flag=True,
+              help="Fetch every partition again, to find data the provider restated.")
+@click.option("--locked", is_flag=True, help="Fail (exit 1) if the lock would change.")
+@click.option("--frozen", is_flag=True,
+              help="Use the lock as it is: only rebuild pinned data missing from the store.")
+@click.option("--dry-run", is_flag=True, help="Show the plan; fetch and write nothing.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Symbols materialized at once.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write Prometheus metrics (text format) here, e.g. for node-exporter.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON materialize reports (flags with first offending times).")
+@click.option("--verbose", "-v", is_flag=True, help="Log each partition to stderr.")
+@json_option
+def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, refresh: bool,
+                    locked: bool, frozen: bool, dry_run: bool, jobs: int,
+                    metrics_file: Path | None, report_file: Path | None, verbose: bool,
+                    as_json: bool) -> None:
+    """Materialize what is missing or changed and write seamless.lock."""
+    from qmtl_lock.resolve import resolve
+
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if locked and frozen:
+        fail(QmtlLockError("--locked and --frozen cannot be used together",
+                           fix="use --locked to check the lock, --frozen to trust it"), as_json)
+
+    def go() -> int:
+        metrics = None
+        if metrics_file is not None:
+            from qmtl_engine.metrics import RunMetrics
+
+            metrics = RunMetrics()
+        result = resolve(manifest, datasets=datasets, update=update, refresh=refresh,
+                         locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
+                         metrics=metrics,
+                         progress=(lambda label: _progress(label, live=jobs == 1))
+                         if _interactive() and not as_json else None)
+        if metrics is not None and metrics_file is not None:
+            metrics.write(metrics_file)
+        if report_file is not None:
+            report_file.write_text(json.dumps(result.reports, indent=2, sort_keys=True) + "\n",
+                                   encoding="utf-8")
+        _print(result, dry_run=dry_run, as_json=as_json)
+        return EXIT_OK
+
+    run(as_json, go)
+
+
+def _print(result: ResolveResult, *, dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        emit_json({"ok": True, "wrote": result.wrote, "dry_run": dry_run,
+                   "lock": str(result.lock_path),
+                   "changes": [c.to_dict() for c in result.changes]})
+        return
+    for change in result.changes:
+        if change.action != "unchanged" or dry_run:
+            click.echo(change.line())
+            for step in change.plan:
+                click.echo(f"    {step}")
+    if dry_run:
+        click.echo("dry run: nothing fetched, seamless.lock not written")
+    elif result.wrote:
+        click.echo(f"wrote {result.lock_path}")
+    else:
+        click.echo(f"{result.lock_path} is up to date")

@@ -1,0 +1,52 @@
+"""``gc``: remove store data that no kept lock pins and retention no longer protects.
+
+What gc keeps; everything else is deleted, or moved with ``--archive``::
+
+    snapshot  pinned by a kept lock: the working-tree seamless.lock, the one committed at HEAD,
+              those at each ``--keep-revs REV`` and, with ``--all-refs``, at every branch and
+              tag tip;
+              or retained: the newest ``expires_at`` any lock in the git history gave it (every
+              commit reachable from a ref, and the reflog, which still remembers commits that an
+              amend or a rebase dropped) is still ahead;
+              or written within the grace period (file time): a resolve may be running.
+    object    named by a kept snapshot, or written within the grace period.
+    jobs/     checkpoints and staged objects last written within the grace period.
+
+A retention class without ``ttl_days`` (the built-in ``default``) keeps data only while a kept
+lock pins it. A snapshot that no lock in the history names (``qmtl-lock materialize``, or a commit
+the reflog forgot) is kept for the grace period only.
+
+One module per step: :mod:`~qmtl_lock.gc.keep` reads what the locks pin and retain,
+:mod:`~qmtl_lock.gc.listing` what the store holds (through
+:meth:`qmtl_engine.store.Store.inventory`), :mod:`~qmtl_lock.gc.plan` decides without any I/O,
+:mod:`~qmtl_lock.gc.prepare` gathers all of it from git and the store and plans, and
+:mod:`~qmtl_lock.gc.apply` carries a plan out, snapshots first and objects after, so a crash
+midway never leaves a kept snapshot pointing at a missing object.
+"""
+
+from __future__ import annotations
+
+from qmtl_lock.gc.apply import GcResult, apply_gc, describe
+from qmtl_lock.gc.keep import KeptLock, Retention, retention_from_locks
+from qmtl_lock.gc.listing import StoredSnapshot, StoreListing, list_store
+from qmtl_lock.gc.plan import GcAction, GcKept, GcKind, GcPlan, plan_gc
+from qmtl_lock.gc.prepare import GcRun, prepare_gc
+
+__all__ = [
+    "GcAction",
+    "GcKept",
+    "GcKind",
+    "GcPlan",
+    "GcResult",
+    "GcRun",
+    "KeptLock",
+    "Retention",
+    "StoreListing",
+    "StoredSnapshot",
+    "apply_gc",
+    "describe",
+    "list_store",
+    "plan_gc",
+    "prepare_gc",
+    "retention_from_locks",
+]

@@ -1,0 +1,42 @@
+"""What the store holds, as gc plans from it: the store's inventory, and the objects each
+snapshot names. The store layout itself lives in :mod:`qmtl_engine.store` alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from qmtl_engine.errors import QmtlLockError
+
+if TYPE_CHECKING:
+    from qmtl_engine.store import Store, StoredFile, StoredJob
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    file: StoredFile
+    objects: tuple[str, ...] | None  # the digests it names; None when it cannot be read
+
+
+@dataclass(frozen=True)
+class StoreListing:
+    snapshots: Mapping[str, StoredSnapshot] = field(default_factory=dict)  # by fingerprint
+    objects: Mapping[str, StoredFile] = field(default_factory=dict)  # by digest
+    jobs: Sequence[StoredJob] = ()
+    temporaries: Sequence[StoredFile] = ()  # .tmp-* files of interrupted writes
+
+
+def list_store(store: Store) -> StoreListing:
+    """Every snapshot (with the objects it names), object, job and temporary in the store."""
+    found = store.inventory()
+    snapshots = {fp: StoredSnapshot(f, _objects_named(store, fp))
+                 for fp, f in found.snapshots.items()}
+    return StoreListing(snapshots, found.objects, found.jobs, found.temporaries)
+
+
+def _objects_named(store: Store, fingerprint: str) -> tuple[str, ...] | None:
+    try:
+        return tuple(p.digest for p in store.get_snapshot(fingerprint).partitions)
+    except QmtlLockError:
+        return None  # the planner then deletes no object: it cannot tell which are needed

@@ -1,0 +1,237 @@
+"""Decide what gc removes, without any I/O: :func:`plan_gc` turns a
+:class:`~qmtl_lock.gc.listing.StoreListing`, the :class:`~qmtl_lock.gc.keep.KeptLock` pins and
+the :class:`~qmtl_lock.gc.keep.Retention` per snapshot into a :class:`GcPlan`. The rules are in
+the :mod:`qmtl_lock.gc` docstring."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from qmtl_engine.ranges import DAY_MS, iso
+
+if TYPE_CHECKING:
+    from qmtl_engine.store import StoredFile, StoredJob
+
+    from qmtl_lock.gc.keep import KeptLock, Retention
+    from qmtl_lock.gc.listing import StoredSnapshot, StoreListing
+
+GcKind = Literal["snapshot", "object", "job", "temporary"]
+
+
+@dataclass(frozen=True)
+class GcAction:
+    """One file (or a job's staged folder) to delete or archive, and why."""
+
+    kind: GcKind
+    path: str  # relative to the store root
+    reason: str
+    size: int
+    files: tuple[str, ...]  # what to move or delete: ``(path,)``, or a folder's files
+
+    @property
+    def is_folder(self) -> bool:
+        return self.files != (self.path,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "reason": self.reason, "bytes": self.size}
+
+
+@dataclass(frozen=True)
+class GcKept:
+    kind: GcKind
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    actions: tuple[GcAction, ...]  # in the order they must run: snapshots, objects, jobs, temps
+    kept: tuple[GcKept, ...]  # every kept snapshot and job, and unreferenced objects kept young
+    kept_objects: int
+    kept_locks: tuple[str, ...]
+    warnings: tuple[str, ...]
+    now_ms: int
+    grace_ms: int
+
+    def paths(self, kind: GcKind | None = None) -> list[str]:
+        return [a.path for a in self.actions if kind is None or a.kind == kind]
+
+    @property
+    def size(self) -> int:
+        return sum(a.size for a in self.actions)
+
+    def counts(self) -> dict[str, int]:
+        out = {k: 0 for k in ("snapshot", "object", "job", "temporary")}
+        for a in self.actions:
+            out[a.kind] += 1
+        return out
+
+    def summary(self, *, dry_run: bool, archive: str | None) -> str:
+        c = self.counts()
+        verb = ("would archive" if dry_run else "archived") if archive else (
+            "would delete" if dry_run else "deleted")
+        done = (f"{verb} {_n(c['snapshot'], 'snapshot')}, {_n(c['object'], 'object')}, "
+                f"{_n(c['job'] + c['temporary'], 'stale job file')} ({_bytes(self.size)})")
+        kept_snaps = sum(1 for k in self.kept if k.kind == "snapshot")
+        return (f"{done}; kept {_n(kept_snaps, 'snapshot')} and "
+                f"{_n(self.kept_objects, 'object')}" + ("; dry run: nothing changed"
+                                                       if dry_run else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "now": iso(self.now_ms), "grace_days": round(self.grace_ms / DAY_MS, 6),
+            "kept_locks": list(self.kept_locks),
+            "delete": [a.to_dict() for a in self.actions],
+            "kept": [k.to_dict() for k in self.kept],
+            "counts": {"delete": self.counts(), "bytes": self.size,
+                       "kept_snapshots": sum(1 for k in self.kept if k.kind == "snapshot"),
+                       "kept_objects": self.kept_objects},
+            "warnings": list(self.warnings),
+        }
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+# -- the planner -----------------------------------------------------------------------------
+@dataclass
+class _Draft:
+    """The plan as it is being decided."""
+
+    now_ms: int
+    grace_ms: int
+    actions: list[GcAction] = field(default_factory=list)
+    kept: list[GcKept] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    kept_snapshots: list[StoredSnapshot] = field(default_factory=list)
+    dropped_objects: set[str] = field(default_factory=set)  # named by a snapshot this gc removes
+    kept_objects: int = 0
+
+    def too_young(self, mtime: int | None) -> str | None:
+        """Why a file written at ``mtime`` is kept whatever else holds, or None."""
+        if mtime is None:
+            return "written at a time the filesystem does not report"
+        if self.now_ms - mtime < self.grace_ms:
+            return f"written {iso(mtime)}, within the {self.grace_ms / DAY_MS:g}-day grace period"
+        return None
+
+
+def plan_gc(listing: StoreListing, kept_locks: Sequence[KeptLock],
+            history: Mapping[str, Retention], *, now_ms: int, grace_ms: int) -> GcPlan:
+    """Decide what to delete; see the :mod:`qmtl_lock.gc` docstring for the rules. Pure: no I/O.
+
+    The actions come in the order they must run: snapshots, objects, jobs, temporaries.
+    """
+    draft = _Draft(now_ms, grace_ms)
+    pinned: dict[str, str] = {}
+    for lock in kept_locks:
+        for fp, who in lock.pins.items():
+            pinned.setdefault(fp, f"{lock.label} ({', '.join(who)})")
+    for fp, snap in sorted(listing.snapshots.items()):
+        _plan_snapshot(draft, snap, *_snapshot_verdict(draft, fp, snap, pinned, history))
+    missing = sorted(set(pinned) - set(listing.snapshots))
+    if missing:
+        draft.warnings.append(f"{_n(len(missing), 'snapshot')} pinned by the kept locks "
+                              "not in the store (nothing to keep; `qmtl-lock resolve --frozen` "
+                              "rebuilds the current lock's)")
+    _plan_objects(draft, listing.objects)
+    for job in sorted(listing.jobs, key=lambda j: j.key):
+        _plan_job(draft, job)
+    for f in sorted(listing.temporaries, key=lambda t: t.path):
+        if draft.too_young(f.mtime_ms) is None:
+            draft.actions.append(GcAction("temporary", f.path, "leftover of an interrupted "
+                                          f"write, written {iso(f.mtime_ms or 0)}", f.size,
+                                          (f.path,)))
+    return GcPlan(tuple(draft.actions), tuple(draft.kept), draft.kept_objects,
+                  tuple(k.label for k in kept_locks), tuple(draft.warnings), now_ms, grace_ms)
+
+
+def _snapshot_verdict(draft: _Draft, fp: str, snap: StoredSnapshot, pinned: Mapping[str, str],
+                      history: Mapping[str, Retention]) -> tuple[bool, str]:
+    """Whether to keep one snapshot, and why (or why it goes)."""
+    if fp in pinned:
+        return True, f"pinned by {pinned[fp]}"
+    r = history.get(fp)
+    if r is not None and r.unreadable_in:
+        return True, (f"named by the unreadable seamless.lock at {r.unreadable_in}: its expiry "
+                      "is unknown")
+    if r is not None and r.expires_at is not None and r.expires_at > draft.now_ms:
+        return True, (f"unreferenced, but retained until {iso(r.expires_at)} "
+                      f"({r.retention_class})")
+    if r is None:
+        why = "unreferenced, named by no lock in the git history"
+    elif r.expires_at is not None:
+        why = f"unreferenced, expired {iso(r.expires_at)} ({r.retention_class})"
+    else:
+        why = (f"unreferenced, and retention class {r.retention_class} keeps data only while "
+               "a kept lock pins it")
+    too_young = draft.too_young(snap.file.mtime_ms)
+    return (True, f"{why}, but {too_young}") if too_young else (False, why)
+
+
+def _plan_snapshot(draft: _Draft, snap: StoredSnapshot, keep: bool, why: str) -> None:
+    path = snap.file.path
+    if keep:
+        draft.kept.append(GcKept("snapshot", path, why))
+        draft.kept_snapshots.append(snap)
+    else:
+        draft.actions.append(GcAction("snapshot", path, why, snap.file.size, (path,)))
+        draft.dropped_objects.update(snap.objects or ())
+
+
+def _plan_objects(draft: _Draft, objects: Mapping[str, StoredFile]) -> None:
+    """Objects no kept snapshot names go, unless young; none goes if a kept snapshot is
+    unreadable, since then nobody can tell which objects it needs."""
+    unreadable = [s.file.path for s in draft.kept_snapshots if s.objects is None]
+    if unreadable:
+        draft.warnings.append(f"kept snapshot {unreadable[0]} cannot be read, so gc cannot tell "
+                              "which objects it needs and deletes no object (`qmtl-lock verify` "
+                              "names the damage)")
+        draft.kept_objects = len(objects)
+        return
+    needed = {d for s in draft.kept_snapshots for d in (s.objects or ())}
+    for digest, f in sorted(objects.items()):
+        if digest in needed:
+            draft.kept_objects += 1
+            continue
+        why = ("named only by snapshots this gc removes" if digest in draft.dropped_objects
+               else "named by no kept snapshot")
+        too_young = draft.too_young(f.mtime_ms)
+        if too_young:
+            draft.kept_objects += 1
+            draft.kept.append(GcKept("object", f.path, f"{why}, but {too_young}"))
+            continue
+        draft.actions.append(GcAction("object", f.path, why, f.size, (f.path,)))
+
+
+def _plan_job(draft: _Draft, job: StoredJob) -> None:
+    too_young = draft.too_young(job.mtime_ms)
+    if too_young:
+        draft.kept.append(GcKept("job", job.name,
+                                 f"checkpoint {too_young}: a resolve may be running"))
+        return
+    last = iso(job.mtime_ms) if job.mtime_ms is not None else "?"
+    if job.checkpoint is not None:
+        draft.actions.append(GcAction("job", job.checkpoint.path,
+                                      f"stale resume checkpoint, last written {last}",
+                                      job.checkpoint.size, (job.checkpoint.path,)))
+    if job.staged:
+        draft.actions.append(GcAction("job", job.staged_folder,
+                                      f"staged objects of a stale job, last written {last}",
+                                      sum(f.size for f in job.staged),
+                                      tuple(f.path for f in job.staged)))

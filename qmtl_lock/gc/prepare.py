@@ -1,0 +1,109 @@
+"""Gather what gc plans from, and plan: the locks to keep (the working tree's, and from git), the
+retention the git history gives each snapshot, and the store's listing. Deletes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qmtl_engine.errors import InputError
+from qmtl_engine.ranges import DAY_MS
+
+from qmtl_lock.errors import GitError
+from qmtl_lock.gc.keep import KeptLock, Retention, retention_from_locks
+from qmtl_lock.gc.listing import list_store
+from qmtl_lock.gc.plan import GcPlan, plan_gc
+from qmtl_lock.git import GitFile
+from qmtl_lock.redact import redact_text
+
+if TYPE_CHECKING:
+    from qmtl_engine.store import Store
+
+
+@dataclass
+class GcRun:
+    plan: GcPlan
+    store: Store
+    archive: str | None
+
+
+def prepare_gc(manifest_path: str | Path = "seamless.yaml", *, keep_revs: Sequence[str] = (),
+               all_refs: bool = False, grace_days: float = 7, archive: str | None = None,
+               now_ms: int | None = None) -> GcRun:
+    """Read the locks to keep, the git history and the store, and plan. Deletes nothing.
+
+    Raises :class:`GitError` (exit 2) for ``keep_revs``/``all_refs`` outside a git repository
+    or an unknown revision, and :class:`InputError` for a missing lock or a bad archive URL.
+    """
+    from qmtl_engine.store import Store
+
+    from qmtl_lock.lockfile import read_lock
+    from qmtl_lock.manifest import load_manifest
+    from qmtl_lock.resolve import clock_from_env
+
+    loaded = load_manifest(manifest_path)
+    if not loaded.lock_path.exists():
+        raise InputError(f"{loaded.lock_path} does not exist: gc keeps what the lock pins and "
+                         "will not run without one", where=str(loaded.lock_path),
+                         fix="run `qmtl-lock resolve` first")
+    kept = [KeptLock.from_lock(loaded.lock_path.name, read_lock(loaded.lock_path))]
+    git = GitFile.find(loaded.lock_path)
+    if git is None and (keep_revs or all_refs):
+        flag = "--keep-revs" if keep_revs else "--all-refs"
+        raise GitError(f"{flag} needs a git repository, and {loaded.lock_path} is not in one",
+                       where=str(loaded.lock_path),
+                       fix=f"run gc inside the repository, or without {flag}")
+    from_git, history, warnings = (_from_git(git, keep_revs, all_refs) if git is not None
+                                   else ([], {}, []))
+    store = Store(loaded.store_url)
+    if archive is not None:
+        _check_archive(archive, store)
+    now = now_ms if now_ms is not None else clock_from_env().now_ms()
+    plan = plan_gc(list_store(store), kept + from_git, history, now_ms=now,
+                   grace_ms=int(grace_days * DAY_MS))
+    return GcRun(replace(plan, warnings=(*warnings, *plan.warnings)), store, archive)
+
+
+def _from_git(git: GitFile, keep_revs: Sequence[str], all_refs: bool,
+              ) -> tuple[list[KeptLock], dict[str, Retention], list[str]]:
+    """The locks kept at HEAD, at ``keep_revs`` and (``all_refs``) at every ref tip; the
+    retention the whole history gives each snapshot; and warnings."""
+    wanted: list[tuple[str, str, bool]] = []  # (label, revision, asked for by name)
+    if git.has_head():
+        wanted.append(("HEAD", "HEAD", False))
+    wanted += [(rev, git.commit(rev), True) for rev in keep_revs]
+    if all_refs:
+        wanted += [(short, full, False) for short, full in git.ref_tips()]
+    texts = git.texts_at([rev for _, rev, _ in wanted])
+    kept: list[KeptLock] = []
+    warnings: list[str] = []
+    for label, rev, named in wanted:
+        text = texts[rev]
+        if text is None:
+            if named:
+                warnings.append(f"{label} has no {git.path}: it keeps nothing")
+            continue
+        lock, warning = KeptLock.from_text(label, text)
+        kept.append(lock)
+        if warning:
+            warnings.append(warning)
+    history = retention_from_locks(
+        (rev[:12], text) for rev, text in git.texts_at(git.history()).items() if text is not None)
+    return kept, history, warnings
+
+
+def _check_archive(url: str, store: Store) -> None:
+    """Refuse an archive that cannot be opened, or that shares files with the store."""
+    from qmtl_engine.store import Store
+
+    try:
+        archive = Store(url)
+    except (ValueError, ImportError) as exc:
+        raise InputError(f"cannot open archive {redact_text(url)}: {exc}",
+                         fix="pass an fsspec URL such as /mnt/archive, s3://bucket/qmtl-archive "
+                         "or memory://archive") from None
+    if store.overlaps(archive):
+        raise InputError(f"archive {redact_text(url)} overlaps the store "
+                         f"{redact_text(store.url)}", fix="archive to a location outside the store")
