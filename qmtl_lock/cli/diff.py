@@ -43,7 +43,7 @@ def diff_command(old: Path | None, new: Path | None, rev: str | None, manifest: 
 
     def go() -> int:
         from qmtl_lock.diff import diff, render_text
-        from qmtl_lock.diff.load import lock_at_revision, store_and_schemes
+        from qmtl_lock.diff.load import lock_at_revision, store_for
         from qmtl_lock.lockfile import read_lock
 
         if rev is not None and new is not None:
@@ -57,8 +57,8 @@ def diff_command(old: Path | None, new: Path | None, rev: str | None, manifest: 
         else:
             old_lock, old_label = read_lock(old_path), str(old_path)
         new_lock = read_lock(new_path)
-        store, schemes, store_notes = store_and_schemes(manifest, store_url)
-        result = diff(old_lock, new_lock, store=store, schemes=schemes, old_label=old_label,
+        store, store_notes = store_for(manifest, store_url)
+        result = diff(old_lock, new_lock, store=store, old_label=old_label,
                       new_label=str(new_path))
         if store is None:
             result.notes = [n + " (pass --store URL, or --manifest for its store)"

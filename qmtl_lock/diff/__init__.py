@@ -18,7 +18,7 @@ pyarrow/fsspec through the store) are imported only when used.
 from __future__ import annotations
 
 from qmtl_lock.diff.compare import coverage_change, diff, field_changes
-from qmtl_lock.diff.partitions import guess_scheme, partition_diff
+from qmtl_lock.diff.partitions import partition_diff
 from qmtl_lock.diff.render import render_text
 from qmtl_lock.diff.result import (
     DatasetDiff,
@@ -40,7 +40,6 @@ __all__ = [
     "coverage_change",
     "diff",
     "field_changes",
-    "guess_scheme",
     "partition_diff",
     "render_text",
     "short",

@@ -9,7 +9,6 @@ from qmtl_lock.diff.partitions import SnapshotCache, name_partitions
 from qmtl_lock.diff.result import DatasetDiff, FieldChange, LockDiff, SymbolDiff
 
 if TYPE_CHECKING:
-    from qmtl_engine.ranges import PartitionScheme
     from qmtl_engine.store import Store
 
     from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry
@@ -18,13 +17,9 @@ _ENTRY_KEYS_APART = ("dataset_fingerprint", "coverage_bounds")  # reported on th
 
 
 def diff(old: Lockfile, new: Lockfile, *, store: Store | None = None,
-         schemes: Mapping[str, PartitionScheme] | None = None,
          old_label: str = "old", new_label: str = "new") -> LockDiff:
-    """Compare two locks. With ``store``, name the changed partitions of each changed snapshot.
-
-    ``schemes`` maps preset ids to their partition scheme (day, month or year) for naming
-    partitions; without it (or for an unknown preset) the scheme is inferred from the windows.
-    """
+    """Compare two locks. With ``store``, name the changed partitions of each changed snapshot
+    (on the partition scheme the snapshot manifests record)."""
     result = LockDiff(old_label=old_label, new_label=new_label)
     if old.lock_version != new.lock_version:
         result.lock_version = (old.lock_version, new.lock_version)
@@ -43,7 +38,7 @@ def diff(old: Lockfile, new: Lockfile, *, store: Store | None = None,
                 symbols=[_symbol_diff(s, o.symbols[s], None) for s in sorted(o.symbols)]))
         else:
             ds = _dataset_diff(name, old.datasets[name], new.datasets[name], old_dict[name],
-                               new_dict[name], snapshots, schemes or {})
+                               new_dict[name], snapshots)
             if ds is not None:
                 result.datasets.append(ds)
     if store is None and any(s.change == "changed" and s.fingerprint_changed
@@ -53,8 +48,7 @@ def diff(old: Lockfile, new: Lockfile, *, store: Store | None = None,
 
 
 def _dataset_diff(name: str, o: DatasetEntry, n: DatasetEntry, o_dict: dict[str, Any],
-                  n_dict: dict[str, Any], snapshots: SnapshotCache,
-                  schemes: Mapping[str, PartitionScheme]) -> DatasetDiff | None:
+                  n_dict: dict[str, Any], snapshots: SnapshotCache) -> DatasetDiff | None:
     out = DatasetDiff(name, "changed", o, n)
     o_req = {k: v for k, v in o_dict["request"].items() if k != "symbols"}
     n_req = {k: v for k, v in n_dict["request"].items() if k != "symbols"}
@@ -66,7 +60,6 @@ def _dataset_diff(name: str, o: DatasetEntry, n: DatasetEntry, o_dict: dict[str,
                                        n_dict["request"].get("symbols")))
     if o.preset_digest != n.preset_digest:
         out.preset_digest = (o.preset_digest, n.preset_digest)
-    preset = str(n.request.get("preset", ""))
     for symbol in sorted(set(o.symbols) | set(n.symbols)):
         os_, ns = o.symbols.get(symbol), n.symbols.get(symbol)
         if os_ == ns:
@@ -74,7 +67,7 @@ def _dataset_diff(name: str, o: DatasetEntry, n: DatasetEntry, o_dict: dict[str,
         sym = _symbol_diff(symbol, os_, ns, o_dict["symbols"].get(symbol),
                            n_dict["symbols"].get(symbol))
         if os_ is not None and ns is not None and sym.fingerprint_changed:
-            name_partitions(sym, os_, ns, snapshots, schemes.get(preset))
+            name_partitions(sym, os_, ns, snapshots)
         out.symbols.append(sym)
     if not (out.request or out.preset_digest or out.symbols):
         return None

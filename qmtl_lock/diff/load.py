@@ -1,5 +1,5 @@
 """What ``qmtl-lock diff`` compares: the lock at a git revision (or in a file) and the store
-that holds the snapshot manifests, with the partition scheme of each preset."""
+that holds the snapshot manifests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from qmtl_engine.errors import QmtlLockError
 
 if TYPE_CHECKING:
-    from qmtl_engine.ranges import PartitionScheme
     from qmtl_engine.store import Store
 
     from qmtl_lock.lockfile import Lockfile
@@ -34,30 +33,17 @@ def lock_at_revision(rev: str, path: Path) -> tuple[Lockfile, str, list[str]]:
     return parse_lock(text, label), label, []
 
 
-def store_and_schemes(manifest: Path, store_url: str | None,
-                      ) -> tuple[Store | None, dict[str, PartitionScheme], list[str]]:
-    """The store holding the snapshot manifests, the partition scheme of each preset, notes."""
-    from qmtl_engine.presets import PresetRegistry, load_registry
-
+def store_for(manifest: Path, store_url: str | None) -> tuple[Store | None, list[str]]:
+    """The store holding the snapshot manifests (``--store``, else the manifest's), and notes."""
     from qmtl_lock.manifest import load_manifest
 
     notes: list[str] = []
-    registry: PresetRegistry | None = None
     url = store_url
-    if manifest.exists():
+    if manifest.exists() and not url:
         try:
-            loaded = load_manifest(manifest)
-            registry = loaded.registry
-            url = url or loaded.store_url
+            url = load_manifest(manifest).store_url
         except QmtlLockError as exc:
             notes.append(f"{manifest} could not be read, so its store is not used: {exc.what}")
-    schemes: dict[str, PartitionScheme] = {}
-    try:
-        registry = registry or load_registry()
-        for pid in registry.ids():
-            schemes[pid] = registry.get(pid).partition
-    except QmtlLockError:
-        pass  # partition names fall back to a scheme inferred from the windows
     store: Store | None = None
     if url:
         from qmtl_engine.store import Store
@@ -66,4 +52,4 @@ def store_and_schemes(manifest: Path, store_url: str | None,
             store = Store(url)
         except (ImportError, ValueError, OSError) as exc:
             notes.append(f"the store {url} cannot be opened: {exc}")
-    return store, schemes, notes
+    return store, notes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qmtl_engine.ranges import DAY_MS, PartitionScheme, TimeRange, window_containing, window_name
+from qmtl_engine.ranges import PartitionScheme, TimeRange, window_containing
 
 from qmtl_lock.diff.result import PartitionChange, PartitionDiff, SymbolDiff, short
 
@@ -40,7 +40,7 @@ class SnapshotCache:
 
 
 def name_partitions(sym: SymbolDiff, old: SymbolEntry, new: SymbolEntry,
-                    snapshots: SnapshotCache, scheme: PartitionScheme | None) -> None:
+                    snapshots: SnapshotCache) -> None:
     """Set ``sym.partitions`` from the two snapshots, or note why they cannot be compared."""
     if snapshots.store is None:
         return
@@ -53,47 +53,44 @@ def name_partitions(sym: SymbolDiff, old: SymbolEntry, new: SymbolEntry,
         else:
             pair.append(snap)
     if len(pair) == 2:
-        sym.partitions = partition_diff(pair[0], pair[1], scheme)
+        sym.partitions = partition_diff(pair[0], pair[1])
 
 
-def partition_diff(old: Snapshot, new: Snapshot,
-                   scheme: PartitionScheme | None = None) -> PartitionDiff:
-    """Compare two snapshots window by window (a calendar day, month or year)."""
-    scheme = scheme or guess_scheme([*old.partitions, *new.partitions])
+def partition_diff(old: Snapshot, new: Snapshot) -> PartitionDiff:
+    """Compare two snapshots window by window (a calendar day, month or year).
+
+    Windows and names follow the partition scheme each snapshot records (the newer one's when
+    both do); snapshots written without one are compared by partition start and named by their
+    exact window.
+    """
+    scheme = new.partition or old.partition
     o, n = _by_window(old, scheme), _by_window(new, scheme)
 
-    def name(p: SnapshotPartition) -> str:
-        return window_name(TimeRange(p.start, p.end), scheme)
+    def name(snap: Snapshot, p: SnapshotPartition) -> str:
+        return snap.partition_name(p) if snap.partition else TimeRange(p.start, p.end).label()
 
-    changes = [(key, PartitionChange(name(p), "added", new_rows=p.rows, new_digest=p.digest))
+    changes = [(key, PartitionChange(name(new, p), "added", new_rows=p.rows,
+                                     new_digest=p.digest))
                for key, p in n.items() if key not in o]
     unchanged: list[tuple[int, str]] = []
     for key, op in o.items():
         np_ = n.get(key)
         if np_ is None:
-            changes.append((key, PartitionChange(name(op), "removed", old_rows=op.rows,
+            changes.append((key, PartitionChange(name(old, op), "removed", old_rows=op.rows,
                                                  old_digest=op.digest)))
         elif (op.start, op.end, op.digest) == (np_.start, np_.end, np_.digest):
-            unchanged.append((key, name(np_)))
+            unchanged.append((key, name(new, np_)))
         else:
-            changes.append((key, PartitionChange(name(np_), "changed", op.rows, np_.rows,
+            changes.append((key, PartitionChange(name(new, np_), "changed", op.rows, np_.rows,
                                                  op.digest, np_.digest)))
     return PartitionDiff([c for _, c in sorted(changes, key=lambda kc: kc[0])],
                          [u for _, u in sorted(unchanged)])
 
 
-def _by_window(snap: Snapshot, scheme: PartitionScheme) -> dict[int, SnapshotPartition]:
+def _by_window(snap: Snapshot, scheme: PartitionScheme | None) -> dict[int, SnapshotPartition]:
+    if scheme is None:
+        return {p.start: p for p in snap.partitions}
     out = {window_containing(p.start, scheme).start: p for p in snap.partitions}
     if len(out) != len(snap.partitions):  # not on this scheme's windows: key by start
         out = {p.start: p for p in snap.partitions}
     return out
-
-
-# Snapshot manifests do not say which partition scheme made them, so when the preset's scheme
-# is not known the scheme is inferred from the partitions themselves.
-def guess_scheme(parts: list[SnapshotPartition]) -> PartitionScheme:
-    """The finest calendar scheme whose windows each hold one of the partitions."""
-    for scheme in ("day", "month", "year"):
-        if all(window_containing(p.start, scheme).end >= p.end for p in parts):
-            return scheme
-    return "year" if any(p.end - p.start > DAY_MS for p in parts) else "day"
