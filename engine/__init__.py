@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "window_containing": "ranges", "window_name": "ranges",
     # store
     "Snapshot": "store", "SnapshotPartition": "store", "Store": "store",
+    "StoreInventory": "store", "StoredFile": "store", "StoredJob": "store",
     # YAML with line numbers
     "LocatedYAML": "yamlio", "load_yaml": "yamlio", "pydantic_error": "yamlio",
 }
@@ -99,7 +100,14 @@ if TYPE_CHECKING:
         window_name,
     )
     from qmtl_engine.read import PinnedReader, VerifyOutcome, check_partition, pin_mismatch
-    from qmtl_engine.store import Snapshot, SnapshotPartition, Store
+    from qmtl_engine.store import (
+        Snapshot,
+        SnapshotPartition,
+        Store,
+        StoredFile,
+        StoredJob,
+        StoreInventory,
+    )
     from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error
 
 
@@ -150,6 +158,9 @@ __all__ = [
     "SnapshotPartition",
     "SourceError",
     "Store",
+    "StoreInventory",
+    "StoredFile",
+    "StoredJob",
     "SystemClock",
     "TimeRange",
     "VerifyOutcome",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qmtl_engine.ranges import iso
+from qmtl_engine import iso
 
 from qmtl_lock.lockfile import Lockfile, read_lock
 from qmtl_lock.manifest import REQUEST_KEYS, LoadedManifest, load_manifest

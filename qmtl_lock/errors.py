@@ -29,7 +29,7 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
 
 from __future__ import annotations
 
-from qmtl_engine.errors import (
+from qmtl_engine import (
     ConformanceError,
     FingerprintMismatch,
     InputError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qmtl_engine.errors import InputError
+from qmtl_engine import InputError
 
 from qmtl_lock.manifest import MANIFEST_NAME
 

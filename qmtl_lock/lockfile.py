@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from qmtl_engine.errors import YAMLFileError
-from qmtl_engine.ranges import iso, to_ms
-from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error
+from qmtl_engine import LocatedYAML, YAMLFileError, iso, load_yaml, pydantic_error, to_ms
 
 from qmtl_lock.errors import LockfileError, LockVersionError
 from qmtl_lock.redact import redact

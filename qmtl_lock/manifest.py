@@ -13,10 +13,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from qmtl_engine.errors import PresetError, RangeError, YAMLFileError
-from qmtl_engine.presets import PresetRegistry, ResolvedPreset, RetentionClass, load_registry
-from qmtl_engine.ranges import TimeRange, ceil_to, iso, to_ms
-from qmtl_engine.yamlio import LocatedYAML, load_yaml
+from qmtl_engine import (
+    LocatedYAML,
+    PresetError,
+    PresetRegistry,
+    RangeError,
+    ResolvedPreset,
+    RetentionClass,
+    TimeRange,
+    YAMLFileError,
+    ceil_to,
+    iso,
+    load_registry,
+    load_yaml,
+    to_ms,
+)
 
 from qmtl_lock.errors import ManifestError
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qmtl_engine.ranges import TimeRange, ceil_to, iso, to_ms
+from qmtl_engine import TimeRange, ceil_to, iso, to_ms
 
 from qmtl_lock.manifest import DEFAULT_STORE
 from qmtl_lock.redact import redact_text
@@ -57,10 +57,7 @@ class MaterializeSeamlessJob:
     presets: tuple[str, ...] = ()  # extra catalog files
 
     def run(self) -> MaterializeReport:
-        from qmtl_engine.errors import InputError
-        from qmtl_engine.materialize import Engine, Request, coverage_end
-        from qmtl_engine.presets import load_registry
-        from qmtl_engine.store import Store
+        from qmtl_engine import Engine, InputError, Request, Store, coverage_end, load_registry
 
         from qmtl_lock.resolve import clock_from_env
 
@@ -99,8 +96,7 @@ def require_materialized_snapshot(*, fingerprint: str,
     Returns the snapshot's header and partition list; raises :class:`ObjectMissing` or
     :class:`FingerprintMismatch` naming the partition otherwise.
     """
-    from qmtl_engine.materialize import Engine
-    from qmtl_engine.store import Store
+    from qmtl_engine import Engine, Store
 
     engine = Engine(Store(str(store)), mode="strategy")
     outcome = engine.verify(fingerprint)
@@ -125,7 +121,7 @@ def materialize_and_pin(
     An existing declaration must match what is asked, or :class:`InputError` says what differs.
     Returns the materialize reports of the symbols that were fetched.
     """
-    from qmtl_engine.errors import InputError
+    from qmtl_engine import InputError
 
     from qmtl_lock.manifest import load_manifest, when_text
     from qmtl_lock.resolve import resolve

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from qmtl_engine.ranges import iso
+from qmtl_engine import iso
 
 from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry
 from qmtl_lock.manifest import DATA_KEYS

@@ -15,10 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from qmtl_engine.clock import Clock, SystemClock
-from qmtl_engine.errors import InputError
-from qmtl_engine.presets import OnViolation
-from qmtl_engine.ranges import DAY_MS, TimeRange, iso, to_ms
+from qmtl_engine import DAY_MS, Clock, InputError, OnViolation, SystemClock, TimeRange, iso, to_ms
 
 from qmtl_lock.errors import LockOutOfDate, UpstreamChanged
 from qmtl_lock.lockfile import (
@@ -32,8 +29,7 @@ from qmtl_lock.lockfile import (
 from qmtl_lock.manifest import DATA_KEYS, DatasetRequest, LoadedManifest, load_manifest
 
 if TYPE_CHECKING:
-    from qmtl_engine.materialize import MaterializeResult
-    from qmtl_engine.metrics import RunMetrics
+    from qmtl_engine import MaterializeResult, RunMetrics
 
 Action = Literal["unchanged", "restored", "added", "updated", "extended", "removed", "held",
                  "restated"]
@@ -167,7 +163,7 @@ def _planned_coverage(loaded: LoadedManifest, ds: DatasetRequest, now_ms: int,
                       pinned_end: int | None) -> TimeRange:
     """The coverage to materialize: a fixed end, or for ``end: now`` the dataset's pinned end
     (a new symbol joins it) unless asked to move, else the last closed bar."""
-    from qmtl_engine.coverage import coverage_end
+    from qmtl_engine import coverage_end
 
     if not ds.end_is_now:
         end = ds.end_ms()
@@ -311,7 +307,7 @@ class _Runner:
 
     def __init__(self, loaded: LoadedManifest, clock: Clock, *, frozen: bool, dry_run: bool,
                  progress: ProgressFactory | None) -> None:
-        from qmtl_engine.store import Store
+        from qmtl_engine import Store
 
         self.loaded = loaded
         self.clock = clock
@@ -333,7 +329,7 @@ class _Runner:
     def engine(self) -> Any:
         with self._engine_lock:
             if self._engine is None:
-                from qmtl_engine.materialize import Engine
+                from qmtl_engine import Engine
 
                 self._engine = Engine(self.store, mode="materialize", clock=self.clock)
             return self._engine
@@ -350,7 +346,7 @@ class _Runner:
                 return _Outcome(task, Change(name, symbol, "unchanged"))  # --frozen: all there
             if not task.reusable:
                 previous = None
-        from qmtl_engine.materialize import Request
+        from qmtl_engine import Request
 
         engine = self.engine()
         request = Request(task.ds.preset, symbol, task.coverage, task.ds.spec.contract_version,

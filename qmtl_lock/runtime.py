@@ -12,8 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qmtl_engine.errors import FingerprintMismatch, InputError
-from qmtl_engine.ranges import TimeRange, iso, to_ms
+from qmtl_engine import FingerprintMismatch, InputError, TimeRange, iso, to_ms
 
 from qmtl_lock.errors import ContractMismatch
 from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock
@@ -27,8 +26,7 @@ from qmtl_lock.manifest import (
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-    from qmtl_engine.read import PinnedReader
-    from qmtl_engine.store import Snapshot
+    from qmtl_engine import PinnedReader, Snapshot
 
 
 def entry_mismatch(snapshot: Snapshot, dataset: DatasetEntry, symbol: str) -> list[str]:
@@ -37,7 +35,7 @@ def entry_mismatch(snapshot: Snapshot, dataset: DatasetEntry, symbol: str) -> li
     The one lock-entry check, shared by :meth:`Lock.load` and ``qmtl-lock verify``: coverage,
     rows, partition count, symbol and preset (see :func:`qmtl_engine.read.pin_mismatch`).
     """
-    from qmtl_engine.read import pin_mismatch
+    from qmtl_engine import pin_mismatch
 
     entry = dataset.symbols[symbol]
     return pin_mismatch(snapshot, symbol=symbol, preset=dataset.request.get("preset"),
@@ -71,8 +69,7 @@ class Lock:
     def engine(self) -> PinnedReader:
         """The engine in strategy mode on the lock's store: it reads and verifies, never fetches."""
         if self._engine is None:
-            from qmtl_engine.read import PinnedReader
-            from qmtl_engine.store import Store
+            from qmtl_engine import PinnedReader, Store
 
             self._engine = PinnedReader(Store(self.store_url))
         return self._engine

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from qmtl_engine.presets import Catalog
+from qmtl_engine import Catalog
 
 from qmtl_lock.lockfile import LockModel
 from qmtl_lock.manifest import Manifest

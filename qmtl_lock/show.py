@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qmtl_engine.errors import InputError
-from qmtl_engine.ranges import iso
+from qmtl_engine import InputError, iso
 
 from qmtl_lock.lockfile import Lockfile, read_lock
 
@@ -57,8 +56,7 @@ def gap_ranges(manifest_path: str | Path, dataset: str) -> list[dict[str, Any]]:
     dataset declares it under ``accepted_gaps``.
     """
     import numpy as np
-    from qmtl_engine.calendars import get_calendar
-    from qmtl_engine.ranges import TimeRange, partition_windows
+    from qmtl_engine import TimeRange, get_calendar, partition_windows
 
     from qmtl_lock.manifest import load_manifest
     from qmtl_lock.runtime import Lock

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qmtl_engine.errors import InputError, ObjectCorrupted, ObjectMissing
+from qmtl_engine import InputError, ObjectCorrupted, ObjectMissing
 
 from qmtl_lock.lockfile import read_lock
 from qmtl_lock.manifest import load_manifest
@@ -56,8 +56,7 @@ def verify(manifest_path: str | Path = "seamless.yaml", *,
     :class:`~qmtl_engine.read.PinnedReader` and :func:`~qmtl_lock.runtime.entry_mismatch`), so
     what verify reports is what a strategy's load raises.
     """
-    from qmtl_engine.read import PinnedReader
-    from qmtl_engine.store import Store
+    from qmtl_engine import PinnedReader, Store
 
     from qmtl_lock.runtime import entry_mismatch
 

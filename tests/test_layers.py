@@ -139,3 +139,38 @@ def test_unknown_engine_names_are_attribute_errors() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         qmtl_engine.nope  # noqa: B018
+
+
+def _engine_imports(tree: ast.AST) -> list[tuple[int, str, list[str]]]:
+    """(line, module, names) of every import of the engine in a module's AST."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                node.module == "qmtl_engine" or node.module.startswith("qmtl_engine.")):
+            found.append((node.lineno, node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name, []) for a in node.names
+                      if a.name.split(".")[0] == "qmtl_engine"]
+    return found
+
+
+SURFACES = sorted((Path(__file__).resolve().parents[1] / "qmtl_lock").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SURFACES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_surfaces_use_only_the_public_engine_api(path: Path) -> None:
+    import qmtl_engine
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    bad = [(line, module, names) for line, module, names in _engine_imports(tree)
+           if module != "qmtl_engine" or not set(names) <= set(qmtl_engine.__all__)]
+    assert not bad, f"import these through qmtl_engine's __all__: {bad}"
+
+
+def test_the_public_api_scanner_sees_private_imports() -> None:
+    tree = ast.parse("from qmtl_engine.store import Store\n"
+                     "def f():\n    import qmtl_engine.read\n"
+                     "from qmtl_engine import Store\n")
+    assert sorted(_engine_imports(tree)) == [(1, "qmtl_engine.store", ["Store"]),
+                                     (3, "qmtl_engine.read", []),
+                                     (4, "qmtl_engine", ["Store"])]

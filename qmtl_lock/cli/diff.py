@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from qmtl_engine.errors import InputError
+from qmtl_engine import InputError
 
 from qmtl_lock.cli.output import EXIT_DRIFT, EXIT_OK, emit_json, json_option, run
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from qmtl_engine.errors import QmtlLockError
+from qmtl_engine import QmtlLockError
 
 from qmtl_lock.cli.output import EXIT_OK, run
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from qmtl_engine.errors import QmtlLockError
+from qmtl_engine import QmtlLockError
 
 EXIT_OK, EXIT_DRIFT, EXIT_INPUT, EXIT_MATERIALIZE = 0, 1, 2, 3
 

@@ -14,7 +14,7 @@ from qmtl_lock.cli.output import EXIT_OK, emit_json, json_option, manifest_optio
 @json_option
 def presets_command(manifest: Path, as_json: bool) -> None:
     """List the presets (built-in and from seamless.yaml) with their definitions."""
-    from qmtl_engine.presets import load_registry
+    from qmtl_engine import load_registry
 
     from qmtl_lock.manifest import parse_manifest
 

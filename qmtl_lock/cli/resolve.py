@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from qmtl_engine.errors import QmtlLockError
+from qmtl_engine import QmtlLockError
 
 from qmtl_lock.cli.output import EXIT_OK, emit_json, fail, json_option, manifest_option, run
 
@@ -77,7 +77,7 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
     def go() -> int:
         metrics = None
         if metrics_file is not None:
-            from qmtl_engine.metrics import RunMetrics
+            from qmtl_engine import RunMetrics
 
             metrics = RunMetrics()
         result = resolve(manifest, datasets=datasets, update=update, refresh=refresh,

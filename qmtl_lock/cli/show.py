@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from qmtl_engine.errors import QmtlLockError
+from qmtl_engine import QmtlLockError
 
 from qmtl_lock.cli.output import EXIT_OK, emit_json, json_option, manifest_option, run
 

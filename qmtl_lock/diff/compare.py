@@ -9,7 +9,7 @@ from qmtl_lock.diff.partitions import SnapshotCache, name_partitions
 from qmtl_lock.diff.result import DatasetDiff, FieldChange, LockDiff, SymbolDiff
 
 if TYPE_CHECKING:
-    from qmtl_engine.store import Store
+    from qmtl_engine import Store
 
     from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry
 

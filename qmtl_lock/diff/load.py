@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qmtl_engine.errors import QmtlLockError
+from qmtl_engine import QmtlLockError
 
 if TYPE_CHECKING:
-    from qmtl_engine.store import Store
+    from qmtl_engine import Store
 
     from qmtl_lock.lockfile import Lockfile
 
@@ -46,7 +46,7 @@ def store_for(manifest: Path, store_url: str | None) -> tuple[Store | None, list
             notes.append(f"{manifest} could not be read, so its store is not used: {exc.what}")
     store: Store | None = None
     if url:
-        from qmtl_engine.store import Store
+        from qmtl_engine import Store
 
         try:
             store = Store(url)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qmtl_engine.ranges import PartitionScheme, TimeRange, window_containing
+from qmtl_engine import PartitionScheme, TimeRange, window_containing
 
 from qmtl_lock.diff.result import PartitionChange, PartitionDiff, SymbolDiff, short
 
 if TYPE_CHECKING:
-    from qmtl_engine.store import Snapshot, SnapshotPartition, Store
+    from qmtl_engine import Snapshot, SnapshotPartition, Store
 
     from qmtl_lock.lockfile import SymbolEntry
 
@@ -26,7 +26,7 @@ class SnapshotCache:
         if self.store is None:
             return "no store"
         if fingerprint not in self._cache:
-            from qmtl_engine.errors import ObjectMissing, QmtlLockError
+            from qmtl_engine import ObjectMissing, QmtlLockError
 
             try:
                 self._cache[fingerprint] = self.store.get_snapshot(fingerprint)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from qmtl_engine.ranges import iso
+from qmtl_engine import iso
 
 from qmtl_lock.diff.result import FieldChange, LockDiff, PartitionChange, SymbolDiff, short
 

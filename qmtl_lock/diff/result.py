@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from qmtl_engine.ranges import iso
+from qmtl_engine import iso
 
 if TYPE_CHECKING:
     from qmtl_lock.lockfile import DatasetEntry, SymbolEntry

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from qmtl_engine.errors import QmtlLockError
+from qmtl_engine import QmtlLockError
 
 from qmtl_lock.redact import redact_text
 
 if TYPE_CHECKING:
-    from qmtl_engine.store import Store
+    from qmtl_engine import Store
 
     from qmtl_lock.gc.plan import GcAction, GcPlan
 
@@ -45,7 +45,7 @@ def apply_gc(plan: GcPlan, store: Store, archive: str | None = None,
              log: Log = _log.info) -> GcResult:
     """Delete (or move to ``archive``, an fsspec URL, under the same relative paths) every file
     of ``plan`` in order, logging one line per action. Stops at the first failure."""
-    from qmtl_engine.store import Store
+    from qmtl_engine import Store
 
     target = Store(archive) if archive else None
     result = GcResult()

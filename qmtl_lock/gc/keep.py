@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from qmtl_engine.errors import QmtlLockError
+from qmtl_engine import QmtlLockError
 
 from qmtl_lock.lockfile import parse_lock
 

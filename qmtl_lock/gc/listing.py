@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from qmtl_engine.errors import QmtlLockError
+from qmtl_engine import QmtlLockError
 
 if TYPE_CHECKING:
-    from qmtl_engine.store import Store, StoredFile, StoredJob
+    from qmtl_engine import Store, StoredFile, StoredJob
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from qmtl_engine.ranges import DAY_MS, iso
+from qmtl_engine import DAY_MS, iso
 
 if TYPE_CHECKING:
-    from qmtl_engine.store import StoredFile, StoredJob
+    from qmtl_engine import StoredFile, StoredJob
 
     from qmtl_lock.gc.keep import KeptLock, Retention
     from qmtl_lock.gc.listing import StoredSnapshot, StoreListing

@@ -8,8 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qmtl_engine.errors import InputError
-from qmtl_engine.ranges import DAY_MS
+from qmtl_engine import DAY_MS, InputError
 
 from qmtl_lock.errors import GitError
 from qmtl_lock.gc.keep import KeptLock, Retention, retention_from_locks
@@ -19,7 +18,7 @@ from qmtl_lock.git import GitFile
 from qmtl_lock.redact import redact_text
 
 if TYPE_CHECKING:
-    from qmtl_engine.store import Store
+    from qmtl_engine import Store
 
 
 @dataclass
@@ -37,7 +36,7 @@ def prepare_gc(manifest_path: str | Path = "seamless.yaml", *, keep_revs: Sequen
     Raises :class:`GitError` (exit 2) for ``keep_revs``/``all_refs`` outside a git repository
     or an unknown revision, and :class:`InputError` for a missing lock or a bad archive URL.
     """
-    from qmtl_engine.store import Store
+    from qmtl_engine import Store
 
     from qmtl_lock.lockfile import read_lock
     from qmtl_lock.manifest import load_manifest
@@ -96,7 +95,7 @@ def _from_git(git: GitFile, keep_revs: Sequence[str], all_refs: bool,
 
 def _check_archive(url: str, store: Store) -> None:
     """Refuse an archive that cannot be opened, or that shares files with the store."""
-    from qmtl_engine.store import Store
+    from qmtl_engine import Store
 
     try:
         archive = Store(url)
