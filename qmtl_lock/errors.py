@@ -25,9 +25,13 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
         ├── ConformanceError            blocking conformance flags
         ├── SLAExceeded                 an SLA budget was exceeded under fail_fast
         └── UpstreamChanged             the source no longer reproduces a pinned fingerprint
+    RequestsFailed                      several requests of one resolve failed (each listed);
+                                        exit: theirs when they agree, else 3
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from qmtl_engine import (
     ConformanceError,
@@ -103,6 +107,39 @@ class GitError(InputError):
                  revision: str | None = None) -> None:
         self.revision = revision
         super().__init__(what, where=where, fix=fix)
+
+
+class RequestsFailed(QmtlLockError):
+    """Several requests of one resolve failed; each error is kept, in dataset/symbol order.
+
+    Nothing was written to the lock. The exit code is that of the failures when they agree
+    (all bad input, say), else 3.
+    """
+
+    def __init__(self, failures: list[tuple[str, str, QmtlLockError]], *, total: int) -> None:
+        self.failures = failures
+        codes = {exc.exit_code for _, _, exc in failures}
+        self.exit_code = codes.pop() if len(codes) == 1 else 3
+        blocks = []
+        fixes: list[str] = []
+        for dataset, symbol, exc in failures:
+            blocks.append(f"  {dataset}/{symbol}: {exc.what}")
+            if exc.where:
+                blocks.append(f"      where: {exc.where}")
+            if exc.fix and exc.fix not in fixes:
+                fixes.append(exc.fix)
+        fix = "; ".join(fixes) if len(fixes) == 1 else "fix each failure above"
+        super().__init__(
+            f"{len(failures)} of {total} requests failed; seamless.lock was not changed:\n"
+            + "\n".join(blocks),
+            fix=f"{fix}; then rerun `qmtl-lock resolve` (finished symbols are kept in the "
+            "store)")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["failures"] = [{"dataset": d, "symbol": s, **exc.to_dict()}
+                            for d, s, exc in self.failures]
+        return data
 
 
 class UpstreamChanged(MaterializationError):

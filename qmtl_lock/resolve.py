@@ -15,9 +15,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from qmtl_engine import DAY_MS, Clock, InputError, OnViolation, SystemClock, TimeRange, iso, to_ms
+from qmtl_engine import (
+    DAY_MS,
+    Clock,
+    InputError,
+    OnViolation,
+    QmtlLockError,
+    SystemClock,
+    TimeRange,
+    iso,
+    to_ms,
+)
 
-from qmtl_lock.errors import LockOutOfDate, UpstreamChanged
+from qmtl_lock.errors import LockOutOfDate, RequestsFailed, UpstreamChanged
 from qmtl_lock.lockfile import (
     DatasetEntry,
     Lockfile,
@@ -319,12 +329,28 @@ class _Runner:
         self._engine_lock = threading.Lock()
 
     def run_all(self, tasks: list[_Task], jobs: int) -> list[_Outcome]:
+        """Run every task (a failure does not stop the others, so that one run reports every
+        failing symbol); raise the failure, or :class:`RequestsFailed` for several."""
         ordered = sorted(tasks, key=lambda t: (_PRIORITY_RANK[t.ds.spec.priority], t.ds.name,
                                                t.symbol))
         if jobs > 1 and len(ordered) > 1:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                return list(pool.map(self.run, ordered))
-        return [self.run(t) for t in ordered]
+                results = list(pool.map(self._run_or_fail, ordered))
+        else:
+            results = [self._run_or_fail(t) for t in ordered]
+        failures = sorted(((t.ds.name, t.symbol, r) for t, r in zip(ordered, results, strict=True)
+                           if isinstance(r, QmtlLockError)), key=lambda f: (f[0], f[1]))
+        if len(failures) == 1:
+            raise failures[0][2]
+        if failures:
+            raise RequestsFailed(failures, total=len(ordered))
+        return [r for r in results if isinstance(r, _Outcome)]
+
+    def _run_or_fail(self, task: _Task) -> _Outcome | QmtlLockError:
+        try:
+            return self.run(task)
+        except QmtlLockError as exc:
+            return exc
 
     def engine(self) -> Any:
         with self._engine_lock:
