@@ -17,11 +17,18 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from qmtl_engine.ranges import iso, to_ms
-from qmtl_engine.yamlio import LocatedYAML, YAMLFileError, load_yaml, pydantic_error
+from qmtl_engine.yamlio import (
+    LocatedYAML,
+    YAMLFileError,
+    load_yaml,
+    pydantic_error,
+    read_yaml_text,
+)
 
 from qmtl_lock.errors import LockfileError, LockVersionError
+from qmtl_lock.manifest import symbol_problem
 from qmtl_lock.redact import redact
 
 LOCK_VERSION = 1
@@ -223,10 +230,21 @@ class SymbolModel(_M):
     expires_at: Timestamp | None
 
 
+def _symbol_valid(symbol: str) -> str:
+    """The manifest's symbol rule: a lock edited by hand must not smuggle in a path."""
+    problem = symbol_problem(symbol)
+    if problem:
+        raise ValueError(problem)
+    return symbol
+
+
+Symbol = Annotated[str, AfterValidator(_symbol_valid)]
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="allow")
     preset: str
-    symbols: list[str]
+    symbols: list[Symbol]
     start: str
     end: str
     contract_version: str
@@ -235,7 +253,7 @@ class RequestModel(BaseModel):
 class DatasetModel(_M):
     request: RequestModel
     preset_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    symbols: dict[str, SymbolModel]
+    symbols: dict[Symbol, SymbolModel]
 
 
 class LockModel(_M):
@@ -249,6 +267,8 @@ class LockModel(_M):
 
 _FIX = ("do not edit the lock by hand; restore it with `git checkout -- seamless.lock` "
         "or rebuild it with `qmtl-lock resolve`")
+_CONFLICT_FIX = ("take one side (`git checkout --ours seamless.lock` or `git checkout --theirs "
+                 "seamless.lock`) or delete seamless.lock, then run `qmtl-lock resolve`")
 
 
 def _fail(doc: LocatedYAML, what: str, loc: tuple[str | int, ...]) -> LockfileError:
@@ -258,15 +278,16 @@ def _fail(doc: LocatedYAML, what: str, loc: tuple[str | int, ...]) -> LockfileEr
 
 def parse_lock(text: str, path: str) -> Lockfile:
     try:
-        doc = load_yaml(text, path)
+        doc = load_yaml(text, path, conflict_fix=_CONFLICT_FIX)
     except YAMLFileError as exc:
-        raise LockfileError(exc.what, path=path, line=exc.line, fix=exc.fix) from None
+        raise LockfileError(exc.what, path=path, line=exc.line, key=exc.key, fix=exc.fix) from None
     data = _normalize(doc.data)
     if not isinstance(data, dict):
         raise _fail(doc, "not a mapping", ())
     version = data.get("lock_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
-        raise LockVersionError(path=path, found=version, supported=LOCK_VERSION)
+        raise LockVersionError(path=path, found=version, supported=LOCK_VERSION,
+                               line=doc.line_of(("lock_version",)))
     try:
         model = LockModel.model_validate(data)
     except ValidationError as exc:
@@ -293,8 +314,10 @@ def parse_lock(text: str, path: str) -> Lockfile:
 def read_lock(path: str | Path) -> Lockfile:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_yaml_text(p)
     except FileNotFoundError:
         raise LockfileError(f"{p} does not exist", path=str(p),
                             fix="run `qmtl-lock resolve` to create it") from None
+    except YAMLFileError as exc:
+        raise LockfileError(exc.what, path=exc.path, line=exc.line, fix=exc.fix) from None
     return parse_lock(text, str(p))
