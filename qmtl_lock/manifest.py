@@ -353,13 +353,27 @@ def load_manifest(path: str | Path = MANIFEST_NAME) -> LoadedManifest:
     """Read and validate seamless.yaml, including presets, contract versions and ranges."""
     p = Path(path)
     manifest, doc = parse_manifest(read_manifest_text(p), str(p))
-    catalogs = [str(p.parent / c) for c in manifest.presets]
-    registry = load_registry(catalogs)
+    registry = load_registry(_catalog_paths(manifest, doc, p.parent))
     registry.add_retention_classes(manifest.retention_classes, doc=doc)
     datasets: dict[str, DatasetRequest] = {}
     for name, spec in manifest.datasets.items():
         datasets[name] = _validate_dataset(name, spec, registry, doc)
     return LoadedManifest(p, manifest, registry, datasets, doc)
+
+
+def _catalog_paths(manifest: Manifest, doc: LocatedYAML, root: Path) -> list[str]:
+    """The user catalogs; one that is missing or a directory is reported at its line here."""
+    paths = []
+    for i, name in enumerate(manifest.presets):
+        path = root / name
+        problem = ("does not exist" if not path.exists()
+                   else "is a directory, not a file" if path.is_dir() else None)
+        if problem:
+            raise ManifestError(f"preset catalog {name!r} {problem}", path=doc.path,
+                                line=doc.line_of(("presets", i)), key=f"presets.{i}",
+                                fix="fix the path under `presets:` (relative to seamless.yaml)")
+        paths.append(str(path))
+    return paths
 
 
 def _validate_dataset(name: str, spec: DatasetSpec, registry: PresetRegistry,
