@@ -17,7 +17,15 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 from qmtl_engine.ranges import iso, to_ms
 from qmtl_engine.yamlio import (
     LocatedYAML,
@@ -212,9 +220,10 @@ class _M(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Counts are StrictInt: a lock edited to say `rows: true` or `rows: 1.0` is not a lock we wrote.
 class SLAModel(_M):
-    deadline_ms: int | None
-    elapsed_ms: int
+    deadline_ms: StrictInt | None
+    elapsed_ms: StrictInt
     violation: str | None
 
 
@@ -222,9 +231,9 @@ class SymbolModel(_M):
     dataset_fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     coverage_bounds: tuple[Timestamp, Timestamp]
     as_of: Timestamp
-    rows: int = Field(ge=0)
-    partitions: int = Field(ge=0)
-    conformance_flags: dict[str, int]
+    rows: StrictInt = Field(ge=0)
+    partitions: StrictInt = Field(ge=0)
+    conformance_flags: dict[str, StrictInt]
     sla: SLAModel
     retention_class: str
     expires_at: Timestamp | None
@@ -263,6 +272,13 @@ class LockModel(_M):
 
     lock_version: Literal[1]
     datasets: dict[str, DatasetModel] = Field(default_factory=dict)
+
+    @field_validator("lock_version", mode="before")
+    @classmethod
+    def _an_integer(cls, v: Any) -> Any:
+        if type(v) is not int:  # Literal[1] alone takes true and 1.0 as 1
+            raise ValueError(f"lock_version must be the integer {LOCK_VERSION}")
+        return v
 
 
 _FIX = ("do not edit the lock by hand; restore it with `git checkout -- seamless.lock` "
