@@ -102,15 +102,15 @@ def read_yaml_text(path: str | Path) -> str:
 
 
 def _decode(raw: bytes, path: str) -> str:
-    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
-    if utf16 or b"\x00" in raw:
+    wide = _wide_encoding(raw)
+    if wide or b"\x00" in raw:
         first = raw.find(b"\x00")
-        line = None if utf16 or first < 0 else raw.count(b"\n", 0, first) + 1
-        kind = "is UTF-16 (or UTF-32) encoded" if utf16 or _looks_utf16(raw) else \
-            "contains NUL bytes"
+        line = None if wide or first < 0 else raw.count(b"\n", 0, first) + 1
+        kind = f"is {wide} encoded" if wide else (
+            "is UTF-16 encoded" if _looks_utf16(raw) else "contains NUL bytes")
         raise YAMLFileError(
             f"{path} {kind}; qmtl-lock reads YAML files as UTF-8", path=path, line=line,
-            fix="save the file as UTF-8 (for example `iconv -f UTF-16 -t UTF-8`)")
+            fix=f"save the file as UTF-8 (for example `iconv -f {wide or 'UTF-16'} -t UTF-8`)")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -119,6 +119,15 @@ def _decode(raw: bytes, path: str) -> str:
             f"{path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded",
             path=path, line=line,
             fix="save the file as UTF-8 (for example `iconv -f latin1 -t UTF-8`)") from None
+
+
+def _wide_encoding(raw: bytes) -> str | None:
+    """The encoding a byte-order mark announces, if it is not UTF-8."""
+    if raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    return None
 
 
 def _looks_utf16(raw: bytes) -> bool:
