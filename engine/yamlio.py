@@ -23,16 +23,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import yaml
 from qmtl_engine.errors import InputError
 from yaml import events
 
 Path_ = tuple[str | int, ...]
+# A string: yaml.CSafeLoader exists only when PyYAML was built with libyaml.
+LoaderClass: TypeAlias = "type[yaml.SafeLoader] | type[yaml.CSafeLoader]"
 # libyaml when available: ~10x faster. Both loaders give the same events, so the same checks.
-FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-PURE_LOADER: type[yaml.SafeLoader] = yaml.SafeLoader
+FAST_LOADER: LoaderClass = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+PURE_LOADER: LoaderClass = yaml.SafeLoader
 
 MAX_DEPTH = 64  # our deepest legitimate nesting is about 8 (catalog -> preset -> options -> ...)
 MAX_ALIASED_NODES = 10_000  # values that aliases may add, counted as if written out
@@ -154,7 +156,7 @@ class _Frame:
 class _Composer:
     """Builds the node tree from parser events and records the line of every key path."""
 
-    def __init__(self, loader: yaml.SafeLoader, path: str) -> None:
+    def __init__(self, loader: Any, path: str) -> None:  # a SafeLoader or a CSafeLoader
         self.loader = loader
         self.path = path
         self.lines: dict[Path_, int] = {}
@@ -338,7 +340,7 @@ def _check_text(text: str, path: str, conflict_fix: str | None) -> None:
 
 
 def load_yaml(text: str, path: str, *, conflict_fix: str | None = None,
-              loader: type[yaml.SafeLoader] | None = None) -> LocatedYAML:
+              loader: LoaderClass | None = None) -> LocatedYAML:
     """Parse ``text`` (read from ``path``) with the safe loader, keeping key lines.
 
     ``conflict_fix`` is what to do when the text holds git conflict markers; ``loader`` forces
@@ -373,7 +375,7 @@ def load_yaml(text: str, path: str, *, conflict_fix: str | None = None,
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str,
-                  cls: type[yaml.SafeLoader]) -> YAMLFileError:
+                  cls: LoaderClass) -> YAMLFileError:
     if cls is not PURE_LOADER:  # libyaml's wording is terser: ask the Python parser
         try:
             for _ in yaml.parse(text, Loader=PURE_LOADER):  # events only: no recursion
