@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "StoreInventory": "store", "StoredFile": "store", "StoredJob": "store",
     # YAML with line numbers
     "LocatedYAML": "yamlio", "load_yaml": "yamlio", "pydantic_error": "yamlio",
+    "read_yaml_text": "yamlio",
 }
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ if TYPE_CHECKING:
         StoredJob,
         StoreInventory,
     )
-    from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error
+    from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error, read_yaml_text
 
 
 def __getattr__(name: str) -> Any:
@@ -176,6 +177,7 @@ __all__ = [
     "partition_windows",
     "pin_mismatch",
     "pydantic_error",
+    "read_yaml_text",
     "to_ms",
     "window_containing",
     "window_name",

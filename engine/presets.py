@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from qmtl_engine.calendar_names import BUILTIN_CALENDARS, EXCHANGE_CALENDARS, is_known_calendar
 from qmtl_engine.errors import PresetError, YAMLFileError
 from qmtl_engine.flags import FLAG_NAMES
 from qmtl_engine.ranges import format_interval, parse_interval
-from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error
+from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error, read_yaml_text
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*){3}$")
 SOURCE_NAMES = ("synthetic", "files", "binance_vision", "ccxt", "polygon")
@@ -180,6 +181,7 @@ class PresetRegistry:
                                  ) from None
         for pid, preset in catalog.data_presets.items():
             self._check_id(pid, preset, doc)
+            self._check_source(pid, preset, doc)
             self._merge(self._data, ("data_presets", pid), preset, doc, base_dir, builtin,
                         override=preset.override)
         for table, section in ((self._conformance, "conformance_presets"),
@@ -211,6 +213,29 @@ class PresetRegistry:
                 preset=pid, path=doc.path,
                 line=doc.line_of(("data_presets", pid, "interval_ms")),
                 fix=f"set interval_ms: {interval} or rename the preset",
+            )
+
+    @staticmethod
+    def _check_source(pid: str, preset: DataPreset, doc: LocatedYAML) -> None:
+        """Source options and calendar are checked when the catalog loads, so a mistake is
+        reported with its line by ``presets`` and ``check``, not when a fetch starts."""
+        from qmtl_engine.sources.options import OPTIONS  # pydantic only: check stays light
+
+        name = preset.source.name
+        try:
+            OPTIONS[name].model_validate(preset.source.options)
+        except ValidationError as exc:
+            raise pydantic_error(
+                exc, doc, what=f"invalid options for the {name} source of preset {pid!r}",
+                fix=f"see the {name} source options in `qmtl-lock presets --json` and the docs",
+                prefix=("data_presets", pid, "source", "options")) from None
+        if not is_known_calendar(preset.calendar):
+            raise PresetError(
+                f"preset {pid!r} names unknown calendar {preset.calendar!r}", preset=pid,
+                path=doc.path, line=doc.line_of(("data_presets", pid, "calendar")),
+                fix="use 24x7 (crypto), 24x5 (FX) or an exchange calendar such as XNYS, XLON "
+                "or XTKS" + _did_you_mean(preset.calendar, [*BUILTIN_CALENDARS,
+                                                            *sorted(EXCHANGE_CALENDARS)]),
             )
 
     @staticmethod
@@ -314,7 +339,7 @@ def load_registry(catalog_paths: Iterable[str | Path] = (),
     for path in catalog_paths:
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            text = read_yaml_text(p)
         except FileNotFoundError:
             raise PresetError(f"preset catalog {str(p)!r} does not exist", path=str(p),
                               fix="fix the path under `presets:` in seamless.yaml") from None

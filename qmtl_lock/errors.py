@@ -62,13 +62,14 @@ class LockfileError(YAMLFileError):
 class LockVersionError(LockfileError):
     """The lock was written by a newer qmtl-lock than this one."""
 
-    def __init__(self, *, path: str, found: object, supported: int) -> None:
+    def __init__(self, *, path: str, found: object, supported: int,
+                 line: int | None = None) -> None:
         self.found = found
         self.supported = supported
         super().__init__(
             f"{path} has lock_version {found}; this qmtl-lock reads lock_version {supported} "
             "and will not guess at a newer format",
-            path=path, line=None,
+            path=path, line=line,
             fix="upgrade qmtl-lock (pip install -U qmtl-lock); or, to rebuild the lock with this "
             "version, delete seamless.lock and run `qmtl-lock resolve`",
         )

@@ -17,10 +17,27 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from qmtl_engine import LocatedYAML, YAMLFileError, iso, load_yaml, pydantic_error, to_ms
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
+from qmtl_engine import (
+    LocatedYAML,
+    YAMLFileError,
+    iso,
+    load_yaml,
+    pydantic_error,
+    read_yaml_text,
+    to_ms,
+)
 
 from qmtl_lock.errors import LockfileError, LockVersionError
+from qmtl_lock.manifest import symbol_problem
 from qmtl_lock.redact import redact
 
 LOCK_VERSION = 1
@@ -208,9 +225,10 @@ class _M(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Counts are StrictInt: a lock edited to say `rows: true` or `rows: 1.0` is not a lock we wrote.
 class SLAModel(_M):
-    deadline_ms: int | None
-    elapsed_ms: int | None = Field(default=None, exclude=True)  # written by 0.1 locks; dropped
+    deadline_ms: StrictInt | None
+    elapsed_ms: StrictInt | None = Field(default=None, exclude=True)  # 0.1 locks had it; dropped
     violation: str | None
 
 
@@ -218,18 +236,29 @@ class SymbolModel(_M):
     dataset_fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     coverage_bounds: tuple[Timestamp, Timestamp]
     as_of: Timestamp
-    rows: int = Field(ge=0)
-    partitions: int = Field(ge=0)
-    conformance_flags: dict[str, int]
+    rows: StrictInt = Field(ge=0)
+    partitions: StrictInt = Field(ge=0)
+    conformance_flags: dict[str, StrictInt]
     sla: SLAModel
     retention_class: str
     expires_at: Timestamp | None
 
 
+def _symbol_valid(symbol: str) -> str:
+    """The manifest's symbol rule: a lock edited by hand must not smuggle in a path."""
+    problem = symbol_problem(symbol)
+    if problem:
+        raise ValueError(problem)
+    return symbol
+
+
+Symbol = Annotated[str, AfterValidator(_symbol_valid)]
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="allow")
     preset: str
-    symbols: list[str]
+    symbols: list[Symbol]
     start: str
     end: str
     contract_version: str
@@ -238,7 +267,7 @@ class RequestModel(BaseModel):
 class DatasetModel(_M):
     request: RequestModel
     preset_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    symbols: dict[str, SymbolModel]
+    symbols: dict[Symbol, SymbolModel]
 
 
 class LockModel(_M):
@@ -249,9 +278,18 @@ class LockModel(_M):
     lock_version: Literal[1]
     datasets: dict[str, DatasetModel] = Field(default_factory=dict)
 
+    @field_validator("lock_version", mode="before")
+    @classmethod
+    def _an_integer(cls, v: Any) -> Any:
+        if type(v) is not int:  # Literal[1] alone takes true and 1.0 as 1
+            raise ValueError(f"lock_version must be the integer {LOCK_VERSION}")
+        return v
+
 
 _FIX = ("do not edit the lock by hand; restore it with `git checkout -- seamless.lock` "
         "or rebuild it with `qmtl-lock resolve`")
+_CONFLICT_FIX = ("take one side (`git checkout --ours seamless.lock` or `git checkout --theirs "
+                 "seamless.lock`) or delete seamless.lock, then run `qmtl-lock resolve`")
 
 
 def _fail(doc: LocatedYAML, what: str, loc: tuple[str | int, ...]) -> LockfileError:
@@ -261,15 +299,16 @@ def _fail(doc: LocatedYAML, what: str, loc: tuple[str | int, ...]) -> LockfileEr
 
 def parse_lock(text: str, path: str) -> Lockfile:
     try:
-        doc = load_yaml(text, path)
+        doc = load_yaml(text, path, conflict_fix=_CONFLICT_FIX)
     except YAMLFileError as exc:
-        raise LockfileError(exc.what, path=path, line=exc.line, fix=exc.fix) from None
+        raise LockfileError(exc.what, path=path, line=exc.line, key=exc.key, fix=exc.fix) from None
     data = _normalize(doc.data)
     if not isinstance(data, dict):
         raise _fail(doc, "not a mapping", ())
     version = data.get("lock_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
-        raise LockVersionError(path=path, found=version, supported=LOCK_VERSION)
+        raise LockVersionError(path=path, found=version, supported=LOCK_VERSION,
+                               line=doc.line_of(("lock_version",)))
     try:
         model = LockModel.model_validate(data)
     except ValidationError as exc:
@@ -296,8 +335,10 @@ def parse_lock(text: str, path: str) -> Lockfile:
 def read_lock(path: str | Path) -> Lockfile:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_yaml_text(p)
     except FileNotFoundError:
         raise LockfileError(f"{p} does not exist", path=str(p),
                             fix="run `qmtl-lock resolve` to create it") from None
+    except YAMLFileError as exc:
+        raise LockfileError(exc.what, path=exc.path, line=exc.line, fix=exc.fix) from None
     return parse_lock(text, str(p))

@@ -26,6 +26,7 @@ from qmtl_engine import (
     iso,
     load_registry,
     load_yaml,
+    read_yaml_text,
     to_ms,
 )
 
@@ -40,11 +41,105 @@ _DATASET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 When = date | datetime | str
 
+# Nanosecond timestamps (pandas, and Arrow's ns unit, which readers of the data may cast to) span
+# 1677-09-21 to 2262-04-11; whole years inside that span keep every partition window in it too.
+FIRST_YEAR, LAST_YEAR = 1678, 2261
+_FIRST_MS, _END_MS = to_ms(date(FIRST_YEAR, 1, 1)), to_ms(date(LAST_YEAR + 1, 1, 1))
+DATE_FIX = "write dates as YYYY-MM-DD, times as YYYY-MM-DDTHH:MM:SSZ, or end: now"
+_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TIME_TEXT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$")
+_NAIVE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
+_COMPACT_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
+
 # The keys of a lock's request that check compares, and among them those that decide which data
 # is fetched (resolve re-materializes when one of these changes).
 REQUEST_KEYS = ("preset", "start", "end", "contract_version", "retention_class", "priority",
                 "live", "accepted_gaps")
 DATA_KEYS = ("preset", "start", "end", "contract_version", "accepted_gaps")
+
+
+class DateProblem(ValueError):
+    """Why a start or end is not a date, and what to write instead. pydantic keeps the
+    exception in its error's context, where :func:`_manifest_error` finds it."""
+
+    def __init__(self, reason: str = "", fix: str = DATE_FIX) -> None:
+        self.reason = reason
+        self.fix = fix
+        super().__init__(reason or "not a date")
+
+
+def check_when(value: Any, *, now_ok: bool = True) -> Any:
+    """Return ``value`` if it is a start or end, else raise :class:`DateProblem`.
+
+    A date is a YAML date or time, or text: ``YYYY-MM-DD``, an ISO-8601 time with ``Z`` or an
+    offset, or ``now`` (where ``now_ok``). Numbers are refused: pydantic would read
+    ``20180101`` as seconds since 1970. Years outside FIRST_YEAR..LAST_YEAR are refused.
+    """
+    if isinstance(value, str):
+        if value == "now" and now_ok:
+            return value
+        if not (_DATE_TEXT.match(value) or _TIME_TEXT.match(value)):
+            raise _text_problem(value)
+        try:
+            ms = to_ms(value)
+        except RangeError:
+            raise DateProblem() from None
+    elif isinstance(value, date):  # a datetime is a date too
+        ms = to_ms(value)
+    else:
+        raise _type_problem(value)
+    if not _FIRST_MS <= ms < _END_MS:
+        raise DateProblem(
+            f"qmtl-lock handles dates from {FIRST_YEAR}-01-01 to {LAST_YEAR}-12-31",
+            fix="give the real date; for data up to the latest closed bar write `end: now`")
+    return value
+
+
+def _text_problem(text: str) -> DateProblem:
+    if _NAIVE_TIME.match(text):
+        return DateProblem("a time needs its zone: Z for UTC or an offset such as +02:00")
+    if text == "now":
+        return DateProblem("`now` is only allowed as a dataset's end")
+    compact = _COMPACT_DATE.match(text)
+    if compact:
+        return DateProblem("a date needs dashes", fix=f"write it as {'-'.join(compact.groups())}")
+    return DateProblem()
+
+
+def _shown(value: Any) -> str:
+    """A start or end as the user wrote it: text quoted, other values as YAML spells them."""
+    if isinstance(value, str):
+        return repr(value)
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _type_problem(value: Any) -> DateProblem:
+    if value is None:
+        return DateProblem("the value is empty")
+    if isinstance(value, bool):
+        return DateProblem(f"`{str(value).lower()}` is not a date")
+    if isinstance(value, int | float):
+        compact = _COMPACT_DATE.match(str(value))
+        fix = f"write it as {'-'.join(compact.groups())}" if compact else DATE_FIX
+        return DateProblem("a number is not a date (it would be read as seconds since 1970)",
+                           fix=fix)
+    kind = "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) \
+        else type(value).__name__
+    return DateProblem(f"{kind} is not a date")
+
+
+def symbol_problem(symbol: object) -> str | None:
+    """Why ``symbol`` cannot be a symbol (None: it can). Symbols name files of some sources, so
+    the rule keeps them free of path tricks: no ``..``, at most one ``/``."""
+    if not isinstance(symbol, str) or not _SYMBOL_RE.match(symbol) or ".." in symbol:
+        return (f"invalid symbol {symbol!r}: use letters, digits and . _ - : = ^ "
+                "(one / allowed, as in BTC/USDT)")
+    return None
 
 
 class AcceptedGap(BaseModel):
@@ -59,9 +154,7 @@ class AcceptedGap(BaseModel):
     @field_validator("start", "end", mode="before")
     @classmethod
     def _when(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            to_ms(v)
-        return v
+        return check_when(v, now_ok=False)
 
     def range(self) -> TimeRange:
         return TimeRange(to_ms(self.start), to_ms(self.end))
@@ -89,11 +182,9 @@ class DatasetSpec(BaseModel):
     @classmethod
     def _symbols(cls, v: list[str]) -> list[str]:
         for s in v:
-            if not isinstance(s, str) or not _SYMBOL_RE.match(s) or ".." in s:
-                raise ValueError(
-                    f"invalid symbol {s!r}: use letters, digits and . _ - : = ^ "
-                    "(one / allowed, as in BTC/USDT)"
-                )
+            problem = symbol_problem(s)
+            if problem:
+                raise ValueError(problem)
         dupes = sorted({s for s in v if v.count(s) > 1})
         if dupes:
             raise ValueError(f"symbols listed twice: {', '.join(dupes)}")
@@ -102,9 +193,7 @@ class DatasetSpec(BaseModel):
     @field_validator("start", "end", mode="before")
     @classmethod
     def _when(cls, v: Any) -> Any:
-        if isinstance(v, str) and v != "now":
-            to_ms(v)  # raises RangeError -> reported as a bad date
-        return v
+        return check_when(v)  # `start: now` passes here and gets its own message later
 
 
 class Manifest(BaseModel):
@@ -213,11 +302,22 @@ def resolve_store_url(url: str, base: Path) -> str:
     return str((base / url).resolve())
 
 
+def _date_key(loc: list[Any]) -> int | None:
+    """Length of the part of ``loc`` that names a dataset's or an accepted gap's start/end."""
+    if len(loc) >= 3 and loc[0] == "datasets" and loc[2] in ("start", "end"):
+        return 3
+    if len(loc) >= 5 and loc[0] == "datasets" and loc[2] == "accepted_gaps" \
+            and loc[4] in ("start", "end"):
+        return 5
+    return None
+
+
 def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:
     err = exc.errors()[0]
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-    if len(loc) >= 4 and loc[0] == "datasets" and loc[2] in ("start", "end"):
-        loc = loc[:3]  # the union of date types reports each branch; the key is enough
+    date_key = _date_key(loc)
+    if date_key is not None:
+        loc = loc[:date_key]  # the union of date types reports each branch; the key is enough
     key = ".".join(str(p) for p in loc)
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -229,16 +329,20 @@ def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:
     else:
         msg = str(err["msg"]).removeprefix("Value error, ")
         fix = "correct the value; see schemas/seamless.schema.json"
-        if loc and loc[-1] in ("start", "end"):
-            msg = f"invalid date {err.get('input')!r}"
-            fix = "write dates as YYYY-MM-DD, times as YYYY-MM-DDTHH:MM:SSZ, or end: now"
+        if date_key is not None:
+            problem = err.get("ctx", {}).get("error")
+            reason = problem.reason if isinstance(problem, DateProblem) else ""
+            msg = f"invalid date {_shown(err.get('input'))}" + (f": {reason}" if reason else "")
+            fix = problem.fix if isinstance(problem, DateProblem) else DATE_FIX
     return ManifestError(f"invalid seamless.yaml: {msg}", path=doc.path, line=doc.line_of(loc),
                          key=key or None, fix=fix)
 
 
 def parse_manifest(text: str, path: str) -> tuple[Manifest, LocatedYAML]:
     try:
-        doc = load_yaml(text, path)
+        doc = load_yaml(text, path, conflict_fix=(
+            "resolve the git conflict in seamless.yaml: keep the lines you want and delete the "
+            "<<<<<<<, ======= and >>>>>>> lines"))
     except YAMLFileError as exc:
         raise ManifestError(exc.what, path=path, line=exc.line, key=exc.key, fix=exc.fix) from None
     if not isinstance(doc.data, dict):
@@ -252,23 +356,44 @@ def parse_manifest(text: str, path: str) -> tuple[Manifest, LocatedYAML]:
         raise ManifestError(exc.what, path=path, fix=exc.fix) from None
 
 
-def load_manifest(path: str | Path = MANIFEST_NAME) -> LoadedManifest:
-    """Read and validate seamless.yaml, including presets, contract versions and ranges."""
+def read_manifest_text(path: str | Path) -> str:
+    """The text of seamless.yaml; a missing, unreadable or non-UTF-8 file is a ManifestError."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return read_yaml_text(p)
     except FileNotFoundError:
         raise ManifestError(f"{p} does not exist", path=str(p),
                             fix="run `qmtl-lock init` to write a starter seamless.yaml, or pass "
                             "--manifest PATH") from None
-    manifest, doc = parse_manifest(text, str(p))
-    catalogs = [str(p.parent / c) for c in manifest.presets]
-    registry = load_registry(catalogs)
+    except YAMLFileError as exc:
+        raise ManifestError(exc.what, path=exc.path, line=exc.line, fix=exc.fix) from None
+
+
+def load_manifest(path: str | Path = MANIFEST_NAME) -> LoadedManifest:
+    """Read and validate seamless.yaml, including presets, contract versions and ranges."""
+    p = Path(path)
+    manifest, doc = parse_manifest(read_manifest_text(p), str(p))
+    registry = load_registry(_catalog_paths(manifest, doc, p.parent))
     registry.add_retention_classes(manifest.retention_classes, doc=doc)
     datasets: dict[str, DatasetRequest] = {}
     for name, spec in manifest.datasets.items():
         datasets[name] = _validate_dataset(name, spec, registry, doc)
     return LoadedManifest(p, manifest, registry, datasets, doc)
+
+
+def _catalog_paths(manifest: Manifest, doc: LocatedYAML, root: Path) -> list[str]:
+    """The user catalogs; one that is missing or a directory is reported at its line here."""
+    paths = []
+    for i, name in enumerate(manifest.presets):
+        path = root / name
+        problem = ("does not exist" if not path.exists()
+                   else "is a directory, not a file" if path.is_dir() else None)
+        if problem:
+            raise ManifestError(f"preset catalog {name!r} {problem}", path=doc.path,
+                                line=doc.line_of(("presets", i)), key=f"presets.{i}",
+                                fix="fix the path under `presets:` (relative to seamless.yaml)")
+        paths.append(str(path))
+    return paths
 
 
 def _validate_dataset(name: str, spec: DatasetSpec, registry: PresetRegistry,

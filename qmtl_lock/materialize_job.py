@@ -61,6 +61,7 @@ class MaterializeSeamlessJob:
 
         from qmtl_lock.resolve import clock_from_env
 
+        self._check_arguments()
         registry = load_registry(self.presets)
         preset = registry.get(self.preset)
         if self.contract_version != preset.data.contract.version:
@@ -87,6 +88,26 @@ class MaterializeSeamlessJob:
             fetched_partitions=result.fetched, reused_partitions=result.reused,
             store=redact_text(store_url),
         )
+
+
+    def _check_arguments(self) -> None:
+        """The manifest's rules for a symbol and a start or end hold here too: a symbol names
+        files for some sources (``../../x`` must not), and ``20180101`` is no date."""
+        from qmtl_engine import InputError
+
+        from qmtl_lock.manifest import DateProblem, check_when, symbol_problem
+
+        problem = symbol_problem(self.symbol)
+        if problem:
+            raise InputError(problem, where="the symbol argument (--symbol)",
+                             fix="pass a symbol such as BTCUSDT or BTC/USDT")
+        for name, value, now_ok in (("start", self.start, False), ("end", self.end, True)):
+            try:
+                check_when(value, now_ok=now_ok)
+            except DateProblem as exc:
+                raise InputError(f"invalid {name} {value!r}" + (f": {exc.reason}" if exc.reason
+                                                                 else ""),
+                                 where=f"the {name} argument (--{name})", fix=exc.fix) from None
 
 
 def require_materialized_snapshot(*, fingerprint: str,

@@ -5,45 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from qmtl_engine.conformance import RawBatch
 from qmtl_engine.errors import PresetError
-from qmtl_engine.http import HttpClient, RateLimit
 from qmtl_engine.ranges import TimeRange
-
-
-class SourceOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RateLimitOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    requests_per_second: float = Field(gt=0)
-    burst: int = Field(default=1, ge=1)
-
-
-class NetworkOptions(SourceOptions):
-    """Options every network source shares: its rate-limit profile and retry budget."""
-
-    rate_limit: RateLimitOptions | None = None  # None: the source's own default profile
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    backoff_initial_ms: int = Field(default=200, ge=0)
-    backoff_max_ms: int = Field(default=30_000, ge=0)
-    timeout_s: float = Field(default=30.0, gt=0)
-
-    def client(self, default_rate: RateLimit, **kwargs: Any) -> HttpClient:
-        """An :class:`HttpClient` with these settings (``kwargs`` override, e.g. ``sleep``)."""
-        rate = (RateLimit(self.rate_limit.requests_per_second, self.rate_limit.burst)
-                if self.rate_limit else default_rate)
-        settings: dict[str, Any] = {
-            "rate_limit": rate, "max_attempts": self.max_attempts,
-            "backoff_initial_s": self.backoff_initial_ms / 1000,
-            "backoff_max_s": self.backoff_max_ms / 1000, "timeout_s": self.timeout_s,
-        }
-        settings.update(kwargs)
-        return HttpClient(**settings)
-
+from qmtl_engine.sources.options import SourceOptions
 
 OptionsT = TypeVar("OptionsT", bound=SourceOptions)
 

@@ -57,7 +57,6 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
 from qmtl_engine.conformance import RawBatch
 from qmtl_engine.errors import PresetError, SourceError
 from qmtl_engine.http import (
@@ -76,9 +75,10 @@ from qmtl_engine.ranges import (
     partition_windows,
     window_containing,
 )
-from qmtl_engine.sources.base import NetworkOptions, Source, SourceOptions
+from qmtl_engine.sources.base import Source
+from qmtl_engine.sources.options import BINANCE_VISION_URL, BinanceVisionOptions, SourceOptions
 
-DEFAULT_BASE_URL = "https://data.binance.vision"
+DEFAULT_BASE_URL = BINANCE_VISION_URL
 # data.binance.vision is a CDN in front of S3: generous, but not unlimited.
 DEFAULT_RATE_LIMIT = RateLimit(requests_per_second=10.0, burst=20)
 # Daily files appear the day after, monthly ones in the first days of the next month. A 404 for a
@@ -116,13 +116,6 @@ def _shared_bucket(base_url: str, limit: RateLimit) -> TokenBucket:
         if bucket is None:
             bucket = _BUCKETS[key] = TokenBucket(limit)
         return bucket
-
-
-class BinanceVisionOptions(NetworkOptions):
-    market: Literal["spot", "um_futures"] = "spot"
-    base_url: str = DEFAULT_BASE_URL
-    verify_checksum: bool = True
-    concurrency: int = Field(default=4, ge=1, le=32)
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,12 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Self, TypeVar
 
 import pyarrow as pa
-from pydantic import Field, field_validator
 from qmtl_engine.conformance import RawBatch, TsHints
 from qmtl_engine.errors import MissingDependency, PresetError, SourceError
 from qmtl_engine.http import FetchStats, RateLimit, TokenBucket
 from qmtl_engine.ranges import TimeRange, format_interval
-from qmtl_engine.sources.base import NetworkOptions, Source, SourceOptions
+from qmtl_engine.sources.base import Source
+from qmtl_engine.sources.options import CcxtOptions, SourceOptions
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -66,9 +66,6 @@ PERMANENT = frozenset({"AuthenticationError", "PermissionDenied", "AccountSuspen
                        "AccountNotEnabled", "BadSymbol", "BadRequest", "NotSupported",
                        "ArgumentsRequired", "ExchangeError"})
 RATE_LIMITED = frozenset({"RateLimitExceeded", "DDoSProtection"})
-_CREDENTIALS = frozenset({"apikey", "secret", "password", "uid", "privatekey", "walletaddress",
-                          "token", "login", "twofa"})
-
 
 def classify(exc: BaseException) -> str:
     """``"transient"`` or ``"permanent"``, by the first known class name in the exception's MRO."""
@@ -86,24 +83,6 @@ def _is_transient(exc: BaseException) -> bool:
 
 def _rate_limited(exc: BaseException) -> bool:
     return any(k.__name__ in RATE_LIMITED for k in type(exc).__mro__)
-
-
-class CcxtOptions(NetworkOptions):
-    exchange: str = Field(min_length=1)
-    page_limit: int = Field(default=1000, ge=1, le=100_000)
-    market_type: str = "spot"
-    symbols: dict[str, str] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)
-    config: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("config")
-    @classmethod
-    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(k for k in value if k.lower() in _CREDENTIALS)
-        if bad:
-            raise ValueError(f"holds credentials ({', '.join(bad)}); OHLCV is public data and "
-                             "a preset must never carry secrets")
-        return value
 
 
 def _import_ccxt() -> Any:

@@ -20,33 +20,20 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
 from qmtl_engine.conformance import RawBatch, TsHints, normalize_ts
 from qmtl_engine.contracts import TS, VALUE_COLUMNS
 from qmtl_engine.errors import SourceError
 from qmtl_engine.ranges import TimeRange
-from qmtl_engine.sources.base import Source, SourceOptions
+from qmtl_engine.sources.base import Source
+from qmtl_engine.sources.options import FilesOptions, SourceOptions
 
 _GLOB_CHARS = set("*?[")
-
-
-class FilesOptions(SourceOptions):
-    url: str
-    format: Literal["csv", "parquet"] = "csv"
-    skip_rows: int = Field(default=0, ge=0)
-    header: bool = True
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    columns: dict[str, str | int] = Field(default_factory=dict)
-    ts_format: str | None = None
-    ts_unit: Literal["s", "ms", "us", "ns"] | None = None
-    timezone: str = "UTC"
-    symbol_column: str | int | None = None
 
 
 def _is_url(text: str) -> bool:

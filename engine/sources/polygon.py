@@ -42,22 +42,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any, ClassVar, Self
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, field_validator
 from qmtl_engine.conformance import RawBatch, TsHints
 from qmtl_engine.errors import PresetError, SourceError
 from qmtl_engine.http import HttpClient, NotFound, PermanentError, RateLimit, TransientError
 from qmtl_engine.ranges import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, TimeRange, ceil_to, to_ms
-from qmtl_engine.sources.base import NetworkOptions, Source, SourceOptions
+from qmtl_engine.sources.base import Source
+from qmtl_engine.sources.options import API_KEY_PARAM, PolygonOptions, SourceOptions
 
 logger = logging.getLogger(__name__)
 
@@ -65,36 +64,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_RATE = RateLimit(requests_per_second=5 / 60, burst=5)
 MAX_PAGES = 10_000  # a guard against a server that keeps sending the same next_url
 REDACTED = "REDACTED"
-_KEY_PARAM = re.compile(r"(?i)(apikey=)[^&#\s\"']*")
+_KEY_PARAM = API_KEY_PARAM
 _OK_STATUSES = ("OK", "DELAYED")
-
-
-class PolygonOptions(NetworkOptions):
-    base_url: str = "https://api.polygon.io"
-    api_key_env: str = Field(default="POLYGON_API_KEY", min_length=1)
-    auth: Literal["header", "query"] = "header"
-    adjusted: bool = False
-    limit: int = Field(default=50_000, ge=1, le=50_000)
-    trades: bool = True
-    daily_timezone: str = "America/New_York"
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL")
-        if _KEY_PARAM.search(value):
-            raise ValueError("must not carry an API key; name the variable in api_key_env")
-        return value.rstrip("/")
-
-    @field_validator("daily_timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
 
 
 def redact(text: str, key: str | None = None) -> str:

@@ -13,20 +13,13 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
 from qmtl_engine.conformance import RawBatch
 from qmtl_engine.ranges import TimeRange, ceil_to
-from qmtl_engine.sources.base import Source, SourceOptions
+from qmtl_engine.sources.base import Source
+from qmtl_engine.sources.options import SourceOptions, SyntheticOptions
 
 BLOCK = 1024  # bars per generation block; blocks are aligned on the epoch grid
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-class SyntheticOptions(SourceOptions):
-    seed: int = 0
-    start_price: float = Field(default=100.0, gt=0)
-    step_volatility: float = Field(default=0.001, gt=0, le=0.01)
-    base_volume: float = Field(default=10.0, gt=0)
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:

@@ -16,12 +16,12 @@ def presets_command(manifest: Path, as_json: bool) -> None:
     """List the presets (built-in and from seamless.yaml) with their definitions."""
     from qmtl_engine import load_registry
 
-    from qmtl_lock.manifest import parse_manifest
+    from qmtl_lock.manifest import parse_manifest, read_manifest_text
 
     def go() -> int:
         catalogs: list[str] = []
         if manifest.exists():
-            m, _ = parse_manifest(manifest.read_text(encoding="utf-8"), str(manifest))
+            m, _ = parse_manifest(read_manifest_text(manifest), str(manifest))
             catalogs = [str(manifest.parent / c) for c in m.presets]
         registry = load_registry(catalogs)
         resolved = [registry.get(pid) for pid in registry.ids()]
