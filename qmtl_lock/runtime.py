@@ -20,6 +20,7 @@ from qmtl_lock.manifest import (
     DEFAULT_STORE,
     MANIFEST_NAME,
     parse_manifest,
+    read_manifest_text,
     resolve_store_url,
 )
 
@@ -62,7 +63,7 @@ class Lock:
             store = DEFAULT_STORE
             manifest = p.with_name(MANIFEST_NAME)
             if manifest.exists():
-                store = parse_manifest(manifest.read_text(encoding="utf-8"), str(manifest))[0].store
+                store = parse_manifest(read_manifest_text(manifest), str(manifest))[0].store
         return cls(p, lockfile, resolve_store_url(store, p.parent))
 
     @property

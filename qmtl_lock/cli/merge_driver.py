@@ -48,11 +48,16 @@ class MergeConflict(QmtlLockError):
 
 
 def _read_side(path: Path, role: str, *, empty_ok: bool = False) -> Lockfile:
+    from qmtl_engine import YAMLFileError, read_yaml_text
+
     from qmtl_lock.errors import LockfileError
     from qmtl_lock.lockfile import Lockfile, parse_lock
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_yaml_text(path)
+    except YAMLFileError as exc:
+        raise LockfileError(f"{role} of seamless.lock: {exc.what}", path=str(path),
+                            fix=exc.fix) from None
     except OSError as exc:
         raise LockfileError(f"cannot read {role} of seamless.lock: {exc}", path=str(path),
                             fix="run the driver as git does: qmtl-lock merge-driver %O %A %B"
