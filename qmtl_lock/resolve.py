@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +38,7 @@ from qmtl_lock.lockfile import (
     write_lock,
 )
 from qmtl_lock.manifest import DATA_KEYS, DatasetRequest, LoadedManifest, load_manifest
+from qmtl_lock.project_lock import DEFAULT_WAIT_S, writing_lock
 
 if TYPE_CHECKING:
     from qmtl_engine import MaterializeResult, RunMetrics
@@ -213,17 +215,32 @@ def resolve(
     clock: Clock | None = None,
     progress: ProgressFactory | None = None,
     metrics: RunMetrics | None = None,
+    lock_timeout_s: float = DEFAULT_WAIT_S,
+    on_wait: Callable[[str], None] | None = None,
 ) -> ResolveResult:
     """Resolve the manifest into its lock; see the module docstring.
 
     ``locked`` fails with :class:`LockOutOfDate` if the lock would change; ``frozen`` takes the
     lock as it is and only materializes what it pins into the store. Raises the engine's
     materialization errors (exit 3) and :class:`UpstreamChanged` when a pinned fingerprint no
-    longer reproduces; in every failure the previous lock is left untouched.
+    longer reproduces; in every failure the previous lock is left untouched. A resolve that may
+    write the lock waits for any other one of the same project (``on_wait`` is told), and
+    raises :class:`~qmtl_lock.project_lock.ProjectBusy` after ``lock_timeout_s``.
     """
-    clock = clock or clock_from_env()
     loaded = load_manifest(manifest_path)
     _refuse_unknown(loaded, datasets)
+    writer = (nullcontext() if dry_run or frozen else
+              writing_lock(loaded.root, timeout_s=lock_timeout_s, on_wait=on_wait))
+    with writer:
+        return _resolve(loaded, datasets=datasets, update=update, refresh=refresh,
+                        locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
+                        clock=clock or clock_from_env(), progress=progress, metrics=metrics)
+
+
+def _resolve(loaded: LoadedManifest, *, datasets: Collection[str], update: bool, refresh: bool,
+             locked: bool, frozen: bool, dry_run: bool, jobs: int, clock: Clock,
+             progress: ProgressFactory | None, metrics: RunMetrics | None) -> ResolveResult:
+    """:func:`resolve` once the manifest is read and the project's lock writer is held."""
     lock_path = loaded.lock_path
     old_lock = read_lock(lock_path) if lock_path.exists() else None
     if locked:  # refuse before fetching anything when the manifest already disagrees

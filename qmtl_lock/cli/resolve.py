@@ -52,6 +52,9 @@ def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
 @click.option("--dry-run", is_flag=True, help="Show the plan; fetch and write nothing.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Symbols materialized at once.")
+@click.option("--lock-timeout", default=600.0, show_default=True, type=click.FloatRange(0),
+              metavar="SECONDS",
+              help="How long to wait for another resolve of this project to finish.")
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write Prometheus metrics (text format) here, e.g. for node-exporter.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -59,7 +62,7 @@ def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
 @click.option("--verbose", "-v", is_flag=True, help="Log each partition to stderr.")
 @json_option
 def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, refresh: bool,
-                    locked: bool, frozen: bool, dry_run: bool, jobs: int,
+                    locked: bool, frozen: bool, dry_run: bool, jobs: int, lock_timeout: float,
                     metrics_file: Path | None, report_file: Path | None, verbose: bool,
                     as_json: bool) -> None:
     """Materialize what is missing or changed and write seamless.lock."""
@@ -82,7 +85,8 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
             metrics = RunMetrics()
         result = resolve(manifest, datasets=datasets, update=update, refresh=refresh,
                          locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
-                         metrics=metrics,
+                         metrics=metrics, lock_timeout_s=lock_timeout,
+                         on_wait=lambda text: click.echo(text, err=True),
                          progress=(lambda label: _progress(label, live=jobs == 1))
                          if _interactive() and not as_json else None)
         if metrics is not None and metrics_file is not None:
