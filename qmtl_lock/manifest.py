@@ -369,6 +369,20 @@ def read_manifest_text(path: str | Path) -> str:
         raise ManifestError(exc.what, path=exc.path, line=exc.line, fix=exc.fix) from None
 
 
+def find_manifest(start: Path | None = None) -> Path | None:
+    """The nearest seamless.yaml in ``start`` (default: the current folder) or its parents,
+    as git and uv find their files; None when there is none up to the file system's root."""
+    import os
+
+    start = start or Path(".")
+    here = start.resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / MANIFEST_NAME
+        if candidate.is_file():  # as the user would write it from ``start``: ../seamless.yaml
+            return start / os.path.relpath(candidate, here)
+    return None
+
+
 def load_manifest(path: str | Path = MANIFEST_NAME) -> LoadedManifest:
     """Read and validate seamless.yaml, including presets, contract versions and ranges."""
     p = Path(path)

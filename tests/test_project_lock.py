@@ -128,3 +128,37 @@ def test_a_killed_writer_leaves_no_stale_lock(project: Path) -> None:
     proc.wait(10)
     resolve(project / "seamless.yaml", lock_timeout_s=5)
     assert (project / "seamless.lock").exists()
+
+
+# -- finding seamless.yaml ---------------------------------------------------------------------
+@pytest.mark.parametrize("command", [["resolve"], ["check"], ["show"], ["verify"],
+                                     ["resolve", "--dry-run"], ["presets"]])
+def test_commands_find_seamless_yaml_in_a_parent_folder(project: Path, command: list[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    resolve(project / "seamless.yaml")
+    deep = project / "strategies" / "momentum"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    assert not (deep / "seamless.lock").exists() and not (deep / ".seamless").exists()
+    if command == ["show"]:
+        assert "syn1" in result.output
+
+
+def test_an_explicit_manifest_is_not_searched_for(project: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = project / "sub"
+    deep.mkdir()
+    monkeypatch.chdir(deep)
+    result = CliRunner().invoke(cli, ["check", "-m", "seamless.yaml"])
+    assert result.exit_code == 2
+    assert "seamless.yaml" in result.output
+
+
+def test_without_any_seamless_yaml_the_error_says_how_to_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["check"])
+    assert result.exit_code == 2
+    assert "qmtl-lock init" in result.output

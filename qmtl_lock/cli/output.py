@@ -17,9 +17,19 @@ from qmtl_engine import QmtlLockError
 
 EXIT_OK, EXIT_DRIFT, EXIT_INPUT, EXIT_MATERIALIZE = 0, 1, 2, 3
 
+def _nearest_manifest(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """Without ``--manifest``, the nearest seamless.yaml here or in a parent folder."""
+    if value is not None:
+        return value
+    from qmtl_lock.manifest import MANIFEST_NAME, find_manifest
+
+    return find_manifest() or Path(MANIFEST_NAME)
+
+
 manifest_option = click.option(
-    "--manifest", "-m", "manifest", default="seamless.yaml", show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path), help="Path to seamless.yaml.")
+    "--manifest", "-m", "manifest", default=None, show_default="the nearest seamless.yaml here "
+    "or in a parent folder", type=click.Path(dir_okay=False, path_type=Path),
+    callback=_nearest_manifest, help="Path to seamless.yaml.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
