@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from qmtl_engine.fingerprint import Fingerprint, SnapshotHeader, dataset_fingerp
 from qmtl_engine.presets import ResolvedPreset, closed_before, coverage_end
 from qmtl_engine.ranges import TimeRange, iso, partition_windows, window_name
 from qmtl_engine.sla import SLAResult, SLATimer
-from qmtl_engine.sources import make_source
+from qmtl_engine.sources import get_source_class, make_source
 from qmtl_engine.sources.base import Source
 from qmtl_engine.store import Snapshot, SnapshotPartition, Store
 
@@ -254,6 +254,9 @@ class Engine:
                                    partition=first_refused, preset=preset.data.conformance_preset)
             err.where = f"{request.where()}, first in partition {first_refused}, " \
                         f"conformance preset {preset.data.conformance_preset}"
+            unreadable = total.sample_texts("invalid_timestamp")
+            if "invalid_timestamp" in refused and unreadable:
+                err.what += f"; timestamps that cannot be read, first: {', '.join(unreadable)}"
             raise err
         expected = sum(calendar.count(p.window, preset.interval_ms)
                        for p in the_plan.partitions)  # per partition: memory stays flat
@@ -373,6 +376,28 @@ def _source_from_registry(preset: ResolvedPreset) -> Source:
                        base_dir=preset.base_dir)
 
 
+def check_symbols(preset: ResolvedPreset, symbols: Collection[str], *,
+                  dataset: str | None = None) -> None:
+    """Refuse several symbols from a source that would give each of them the same rows.
+
+    Raises :class:`InputError` (exit 2) naming the dataset, the preset and the fix; call it
+    before fetching anything.
+    """
+    if len(set(symbols)) < 2:
+        return
+    source = get_source_class(preset.data.source.name)
+    if source.distinguishes_symbols(preset.data.source.options):
+        return
+    asked = ", ".join(sorted(set(symbols)))
+    catalog = "built-in catalog" if preset.catalog == "built-in" else f"catalog {preset.catalog}"
+    raise InputError(
+        f"dataset {dataset or '?'!r} asks for {len(set(symbols))} symbols ({asked}), but the "
+        f"{source.name} source of preset {preset.id} reads the same data for every symbol, so "
+        "each would be pinned with the others' rows",
+        where=f"preset {preset.id} of the {catalog}",
+        fix=source.symbols_fix or "give each symbol its own dataset")
+
+
 def _fetch_and_conform(source: Source, request: Request, window: TimeRange, contract: Contract,
                        calendar: Calendar, memory: RowMemory | None,
                        ) -> tuple[pa.Table, ConformanceReport, RowMemory]:
@@ -424,6 +449,7 @@ __all__ = [
     "MaterializeResult",
     "Plan",
     "Request",
+    "check_symbols",
     "closed_before",
     "coverage_end",
     "iso",

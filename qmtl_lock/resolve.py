@@ -233,6 +233,12 @@ def resolve(
     else:
         kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update,
                                            clock.now_ms(), refresh=refresh)
+    pinning = {id(t.ds): t.ds for t in tasks if t.reason != "unchanged"}
+    if pinning:  # before anything is fetched: one file served as every symbol is bad input
+        from qmtl_engine.materialize import check_symbols
+
+        for ds in pinning.values():
+            check_symbols(ds.preset, ds.spec.symbols, dataset=ds.name)
     store = Store(loaded.store_url)
     engines: list[Any] = []  # the engine (and pyarrow) load only when there is work
     engine_lock = threading.Lock()

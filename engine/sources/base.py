@@ -54,6 +54,7 @@ class Source(ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[SourceOptions]]
+    symbols_fix: ClassVar[str] = ""  # how to make options tell symbols apart, for messages
 
     @classmethod
     def parse_options(cls, options: dict[str, Any]) -> SourceOptions:
@@ -75,6 +76,11 @@ class Source(ABC):
     @abstractmethod
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         """Rows for ``symbol`` whose bar open time lies in ``window`` (extra rows are flagged)."""
+
+    @classmethod
+    def distinguishes_symbols(cls, options: dict[str, Any]) -> bool:
+        """Whether these options give each symbol its own rows (False: every symbol the same)."""
+        return True
 
     @staticmethod
     def available_until(now_ms: int) -> int | None:
