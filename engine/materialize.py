@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -95,14 +95,36 @@ class Plan:
                 for p in self.partitions]
 
 
+def closed_request(request: Request, now_ms: int) -> Request:
+    """``request`` cut at the last bar that is closed and stable at ``now_ms``.
+
+    Nothing later may be pinned, whatever the source would deliver: a bar still open, or within
+    the preset's ``stabilization_bars``, may change. Raises :class:`InputError` when not one bar
+    of the request has closed yet.
+    """
+    preset = request.preset
+    stable_end = closed_before(preset, now_ms)
+    if request.coverage.end <= stable_end:
+        return request
+    if stable_end <= request.coverage.start:
+        settled = request.coverage.start + (1 + preset.data.stabilization_bars) * preset.interval_ms
+        raise InputError(
+            f"no bar of {request.where()} has closed yet: the first one, at "
+            f"{iso(request.coverage.start)}, is final from {iso(settled)}",
+            fix="move start earlier, or resolve again after that time")
+    return replace(request, coverage=TimeRange(request.coverage.start, stable_end))
+
+
 def plan(request: Request, *, previous: Snapshot | None = None,
          checkpoint: dict[str, Any] | None = None, now_ms: int,
          has_object: Callable[[str], bool] = lambda d: True) -> Plan:
     """Decide which partitions to reuse and which to fetch. Reads nothing but its arguments.
 
-    A partition is reused when an earlier snapshot or the resume checkpoint has exactly the same
-    window, the window was closed (stable) when it was fetched, and its object is in the store.
+    The request is first cut at the last closed bar (:func:`closed_request`). A partition is
+    reused when an earlier snapshot or the resume checkpoint has exactly the same window, the
+    window was closed (stable) when it was fetched, and its object is in the store.
     """
+    request = closed_request(request, now_ms)
     stable_end = closed_before(request.preset, now_ms)
     known: dict[tuple[int, int], tuple[SnapshotPartition, str]] = {}
     if previous is not None:
@@ -177,9 +199,13 @@ class Engine:
 
     # -- materialize ---------------------------------------------------------------------------
     def plan(self, request: Request, *, previous: Snapshot | None = None) -> Plan:
+        """:func:`plan` against this engine's store and clock (the request is cut at the last
+        closed bar first, so the checkpoint read is the one of the request that will run)."""
+        now = self.clock.now_ms()
+        request = closed_request(request, now)
         key = request.job_key()
         return plan(request, previous=previous, checkpoint=self.store.read_job(key),
-                    now_ms=self.clock.now_ms(),
+                    now_ms=now,
                     has_object=lambda digest: self.store.has_staged_or_object(key, digest))
 
     def materialize(self, request: Request, *, previous: Snapshot | None = None,
@@ -199,11 +225,18 @@ class Engine:
         preset = request.preset
         contract = get_contract(preset.data.contract.name, request.contract_version)
         calendar = get_calendar(preset.data.calendar)
+        stable_end = closed_before(preset, self.clock.now_ms())
+        if request.coverage.end > stable_end:  # a plan not made by plan(), or another clock
+            raise InputError(
+                f"the plan for {request.where()} reaches {iso(request.coverage.end)}, past the "
+                f"last closed bar {iso(stable_end)}",
+                fix="make the plan with Engine.plan, which stops at the last closed bar")
         source = self.source_factory(preset) if the_plan.to_fetch else None
+        if source is not None:
+            source.use_clock(self.clock)
         timer = SLATimer(preset.sla, self.clock, dataset=request.dataset, symbol=request.symbol)
         key = request.job_key()
         checkpoint = self.store.read_job(key) or {"request": request.where(), "done": {}}
-        stable_end = closed_before(preset, self.clock.now_ms())
         total = ConformanceReport()
         refused: dict[str, int] = {}
         first_refused: str | None = None
@@ -451,6 +484,7 @@ __all__ = [
     "Request",
     "check_symbols",
     "closed_before",
+    "closed_request",
     "coverage_end",
     "iso",
     "plan",

@@ -142,7 +142,7 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
         pinned_ends = [e.coverage_bounds[1] for e in (old_ds.symbols.values() if old_ds else [])]
         for symbol in sorted(ds.spec.symbols):
             old = old_ds.symbols.get(symbol) if old_ds else None
-            moving = update and in_scope and ds.end_is_now
+            moving = update and in_scope
             if old is not None and not why and not ((update or refresh) and in_scope):
                 kept[name][symbol] = _with_retention(loaded, ds, old)
                 tasks.append(_Task(ds, symbol, TimeRange(*old.coverage_bounds), old,
@@ -151,12 +151,14 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
             if not in_scope and old is not None:
                 kept[name][symbol] = old  # not asked to touch it: stays as locked, even if stale
                 continue
-            if ds.end_is_now:
-                end = coverage_end(ds.preset, now_ms)
-                if not moving and pinned_ends and not why:
-                    end = max(pinned_ends)  # a new symbol joins the dataset's pinned end
-            else:
-                end = ds.end_ms()
+            # A fixed end still in the future pins what is final so far, as `end: now` does:
+            # the change says so, and `--update` extends it up to that end.
+            asked = None if ds.end_is_now else ds.end_ms()
+            end = coverage_end(ds.preset, now_ms)
+            if asked is not None and asked <= end:
+                end = asked
+            elif not moving and pinned_ends and not why:
+                end = max(pinned_ends)  # a new symbol joins the dataset's pinned end
             if end <= ds.start_ms:
                 raise InputError(
                     f"dataset {name!r}: nothing to resolve, start {iso(ds.start_ms)} is not "
@@ -173,6 +175,10 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
                     f"{iso(coverage.end)}"
             else:
                 reason, detail = "updated", "--refresh" if refresh else "--update"
+            if asked is not None and coverage.end < asked:
+                detail += (f"; incomplete until {iso(asked)}: only bars before "
+                           f"{iso(coverage.end)} are final yet, `qmtl-lock resolve --update` "
+                           "extends it later")
             # Reused partitions carry the flags they were checked with: a change of preset,
             # contract or accepted gaps means checking again.
             same_source = not {"preset", "contract_version", "preset definition"} & set(why)
