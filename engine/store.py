@@ -167,9 +167,6 @@ class Store:
     def staged_path(self, key: str, digest: str) -> str:
         return self._path("jobs", f"{key}.staged", f"{Fingerprint(digest).hex}.parquet")
 
-    def has_staged_or_object(self, key: str, digest: str) -> bool:
-        return self.has_object(digest) or bool(self.fs.exists(self.staged_path(key, digest)))
-
     def stage_object(self, key: str, table: pa.Table) -> Fingerprint:
         """Write a partition where only job ``key`` sees it, until :meth:`publish_staged`.
 

@@ -177,7 +177,7 @@ def test_update_by_one_day_refetches_only_the_open_partition(
     result = expect(project.run("resolve", "--update", "--json",
                                 env={"QMTL_LOCK_NOW": T_PLUS_1}), 0)
     update_s = time.perf_counter() - started
-    [change] = json.loads(result.output)["changes"]
+    [change] = json.loads(result.stdout)["changes"]
     assert change["action"] == "extended"
     assert change["detail"].endswith("fetched 1, reused 2 partitions"), change
     assert zips(server, "/monthly/") == []
@@ -307,7 +307,7 @@ def test_exhausted_retries_fail_the_resolve_and_a_rerun_resumes(project: Project
     server.route(JAN.format(9), Reply(archive.files[JAN.format(9)]))
     server.requests.clear()
     result = expect(project.run("resolve", "--json", env={"QMTL_LOCK_NOW": T}), 0)
-    [change] = json.loads(result.output)["changes"]
+    [change] = json.loads(result.stdout)["changes"]
     assert change["detail"].endswith("fetched 1, reused 2 partitions"), change
     assert zips(server, "/monthly/") == []  # the closed months were checkpointed
 

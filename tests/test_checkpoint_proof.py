@@ -10,6 +10,7 @@ pinned, the same fingerprint as the clean resolve, and the refused entry fetched
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -142,20 +143,28 @@ def btc_plan(output: str) -> list[str]:
 
 @pytest.mark.parametrize("poisoning", list(POISONINGS))
 def test_a_poisoned_checkpoint_or_staged_object_is_never_pinned(
-        resolved: Project, scene: Scene, poisoning: str) -> None:
+        resolved: Project, scene: Scene, poisoning: str,
+        caplog: pytest.LogCaptureFixture) -> None:
     poison, why = POISONINGS[poisoning]
     assert scene.btc[0].digest != scene.eth[0].digest
     poison(scene)
     forget_btc(resolved, scene)
 
-    january, february = btc_plan(expect(resolved.run("resolve", "--dry-run"), 0).output)
+    with caplog.at_level(logging.WARNING, logger="qmtl_lock.engine"):
+        january, february = btc_plan(expect(resolved.run("resolve", "--dry-run"), 0).output)
     assert january.startswith("fetch 2024-01 [2024-01-30T00:00:00Z, 2024-02-01T00:00:00Z)")
     assert february.startswith("fetch 2024-02")
+    refusals = [m for m in (r.getMessage() for r in caplog.records)
+                if "checkpoint entry refused" in m]
     if why is not None:
         assert "(checkpoint refused: " in january and why in january, january
+        assert len(refusals) == 1 and "symbol=BTCUSDT partition=2024-01" in refusals[0]
+        assert refusals[0].endswith("; fetching it again") and why in refusals[0]
+    else:
+        assert refusals == []
 
     result = expect(resolved.run("resolve", "--json"), 0)
-    changes = {c["symbol"]: c for c in json.loads(result.output)["changes"]}
+    changes = {c["symbol"]: c for c in json.loads(result.stdout)["changes"]}
     assert changes["BTCUSDT"]["detail"].endswith("fetched 2, reused 0 partitions")
     pinned = read_lock(resolved.lock).datasets["crypto"].symbols
     assert pinned["BTCUSDT"].dataset_fingerprint == scene.fingerprints["BTCUSDT"]
@@ -174,7 +183,7 @@ def test_a_genuine_checkpoint_entry_is_reused(resolved: Project, scene: Scene) -
                        "(finished before an interruption)")
     assert february.startswith("fetch 2024-02")
     result = expect(resolved.run("resolve", "--json"), 0)
-    changes = {c["symbol"]: c for c in json.loads(result.output)["changes"]}
+    changes = {c["symbol"]: c for c in json.loads(result.stdout)["changes"]}
     assert changes["BTCUSDT"]["detail"].endswith("fetched 1, reused 1 partitions")
     pinned = read_lock(resolved.lock).datasets["crypto"].symbols["BTCUSDT"]
     assert pinned.dataset_fingerprint == scene.fingerprints["BTCUSDT"]
@@ -189,7 +198,7 @@ def test_an_earlier_snapshot_of_another_series_is_not_reused(resolved: Project,
                                           scene.fingerprints["ETHUSDT"], 1))
     resolved.edit_manifest("end: 2024-02-02", "end: 2024-02-03")  # extend: previous is read
     result = expect(resolved.run("resolve", "--json"), 0)
-    changes = {c["symbol"]: c for c in json.loads(result.output)["changes"]}
+    changes = {c["symbol"]: c for c in json.loads(result.stdout)["changes"]}
     assert "reused 1 partitions" in changes["ETHUSDT"]["detail"]  # its own January
     assert changes["BTCUSDT"]["action"] == "restated"  # the lock named other data than BTC's
     clean = Store(str(resolved.store)).get_snapshot(

@@ -210,7 +210,7 @@ def test_a_fixed_end_in_the_future_pins_what_is_final_and_says_so(project: Proje
     # --update extends it, up to the request's end at most
     result = expect(project.run("resolve", "--update", "--json",
                                 env={"QMTL_LOCK_NOW": LATER}), 0)
-    [change] = json.loads(result.output)["changes"]
+    [change] = json.loads(result.stdout)["changes"]
     later_final = to_ms("2024-01-05T05:00:00Z")
     assert change["action"] == "extended"
     assert bounds(project) == (START, min(later_final, to_ms(end)))

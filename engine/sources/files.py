@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
-from qmtl_engine.conformance import RawBatch, TsHints, normalize_ts
+from qmtl_engine.conformance import SAMPLE_SIZE, RawBatch, TsHints, normalize_ts
 from qmtl_engine.contracts import TS, VALUE_COLUMNS
 from qmtl_engine.errors import SourceError
 from qmtl_engine.ranges import TimeRange
@@ -179,8 +179,6 @@ class FilesSource(Source):
                               fix="set `ts_format` or `ts_unit` in the preset's files source "
                               "options") from None
         if not norm.valid.any():  # nothing could be attributed to a partition: say so
-            from qmtl_engine.conformance import SAMPLE_SIZE
-
             first = ", ".join(repr(str(v)) for v in table[TS].slice(0, SAMPLE_SIZE).to_pylist())
             how = (f"with ts_format {self.options.ts_format!r}" if self.options.ts_format
                    else "as dates, times or epoch numbers")
