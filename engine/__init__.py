@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "get_calendar": "calendars",
     # materialization
     "Engine": "materialize", "MaterializeResult": "materialize", "Plan": "materialize",
-    "Request": "materialize",
+    "Request": "materialize", "check_symbols": "materialize",
     # metrics
     "RunMetrics": "metrics",
     # reading pinned data (the strategy path)
@@ -79,7 +79,7 @@ if TYPE_CHECKING:
         YAMLFileError,
     )
     from qmtl_engine.flags import FLAG_NAMES
-    from qmtl_engine.materialize import Engine, MaterializeResult, Plan, Request
+    from qmtl_engine.materialize import Engine, MaterializeResult, Plan, Request, check_symbols
     from qmtl_engine.metrics import RunMetrics
     from qmtl_engine.presets import (
         Catalog,
@@ -168,6 +168,7 @@ __all__ = [
     "YAMLFileError",
     "ceil_to",
     "check_partition",
+    "check_symbols",
     "closed_before",
     "coverage_end",
     "get_calendar",

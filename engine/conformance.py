@@ -8,7 +8,8 @@ All checks run on whole column buffers with pyarrow compute and numpy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +49,14 @@ _UNIT_TO_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 
 @dataclass
 class ConformanceReport:
-    """Per-flag counts and the first few offending bar times (epoch ms) of each flag."""
+    """Per-flag counts and the first few offenders of each flag.
+
+    A sample is a bar time (epoch ms), or, for ``invalid_timestamp``, the raw value as the source
+    wrote it (text, already quoted), since there is no time to show.
+    """
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FLAG_NAMES, 0))
-    samples: dict[str, list[int]] = field(default_factory=dict)
+    samples: dict[str, list[int | str]] = field(default_factory=dict)
 
     def add(self, flag: str, count: int, times: Any = ()) -> None:
         if count <= 0:
@@ -59,7 +64,8 @@ class ConformanceReport:
         self.counts[flag] += int(count)
         got = self.samples.setdefault(flag, [])
         if len(got) < SAMPLE_SIZE:
-            got.extend(int(t) for t in list(times)[: SAMPLE_SIZE - len(got)])
+            got.extend(t if isinstance(t, str) else int(t)
+                       for t in list(times)[: SAMPLE_SIZE - len(got)])
 
     def merge(self, other: ConformanceReport) -> None:
         for flag, count in other.counts.items():
@@ -68,10 +74,14 @@ class ConformanceReport:
     def nonzero(self) -> dict[str, int]:
         return {k: v for k, v in self.counts.items() if v}
 
+    def sample_texts(self, flag: str) -> list[str]:
+        """The samples of ``flag`` as users read them: ISO times, or quoted raw values."""
+        return [t if isinstance(t, str) else iso(t) for t in self.samples.get(flag, [])]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "counts": dict(sorted(self.counts.items())),
-            "samples": {k: [iso(t) for t in v] for k, v in sorted(self.samples.items())},
+            "samples": {k: self.sample_texts(k) for k in sorted(self.samples)},
         }
 
     @classmethod
@@ -84,7 +94,7 @@ class ConformanceReport:
     def summary(self) -> str:
         lines = []
         for flag, count in sorted(self.nonzero().items()):
-            sample = ", ".join(iso(t) for t in self.samples.get(flag, []))
+            sample = ", ".join(self.sample_texts(flag))
             lines.append(f"{flag}: {count}" + (f" (first: {sample})" if sample else ""))
         return "\n".join(lines) or "no flags"
 
@@ -206,8 +216,7 @@ class _ParsedText:
 
 def _parse_strings(arr: pa.Array, hints: TsHints) -> _ParsedText:
     if hints.format:
-        return _ParsedText(pc.strptime(arr, format=hints.format, unit="ms", error_is_null=True),
-                           None, None)
+        return _parse_format(arr, hints.format)
     for typ in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):
         try:  # the fast path: one ISO-8601 cast for the whole column (with or without offsets)
             return _ParsedText(pc.cast(arr, typ), None, None)
@@ -236,6 +245,173 @@ def _parse_strings(arr: pa.Array, hints: TsHints) -> _ParsedText:
     values = pc.add(base, pc.fill_null(frac_ms, 0)).cast(pa.timestamp("ms", tz="UTC"))
     return _ParsedText(values, naive,
                        np.asarray(sub_ms.to_numpy(zero_copy_only=False), dtype=bool))
+
+
+# Python strptime codes as regular expressions (as ``_strptime.TimeRE`` writes them), to find the
+# digits of ``%f`` in a column; a format with a code not listed here is read per distinct value.
+_CODE_RE = {
+    "d": r"3[01]|[12]\d|0[1-9]|[1-9]| [1-9]", "m": r"1[0-2]|0[1-9]|[1-9]", "Y": r"\d\d\d\d",
+    "y": r"\d\d", "H": r"2[0-3]|[0-1]\d|\d", "I": r"1[0-2]|0[1-9]|[1-9]", "M": r"[0-5]\d|\d",
+    "S": r"6[0-1]|[0-5]\d|\d", "p": r"(?i:am|pm)", "b": r"(?i:[a-z]{3})", "B": r"(?i:[a-z]+)",
+    "a": r"(?i:[a-z]{3})", "A": r"(?i:[a-z]+)",
+    "j": r"36[0-6]|3[0-5]\d|[12]\d\d|0[1-9]\d|00[1-9]|[1-9]\d|0[1-9]|[1-9]",
+    "z": r"[+-]\d\d:?[0-5]\d(?::?[0-5]\d(?:\.\d{1,6})?)?|Z", "%": "%",
+}
+
+
+def _format_codes(fmt: str) -> list[str]:
+    """The strptime codes of ``fmt`` in order (``%%`` included as ``%``)."""
+    return re.findall(r"%(.)", fmt)
+
+
+def _fraction_pattern(fmt: str) -> str | None:
+    """A regex splitting a value of ``fmt`` into the text around ``%f`` and its digits."""
+    parts = fmt.split("%f")
+    if len(parts) != 2 or "%%" in fmt:
+        return None
+
+    def regex(text: str) -> str | None:
+        out = []
+        for literal, code in re.findall(r"([^%]*)(?:%(.)|$)", text):
+            # as in Python's strptime, a run of white space matches any run of white space
+            out.append(r"\s+".join(re.escape(piece) for piece in re.split(r"\s+", literal)))
+            if code:
+                if code not in _CODE_RE:
+                    return None
+                out.append(f"(?:{_CODE_RE[code]})")
+        return "".join(out)
+
+    head, tail = regex(parts[0]), regex(parts[1])
+    if head is None or tail is None:
+        return None
+    return f"^(?P<head>{head})(?P<f>[0-9]{{1,6}})(?P<tail>{tail})$"
+
+
+def _parse_format(arr: pa.Array, fmt: str) -> _ParsedText:
+    """Text read with a Python ``datetime.strptime`` format, on whole columns.
+
+    pyarrow's strptime reads the column first (see :func:`_arrow_strptime`). What it cannot
+    read exactly as Python would is read with ``datetime.strptime``, once per distinct value;
+    what that cannot read either stays null, so it is counted as ``invalid_timestamp``.
+    """
+    typ = pa.timestamp("ms", tz="UTC") if "z" in _format_codes(fmt) else pa.timestamp("ms")
+    try:
+        values, sub_ms = _arrow_strptime(arr, fmt, typ)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a code pyarrow does not know
+        values, sub_ms = pa.nulls(len(arr), pa.int64()), np.zeros(len(arr), dtype=bool)
+    failed = pc.and_(pc.is_valid(arr), pc.is_null(values))
+    if pc.any(failed).as_py():
+        values, sub_ms = _strptime_distinct(arr, fmt, values, failed, sub_ms)
+    return _ParsedText(values.cast(typ), None, sub_ms)
+
+
+def _arrow_strptime(arr: pa.Array, fmt: str, typ: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Epoch ms as pyarrow reads ``fmt`` (null where that is not Python's reading), sub-ms mask.
+
+    pyarrow has no ``%f``: the fraction digits are cut out with a regex and added back as
+    milliseconds. pyarrow also rolls impossible dates over (31.02.2024 becomes 02.03.2024) where
+    Python refuses them, so a value is kept only if it formats back to its own text (values
+    written without zero padding, or formats :func:`_format_back` cannot write, are then read
+    by Python instead).
+    """
+    sub_ms = np.zeros(len(arr), dtype=bool)
+    text, frac = arr, None
+    if "f" in _format_codes(fmt):
+        pattern = _fraction_pattern(fmt)
+        if pattern is None:
+            return pa.nulls(len(arr), pa.int64()), sub_ms
+        found = pc.extract_regex(arr, pattern)
+        text = pc.binary_join_element_wise(pc.struct_field(found, [0]),
+                                           pc.struct_field(found, [2]), "")
+        fmt = fmt.replace("%f", "")
+        digits = pc.struct_field(found, [1])
+        frac = pc.cast(pc.utf8_rpad(pc.utf8_slice_codeunits(digits, 0, 3), 3, "0"), pa.int64())
+        finer = pc.match_substring_regex(pc.utf8_slice_codeunits(digits, 3, 6), "[1-9]")
+        sub_ms = np.asarray(pc.fill_null(finer, False).to_numpy(zero_copy_only=False),
+                            dtype=bool)
+    parsed = pc.strptime(text, format=fmt, unit="ms", error_is_null=True)
+    back = _format_back(parsed, fmt)
+    if back is None:
+        return pa.nulls(len(arr), pa.int64()), sub_ms
+    exact = pc.fill_null(pc.equal(back, text), False)
+    values = pc.if_else(exact, parsed.cast(typ).cast(pa.int64()), pa.scalar(None, pa.int64()))
+    return (values if frac is None else pc.add(values, frac)), sub_ms
+
+
+def _padded(width: int) -> Callable[[pa.Array], pa.Array]:
+    return lambda v: pc.utf8_lpad(pc.cast(v, pa.string()), width, "0")
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# How strftime writes each code in the C locale, built from timestamp fields (pyarrow's own
+# strftime is about fifty times slower than these kernels).
+_WRITERS: dict[str, Callable[[pa.Array], pa.Array]] = {
+    "d": lambda t: _padded(2)(pc.day(t)), "m": lambda t: _padded(2)(pc.month(t)),
+    "Y": lambda t: _padded(4)(pc.year(t)),
+    "y": lambda t: _padded(2)(pc.subtract(pc.year(t), pc.multiply(pc.divide(pc.year(t), 100),
+                                                                  100))),
+    "H": lambda t: _padded(2)(pc.hour(t)), "M": lambda t: _padded(2)(pc.minute(t)),
+    "S": lambda t: _padded(2)(pc.second(t)),
+    "I": lambda t: _padded(2)(pc.add(pc.subtract(pc.add(pc.hour(t), 11),
+                                                 pc.multiply(pc.divide(pc.add(pc.hour(t), 11),
+                                                                       12), 12)), 1)),
+    "p": lambda t: pc.if_else(pc.less(pc.hour(t), 12), "AM", "PM"),
+    "j": lambda t: _padded(3)(pc.day_of_year(t)),
+    "b": lambda t: pc.take(pa.array([m[:3] for m in _MONTHS]), pc.subtract(pc.month(t), 1)),
+    "B": lambda t: pc.take(pa.array(_MONTHS), pc.subtract(pc.month(t), 1)),
+    "a": lambda t: pc.take(pa.array([d[:3] for d in _WEEKDAYS]), pc.day_of_week(t)),
+    "A": lambda t: pc.take(pa.array(_WEEKDAYS), pc.day_of_week(t)),
+}
+
+
+def _format_back(ts: pa.Array, fmt: str) -> pa.Array | None:
+    """``ts`` (naive) written with ``fmt`` as strftime writes it; None for a code not handled."""
+    pieces: list[pa.Array | str] = []
+    for literal, code in re.findall(r"([^%]*)(?:%(.)|$)", fmt):
+        if literal:
+            pieces.append(literal)
+        if code == "%":
+            pieces.append("%")
+        elif code:
+            writer = _WRITERS.get(code)
+            if writer is None:
+                return None
+            pieces.append(writer(ts))
+    arrays = [p for p in pieces if not isinstance(p, str)]
+    if not arrays:
+        return None
+    return pc.binary_join_element_wise(*pieces, "")
+
+
+def _strptime_distinct(arr: pa.Array, fmt: str, values: pa.Array, failed: pa.Array,
+                       sub_ms: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Fill the ``failed`` rows of ``values`` with ``datetime.strptime``, once per distinct text."""
+    from datetime import UTC, datetime, timedelta
+
+    distinct = pc.unique(arr.filter(failed))
+    epoch, one_ms = datetime(1970, 1, 1), timedelta(milliseconds=1)
+    parsed: list[int | None] = []
+    finer: list[bool] = []
+    for text in distinct.to_pylist():
+        try:
+            dt = datetime.strptime(text, fmt)
+        except ValueError:
+            parsed.append(None)
+            finer.append(False)
+            continue
+        if dt.tzinfo is not None:
+            dt = dt.astimezone(UTC).replace(tzinfo=None)
+        parsed.append((dt - epoch) // one_ms)
+        finer.append(dt.microsecond % 1000 != 0)
+    where = pc.index_in(arr, value_set=distinct)
+    filled = pc.if_else(failed, pc.take(pa.array(parsed, pa.int64()), where), values)
+    finer_rows = pc.fill_null(pc.take(pa.array(finer, pa.bool_()), where), False)
+    mask = np.asarray(failed.to_numpy(zero_copy_only=False), dtype=bool)
+    sub_ms = np.where(mask, np.asarray(finer_rows.to_numpy(zero_copy_only=False), dtype=bool),
+                      sub_ms)
+    return filled, sub_ms
 
 
 def _numeric_strings(arr: pa.Array) -> pa.Array | None:
@@ -320,6 +496,11 @@ def _value_column(table: pa.Table, name: str, report: ConformanceReport) -> np.n
     return np.asarray(col.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
+def _raw_values(column: pa.ChunkedArray, rows: np.ndarray) -> list[str]:
+    """The raw timestamps of ``rows`` as the source wrote them, quoted (``null`` when absent)."""
+    return ["null" if v is None else repr(str(v)) for v in column.take(rows).to_pylist()]
+
+
 def conform(
     batch: RawBatch,
     *,
@@ -353,7 +534,8 @@ def conform(
     names = [*VALUE_COLUMNS, *(c.name for c in contract.optional if c.name in table.column_names)]
     values = {name: _value_column(table, name, report) for name in names}
 
-    report.add("invalid_timestamp", int((~ts.valid).sum()))
+    invalid = np.flatnonzero(~ts.valid)
+    report.add("invalid_timestamp", invalid.size, _raw_values(table[TS], invalid[:SAMPLE_SIZE]))
     keep = ts.valid.copy()
     in_window = (ts.ms >= window.start) & (ts.ms < window.end)
     outside = keep & ~in_window

@@ -3,6 +3,11 @@
 ``plan()`` is pure: it decides, from a request, an optional earlier snapshot and a resume
 checkpoint, which partition windows can be reused and which must be fetched. ``Engine.apply()``
 does the work one partition at a time, so memory does not grow with the length of the range.
+
+Nothing wrong gets pinned: a request is cut at its last final bar before it is planned (whatever
+the source would deliver), an earlier snapshot lends partitions only to its own series, and a
+checkpointed partition is reused only when its entry is sealed for the request and its object
+is re-read and found to be that window's data; anything else is fetched again.
 """
 
 from __future__ import annotations
@@ -10,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -31,7 +36,7 @@ from qmtl_engine.presets import ResolvedPreset
 from qmtl_engine.ranges import TimeRange, iso, partition_windows, window_name
 from qmtl_engine.read import PinnedReader, VerifyOutcome
 from qmtl_engine.sla import SLAResult, SLATimer
-from qmtl_engine.sources import make_source
+from qmtl_engine.sources import get_source_class, make_source
 from qmtl_engine.sources.base import Source
 from qmtl_engine.store import Snapshot, SnapshotPartition, Store
 
@@ -96,33 +101,102 @@ class Plan:
                 for p in self.partitions]
 
 
+def closed_request(request: Request, now_ms: int) -> Request:
+    """``request`` cut at the last bar that is closed and stable at ``now_ms``.
+
+    Nothing later may be pinned, whatever the source would deliver: a bar still open, or within
+    the preset's ``stabilization_bars``, may change. Raises :class:`InputError` when not one bar
+    of the request has closed yet.
+    """
+    preset = request.preset
+    stable_end = closed_before(preset, now_ms)
+    if request.coverage.end <= stable_end:
+        return request
+    if stable_end <= request.coverage.start:
+        settled = request.coverage.start + (1 + preset.data.stabilization_bars) * preset.interval_ms
+        raise InputError(
+            f"no bar of {request.where()} has closed yet: the first one, at "
+            f"{iso(request.coverage.start)}, is final from {iso(settled)}",
+            fix="move start earlier, or resolve again after that time")
+    return replace(request, coverage=TimeRange(request.coverage.start, stable_end))
+
+
+def checkpoint_seal(job_key: str, part: SnapshotPartition) -> str:
+    """What binds a checkpoint entry to its job: a digest over the job key (preset and its
+    definition, symbol, range, contract, accepted gaps), the window and the entry itself, so
+    an entry copied from another job's checkpoint, or edited, is not taken for this one's."""
+    text = json.dumps([job_key, part.start, part.end, part.rows, part.digest,
+                       sorted(part.flags.items())])
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+ProveFn = Callable[[SnapshotPartition], str | None]
+
+
 def plan(request: Request, *, previous: Snapshot | None = None,
          checkpoint: dict[str, Any] | None = None, now_ms: int,
-         has_object: Callable[[str], bool] = lambda d: True) -> Plan:
-    """Decide which partitions to reuse and which to fetch. Reads nothing but its arguments.
+         has_object: Callable[[str], bool] = lambda d: True,
+         prove: ProveFn = lambda part: "nothing was given to prove its object") -> Plan:
+    """Decide which partitions to reuse and which to fetch. Reads nothing but its arguments
+    (``has_object`` and ``prove`` are how :meth:`Engine.plan` lets it ask the store).
 
-    A partition is reused when an earlier snapshot or the resume checkpoint has exactly the same
-    window, the window was closed (stable) when it was fetched, and its object is in the store.
+    The request is first cut at the last closed bar (:func:`closed_request`). A partition is
+    reused from the earlier snapshot when that snapshot is of the same series (preset, symbol,
+    contract, interval), has exactly the same window, and the window was closed when fetched
+    and its object is in the store (``has_object``). A partition of the resume checkpoint is
+    reused only if its entry is sealed for this request (:func:`checkpoint_seal`) and ``prove``
+    finds its stored object to be that window's data (``prove`` returns why not, or None); any
+    other entry is fetched again, with the reason in the plan and the log.
     """
-    stable_end = closed_before(request.preset, now_ms)
-    known: dict[tuple[int, int], tuple[SnapshotPartition, str]] = {}
-    if previous is not None:
-        for p in previous.partitions:
-            known[(p.start, p.end)] = (p, "in the locked snapshot")
-    done = (checkpoint or {}).get("done", {})
-    for key, value in done.items():
-        start, end = (int(x) for x in key.split("-"))
-        known.setdefault((start, end), (SnapshotPartition(start, end, value["rows"],
-                                                          value["digest"], value["flags"]),
-                                         "finished before an interruption"))
+    request = closed_request(request, now_ms)  # so every window below is closed
+    locked: dict[tuple[int, int], SnapshotPartition] = {}
+    if previous is not None and _same_series(previous.header, request):
+        locked = {(p.start, p.end): p for p in previous.partitions}
+    done = _checkpoint_entries(request, checkpoint)
     out = []
     for window in partition_windows(request.coverage, request.preset.partition):
-        hit = known.get((window.start, window.end))
-        if hit and window.end <= stable_end and has_object(hit[0].digest):
-            out.append(PlannedPartition(window, "reuse", hit[0], hit[1]))
+        span = (window.start, window.end)
+        old = locked.get(span)
+        if old is not None and has_object(old.digest):
+            out.append(PlannedPartition(window, "reuse", old, "in the locked snapshot"))
+        elif span in done:
+            entry = done[span]
+            refused = entry if isinstance(entry, str) else prove(entry)
+            if refused is None and isinstance(entry, SnapshotPartition):
+                out.append(PlannedPartition(window, "reuse", entry,
+                                            "finished before an interruption"))
+                continue
+            name = window_name(window, request.preset.partition)
+            log.warning("checkpoint entry refused dataset=%s symbol=%s partition=%s: %s; "
+                        "fetching it again", request.dataset, request.symbol, name, refused)
+            out.append(PlannedPartition(window, "fetch", why=f"checkpoint refused: {refused}"))
         else:
             out.append(PlannedPartition(window, "fetch"))
     return Plan(request, tuple(out))
+
+
+def _same_series(header: SnapshotHeader, request: Request) -> bool:
+    """Whether a snapshot holds the series ``request`` asks for (its partitions may be reused)."""
+    return (header.preset, header.symbol, header.contract, header.interval_ms) == (
+        request.preset.id, request.symbol, request.contract_ref, request.preset.interval_ms)
+
+
+def _checkpoint_entries(request: Request, checkpoint: dict[str, Any] | None,
+                        ) -> dict[tuple[int, int], SnapshotPartition | str]:
+    """The checkpoint's finished windows: the entry, or why it cannot be this request's."""
+    key = request.job_key()
+    out: dict[tuple[int, int], SnapshotPartition | str] = {}
+    for span, value in ((checkpoint or {}).get("done") or {}).items():
+        try:
+            start, end = (int(x) for x in str(span).split("-"))
+            part = SnapshotPartition(start, end, int(value["rows"]), str(value["digest"]),
+                                     {str(k): int(v) for k, v in value["flags"].items()})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # a malformed entry is no entry: the window is fetched
+        sealed = value.get("seal") == checkpoint_seal(key, part)
+        out[(start, end)] = part if sealed else (
+            "its seal does not match this request (copied from another job, or edited)")
+    return out
 
 
 @dataclass
@@ -170,10 +244,35 @@ class Engine:
 
     # -- materialize ---------------------------------------------------------------------------
     def plan(self, request: Request, *, previous: Snapshot | None = None) -> Plan:
+        """:func:`plan` against this engine's store and clock (the request is cut at the last
+        closed bar first, so the checkpoint read is the one of the request that will run)."""
+        now = self.clock.now_ms()
+        request = closed_request(request, now)
         key = request.job_key()
         return plan(request, previous=previous, checkpoint=self.store.read_job(key),
-                    now_ms=self.clock.now_ms(),
-                    has_object=lambda digest: self.store.has_staged_or_object(key, digest))
+                    now_ms=now, has_object=self.store.has_object,
+                    prove=lambda part: self._prove(request, key, part))
+
+    def _prove(self, request: Request, key: str, part: SnapshotPartition) -> str | None:
+        """Why the stored object of a checkpointed partition is not that window's data of
+        ``request`` (None when it is): it must hash to its name, hold the checkpoint's row
+        count, and every bar must lie in the window and on the preset's grid."""
+        import numpy as np
+        from qmtl_engine.errors import IntegrityError
+
+        name = window_name(TimeRange(part.start, part.end), request.preset.partition)
+        try:
+            table = self.store.check_staged(key, part.digest, partition=name)
+        except IntegrityError as exc:
+            return exc.what
+        if table.num_rows != part.rows:
+            return f"its object has {table.num_rows} rows, the checkpoint says {part.rows}"
+        ts = np.asarray(table["ts"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+        stray = (ts < part.start) | (ts >= part.end) | (ts % request.preset.interval_ms != 0)
+        if stray.any():
+            return (f"its object holds a bar at {iso(int(ts[stray][0]))}, outside the window "
+                    "or off the interval grid")
+        return None
 
     def materialize(self, request: Request, *, previous: Snapshot | None = None,
                     progress: ProgressFn | None = None) -> MaterializeResult:
@@ -192,11 +291,18 @@ class Engine:
         preset = request.preset
         contract = get_contract(preset.data.contract.name, request.contract_version)
         calendar = get_calendar(preset.data.calendar)
+        stable_end = closed_before(preset, self.clock.now_ms())
+        if request.coverage.end > stable_end:  # a plan not made by plan(), or another clock
+            raise InputError(
+                f"the plan for {request.where()} reaches {iso(request.coverage.end)}, past the "
+                f"last closed bar {iso(stable_end)}",
+                fix="make the plan with Engine.plan, which stops at the last closed bar")
         source = self.source_factory(preset) if the_plan.to_fetch else None
+        if source is not None:
+            source.use_clock(self.clock)
         timer = SLATimer(preset.sla, self.clock, dataset=request.dataset, symbol=request.symbol)
         key = request.job_key()
         checkpoint = self.store.read_job(key) or {"request": request.where(), "done": {}}
-        stable_end = closed_before(preset, self.clock.now_ms())
         total = ConformanceReport()
         refused: dict[str, int] = {}
         first_refused: str | None = None
@@ -233,10 +339,10 @@ class Engine:
                     digest = self.store.stage_object(key, table)
                     part = SnapshotPartition(step.window.start, step.window.end,
                                              table.num_rows, digest.value, report.nonzero())
-                    if step.window.end <= stable_end:
-                        checkpoint["done"][f"{step.window.start}-{step.window.end}"] = {
-                            "rows": part.rows, "digest": part.digest, "flags": part.flags}
-                        self.store.write_job(key, checkpoint)
+                    checkpoint["done"][f"{step.window.start}-{step.window.end}"] = {
+                        "rows": part.rows, "digest": part.digest, "flags": part.flags,
+                        "seal": checkpoint_seal(key, part)}
+                    self.store.write_job(key, checkpoint)
             parts.append(part)
             if progress is not None:
                 progress(request, i + 1, len(the_plan.partitions))
@@ -247,6 +353,9 @@ class Engine:
                                    partition=first_refused, preset=preset.data.conformance_preset)
             err.where = f"{request.where()}, first in partition {first_refused}, " \
                         f"conformance preset {preset.data.conformance_preset}"
+            unreadable = total.sample_texts("invalid_timestamp")
+            if "invalid_timestamp" in refused and unreadable:
+                err.what += f"; timestamps that cannot be read, first: {', '.join(unreadable)}"
             raise err
         expected = sum(calendar.count(p.window, preset.interval_ms)
                        for p in the_plan.partitions)  # per partition: memory stays flat
@@ -306,6 +415,28 @@ def _source_from_registry(preset: ResolvedPreset) -> Source:
                        base_dir=preset.base_dir)
 
 
+def check_symbols(preset: ResolvedPreset, symbols: Collection[str], *,
+                  dataset: str | None = None) -> None:
+    """Refuse several symbols from a source that would give each of them the same rows.
+
+    Raises :class:`InputError` (exit 2) naming the dataset, the preset and the fix; call it
+    before fetching anything.
+    """
+    if len(set(symbols)) < 2:
+        return
+    source = get_source_class(preset.data.source.name)
+    if source.distinguishes_symbols(preset.data.source.options):
+        return
+    asked = ", ".join(sorted(set(symbols)))
+    catalog = "built-in catalog" if preset.catalog == "built-in" else f"catalog {preset.catalog}"
+    raise InputError(
+        f"dataset {dataset or '?'!r} asks for {len(set(symbols))} symbols ({asked}), but the "
+        f"{source.name} source of preset {preset.id} reads the same data for every symbol, so "
+        "each would be pinned with the others' rows",
+        where=f"preset {preset.id} of the {catalog}",
+        fix=source.symbols_fix or "give each symbol its own dataset")
+
+
 def _fetch_and_conform(source: Source, request: Request, window: TimeRange, contract: Contract,
                        calendar: Calendar, memory: RowMemory | None,
                        ) -> tuple[pa.Table, ConformanceReport, RowMemory]:
@@ -340,7 +471,10 @@ __all__ = [
     "Plan",
     "Request",
     "VerifyOutcome",
+    "check_symbols",
+    "checkpoint_seal",
     "closed_before",
+    "closed_request",
     "coverage_end",
     "iso",
     "plan",

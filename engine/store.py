@@ -206,18 +206,39 @@ class Store:
     def staged_path(self, key: str, digest: str) -> str:
         return self._path("jobs", f"{key}.staged", f"{Fingerprint(digest).hex}.parquet")
 
-    def has_staged_or_object(self, key: str, digest: str) -> bool:
-        return self.has_object(digest) or bool(self.fs.exists(self.staged_path(key, digest)))
-
     def stage_object(self, key: str, table: pa.Table) -> Fingerprint:
-        """Write a partition where only job ``key`` sees it, until :meth:`publish_staged`."""
+        """Write a partition where only job ``key`` sees it, until :meth:`publish_staged`.
+
+        A staged file already under that name is written over: it may be left from an earlier
+        run with other bytes, and :meth:`publish_staged` moves staged files without re-reading.
+        """
         digest = partition_digest(table)
-        if not self.has_staged_or_object(key, digest.value):
+        if not self.has_object(digest.value):
             data = self._parquet_bytes(table)
             self._publish(self.staged_path(key, digest.value), data)
             with self._written_lock:
                 self._written[key] = self._written.get(key, 0) + len(data)
         return digest
+
+    def check_staged(self, key: str, digest: str, *, partition: str | None = None) -> pa.Table:
+        """:meth:`check_object` for what job ``key`` staged under ``digest``, or, when it staged
+        nothing there, for the published object."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.staged_path(key, digest)
+        if not self.fs.exists(path):
+            return self.check_object(digest, partition=partition)
+        try:
+            with self.fs.open(path, "rb") as f:
+                table = pq.ParquetFile(f).read()
+            actual = partition_digest(table).value
+        except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+            actual = f"<unreadable: {exc}>"
+        if actual != digest:
+            raise ObjectCorrupted(path=self.display(path), expected=digest, actual=actual,
+                                  partition=partition)
+        return table
 
     def bytes_written_for(self, key: str) -> int:
         """Bytes of objects job ``key`` wrote in this process (for metrics)."""

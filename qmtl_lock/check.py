@@ -130,8 +130,10 @@ def _entry_drift(name: str, symbol: str, sym: Any, ds: Any, strict: bool,
     the one the lock recorded: otherwise the request drift already explains the difference."""
     out = []
     start, end = sym.coverage_bounds
-    if range_asked and (start != ds.start_ms or (not ds.end_is_now and end != ds.end_ms())
-                        or end <= start):
+    # A fixed end that was still in the future at as_of is pinned up to the last closed bar.
+    short = not ds.end_is_now and end < ds.end_ms() and ds.end_ms() > sym.as_of >= end
+    if range_asked and (start != ds.start_ms or (not ds.end_is_now and end != ds.end_ms()
+                                                 and not short) or end <= start):
         out.append(Drift(
             name, "lock-edited",
             f"coverage [{iso(start)}, {iso(end)}) does not match the request",

@@ -148,7 +148,7 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
         pinned_ends = [e.coverage_bounds[1] for e in (old_ds.symbols.values() if old_ds else [])]
         for symbol in sorted(ds.spec.symbols):
             old = old_ds.symbols.get(symbol) if old_ds else None
-            moving = update and in_scope and ds.end_is_now
+            moving = update and in_scope
             if old is not None and not why and not ((update or refresh) and in_scope):
                 kept[name][symbol] = _with_retention(loaded, ds, old)
                 tasks.append(_Task(ds, symbol, TimeRange(*old.coverage_bounds), old,
@@ -160,6 +160,7 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
             pinned = max(pinned_ends) if pinned_ends and not moving and not why else None
             coverage = _planned_coverage(loaded, ds, now_ms, pinned)
             reason, detail = _reason(old, old_ds is not None, why, coverage, refresh)
+            detail += _incomplete_note(ds, coverage)
             # Reused partitions carry the flags they were checked with: a change of preset,
             # contract or accepted gaps means checking again.
             same_source = not {"preset", "contract_version", "preset definition"} & set(why)
@@ -173,20 +174,30 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
 
 def _planned_coverage(loaded: LoadedManifest, ds: DatasetRequest, now_ms: int,
                       pinned_end: int | None) -> TimeRange:
-    """The coverage to materialize: a fixed end, or for ``end: now`` the dataset's pinned end
-    (a new symbol joins it) unless asked to move, else the last closed bar."""
+    """The coverage to materialize: a fixed end that is final already; else the dataset's pinned
+    end (a new symbol joins it) unless asked to move; else the last closed, stable bar. A fixed
+    end still in the future so pins what is final so far, as ``end: now`` does."""
     from qmtl_engine import coverage_end
 
-    if not ds.end_is_now:
-        end = ds.end_ms()
-    else:
-        end = pinned_end if pinned_end is not None else coverage_end(ds.preset, now_ms)
+    asked = None if ds.end_is_now else ds.end_ms()
+    end = coverage_end(ds.preset, now_ms)
+    if asked is not None and asked <= end:
+        end = asked
+    elif pinned_end is not None:
+        end = pinned_end
     if end <= ds.start_ms:
         raise InputError(
             f"dataset {ds.name!r}: nothing to resolve, start {iso(ds.start_ms)} is not "
             f"before the last closed bar {iso(end)}",
             where=str(loaded.path), fix="move start earlier")
     return TimeRange(ds.start_ms, end)
+
+
+def _incomplete_note(ds: DatasetRequest, coverage: TimeRange) -> str:
+    if ds.end_is_now or coverage.end >= ds.end_ms():
+        return ""
+    return (f"; incomplete until {iso(ds.end_ms())}: only bars before {iso(coverage.end)} are "
+            "final yet, `qmtl-lock resolve --update` extends it later")
 
 
 def _reason(old: SymbolEntry | None, dataset_locked: bool, why: list[str],
@@ -255,6 +266,7 @@ def _resolve(loaded: LoadedManifest, *, datasets: Collection[str], update: bool,
     else:
         kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update,
                                            clock.now_ms(), refresh=refresh)
+    _refuse_one_file_for_many_symbols(tasks)
     runner = _Runner(loaded, clock, frozen=frozen, dry_run=dry_run, progress=progress)
     reports = _fold(runner.run_all(tasks, jobs), kept, changes, metrics)
     if frozen and old_lock is not None:
@@ -290,6 +302,17 @@ def _refuse_unknown(loaded: LoadedManifest, datasets: Collection[str]) -> None:
     if unknown:
         raise InputError(f"unknown dataset {unknown[0]!r}", where=str(loaded.path),
                          fix=f"choose from: {', '.join(sorted(loaded.datasets)) or '(none)'}")
+
+
+def _refuse_one_file_for_many_symbols(tasks: list[_Task]) -> None:
+    """Before anything is fetched: a source that would serve one file as every symbol of a
+    dataset is bad input."""
+    pinning = {id(t.ds): t.ds for t in tasks if t.reason != "unchanged"}
+    if pinning:
+        from qmtl_engine import check_symbols
+
+        for ds in pinning.values():
+            check_symbols(ds.preset, ds.spec.symbols, dataset=ds.name)
 
 
 def _refuse_drift(loaded: LoadedManifest, old_lock: Lockfile | None) -> None:

@@ -35,6 +35,9 @@ M = MINUTE_MS
 SPAN = TimeRange(to_ms("2024-11-01"), to_ms("2025-01-17"))  # what the server holds
 T = "2025-01-15T00:00:00Z"  # `now` of the first resolve: January is the open month
 T_PLUS_1 = "2025-01-16T00:00:00Z"
+# Two minutes after T the last bars of 14 January are final (stabilization_bars: 2): a fixed
+# `end: 2025-01-15` is then complete, where at T it still stops at 23:58.
+T_FINAL = "2025-01-15T00:02:00Z"
 PID = "ohlcv.local_binance.spot.1m"
 UNLIMITED = "{requests_per_second: 10000, burst: 10000}"
 NOV = "/data/spot/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2024-11.zip"
@@ -132,7 +135,7 @@ def test_full_resolve_fetches_monthly_then_daily_and_reports_throughput(
         capsys: pytest.CaptureFixture[str]) -> None:
     manifest = setup_project(project.root, server.url, end="2025-01-15")
     started = time.perf_counter()
-    resolve_at(manifest, T)
+    resolve_at(manifest, T_FINAL)
     elapsed = time.perf_counter() - started
     e = entry(project.root)
     assert e.rows == (30 + 31 + 14) * 1440
@@ -174,7 +177,7 @@ def test_update_by_one_day_refetches_only_the_open_partition(
     result = expect(project.run("resolve", "--update", "--json",
                                 env={"QMTL_LOCK_NOW": T_PLUS_1}), 0)
     update_s = time.perf_counter() - started
-    [change] = json.loads(result.output)["changes"]
+    [change] = json.loads(result.stdout)["changes"]
     assert change["action"] == "extended"
     assert change["detail"].endswith("fetched 1, reused 2 partitions"), change
     assert zips(server, "/monthly/") == []
@@ -304,7 +307,7 @@ def test_exhausted_retries_fail_the_resolve_and_a_rerun_resumes(project: Project
     server.route(JAN.format(9), Reply(archive.files[JAN.format(9)]))
     server.requests.clear()
     result = expect(project.run("resolve", "--json", env={"QMTL_LOCK_NOW": T}), 0)
-    [change] = json.loads(result.output)["changes"]
+    [change] = json.loads(result.stdout)["changes"]
     assert change["detail"].endswith("fetched 1, reused 2 partitions"), change
     assert zips(server, "/monthly/") == []  # the closed months were checkpointed
 
@@ -315,7 +318,7 @@ def test_missing_day_is_a_gap_not_a_crash(project: Project, server: Server, conf
     setup_project(project.root, server.url, end="2025-01-15", conformance=conformance)
     server.route(JAN.format(4), Reply(b"not found", 404))
     server.route(JAN.format(4) + ".CHECKSUM", Reply(b"not found", 404))
-    result = expect(project.run("resolve", env={"QMTL_LOCK_NOW": T}), code)
+    result = expect(project.run("resolve", env={"QMTL_LOCK_NOW": T_FINAL}), code)
     if code == 0:
         e = entry(project.root)
         assert nonzero(e.conformance_flags) == {"gap_bars": 1440}

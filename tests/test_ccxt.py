@@ -208,6 +208,23 @@ def test_the_open_candle_is_never_returned() -> None:
     assert bar_times(src.fetch("BTC/USDT", DAY1, MINUTE_MS))[-1] == T0 + 90 * MINUTE_MS
 
 
+@pytest.mark.parametrize(("exchange_now", "engine_now", "closed"), [
+    (LATER, T0 + 90 * MINUTE_MS + 30_000, 90),  # QMTL_LOCK_NOW pinned before the exchange
+    (T0 + 90 * MINUTE_MS + 30_000, LATER, 90),  # the exchange is behind: its clock wins
+    (LATER, T0 + 90 * MINUTE_MS, 90),  # bar 90 opens at the pinned now: not closed
+], ids=["pinned-earlier", "exchange-earlier", "at-a-bar-open"])
+def test_the_earlier_of_the_exchange_and_engine_clocks_decides_what_is_closed(
+        exchange_now: int, engine_now: int, closed: int) -> None:
+    from qmtl_engine.clock import FixedClock
+
+    ex = FakeExchange(now=exchange_now)
+    src = ccxt(ex)
+    src.use_clock(FixedClock(engine_now))
+    batch = src.fetch("BTC/USDT", DAY1, MINUTE_MS)
+    assert bar_times(batch).tolist() == list(range(T0, T0 + closed * MINUTE_MS, MINUTE_MS))
+    assert all(c[2] < T0 + closed * MINUTE_MS for c in ex.calls)  # nothing asked past it
+
+
 def test_a_window_in_the_future_asks_nothing() -> None:
     ex = FakeExchange(now=T0)
     assert ccxt(ex).fetch("BTC/USDT", DAY1, MINUTE_MS).table.num_rows == 0

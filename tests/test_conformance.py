@@ -154,7 +154,7 @@ class Case:
     counts: dict[str, int]  # exact nonzero counts
     kept: list[int]  # bar times of the output
     hints: TsHints = field(default_factory=TsHints)
-    samples: list[int] | None = None  # expected samples of the case's flag, when it has times
+    samples: list[int | str] | None = None  # expected samples of the case's flag
 
 
 def _missing_column() -> pa.Table:
@@ -239,7 +239,8 @@ CASES: dict[str, Case] = {
     "ts_timezone_normalized": Case(_ts_timezone_normalized, {"ts_timezone_normalized": 6}, ALL,
                                    hints=TsHints(timezone=NY), samples=ALL[:5]),
     "invalid_timestamp": Case(_invalid_timestamp, {"invalid_timestamp": 2}, ALL,
-                              hints=TsHints(format="%Y-%m-%d %H:%M")),
+                              hints=TsHints(format="%Y-%m-%d %H:%M"),
+                              samples=["'not a time'", "null"]),  # raw values: no time to show
     "unsorted_ts": Case(_unsorted_ts, {"unsorted_ts": 5}, ALL, samples=ALL[::-1][1:]),
     "duplicate_rows": Case(_duplicate_rows, {"duplicate_rows": 1}, ALL, samples=[ALL[2]]),
     "duplicate_ts": Case(_duplicate_ts, {"duplicate_ts": 1}, ALL, samples=[ALL[2]]),
@@ -437,6 +438,89 @@ def test_epoch_seconds_with_a_fraction_as_text() -> None:
     assert report.nonzero() == {"ts_unit_inferred": 6, "off_grid_ts": 1, "gap_bars": 1}
     assert report.samples["off_grid_ts"] == [ALL[3] + 250]
     assert times(out) == [*ALL[:3], *ALL[4:]]
+
+
+# -- timestamps in any format Python's datetime.strptime reads -------------------------------------
+def python_ms(text: str | None, fmt: str) -> int | None:
+    """The oracle: epoch ms of ``text`` as ``datetime.strptime`` reads it (naive = UTC)."""
+    if text is None:
+        return None
+    try:
+        dt = datetime.strptime(text, fmt)
+    except ValueError:
+        return None
+    return to_ms(dt)
+
+
+DUKASCOPY = "%d.%m.%Y %H:%M:%S.%f"  # "Gmt time" of a Dukascopy export
+CDD = "%Y-%m-%d %I-%p"  # "Date" of a CryptoDataDownload hourly file
+STRPTIME_CASES = [
+    # (format, values): each value is expected exactly as Python reads it, or invalid
+    (DUKASCOPY, ["01.01.2024 00:00:00.000", "01.01.2024 13:05:00.5", "1.1.2024 0:07:00.000",
+                 "01.01.2024  00:08:00.250000", "31.12.2023 23:59:00.999"]),
+    (DUKASCOPY, ["31.02.2024 00:00:00.000", "01.13.2024 00:00:00.000", "01.01.2024 00:00:00",
+                 "01.01.2024 00:00:00.1234567", "", "garbage", None]),
+    (CDD, ["2024-01-01 12-AM", "2024-01-01 01-AM", "2024-01-01 11-AM", "2024-01-01 12-PM",
+           "2024-01-01 11-PM", "2024-01-01 11-pm", "2024-01-01 13-PM"]),
+    ("%Y-%m-%d", ["2024-02-29", "2023-02-29", "2024-02-30", "2024-04-31", "2024-1-5"]),
+    ("%Y-%m-%dT%H:%M:%S.%f%z", ["2024-01-01T01:00:00.250+01:00", "2024-01-01T00:00:00.5Z",
+                                "2024-01-01T00:00:00.5"]),
+    ("%d %b %Y %H:%M", ["01 Jan 2024 00:00", "01 jan 2024 03:00", "31 Feb 2024 00:00"]),
+    ("%a %d %B %Y", ["Mon 01 January 2024", "Tue 01 January 2024", "Mon 01 Janvier 2024"]),
+    ("%y%j %H", ["24001 05", "24366 00", "23366 00"]),
+    ("%Y-%m-%d %H:%M:%S %Z", ["2024-01-01 00:00:00 UTC", "2024-01-01 00:00:00 GMT"]),
+    ("%m/%d/%Y %H:%M:%S.%f", ["01/02/2024 03:04:05.678", "1/2/2024 3:04:05.6"]),
+]
+
+
+@pytest.mark.parametrize(("fmt", "values"), STRPTIME_CASES,
+                         ids=[f"{f}-{i}" for i, (f, _) in enumerate(STRPTIME_CASES)])
+def test_strptime_formats_read_as_python_reads_them(fmt: str, values: list[str | None]) -> None:
+    norm = normalize_ts(pa.array(values, type=pa.string()), TsHints(format=fmt))
+    expected = [python_ms(v, fmt) for v in values]
+    got = [int(ms) if ok else None for ms, ok in zip(norm.ms, norm.valid, strict=True)]
+    assert got == expected
+
+
+def test_fractions_finer_than_a_millisecond_are_off_grid() -> None:
+    text = pa.array(["01.01.2024 00:00:00.000", "01.01.2024 00:01:00.000500",
+                     "01.01.2024 00:02:00.123000", "01.01.2024 00:03:00.000001"])
+    norm = normalize_ts(text, TsHints(format=DUKASCOPY))
+    assert norm.valid.all()
+    assert norm.sub_ms.tolist() == [False, True, False, True]
+    assert norm.ms.tolist() == [T0, T0 + MINUTE_MS, T0 + 2 * MINUTE_MS + 123, T0 + 3 * MINUTE_MS]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2060, 12, 31)),
+       st.sampled_from([DUKASCOPY, CDD, "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M", "%Y%m%d%H%M%S.%f",
+                        "%b %d %Y %I:%M:%S %p", "%A %d %B %Y %H:%M:%S.%f", "%y-%j %H:%M"]))
+def test_any_time_written_with_a_format_reads_back(when: datetime, fmt: str) -> None:
+    text = when.strftime(fmt)
+    norm = normalize_ts(pa.array([text]), TsHints(format=fmt))
+    assert bool(norm.valid[0]) and int(norm.ms[0]) == python_ms(text, fmt)
+
+
+@pytest.mark.parametrize("fmt", [DUKASCOPY, "%Y-%m-%d %H:%M:%S"])
+def test_impossible_dates_are_invalid_not_rolled_over(fmt: str) -> None:
+    # pyarrow alone reads 30.02.2024 as 01.03.2024; the row must be refused, not moved.
+    good = [datetime(2024, 2, 29, h).strftime(fmt) for h in range(3)]
+    bad = datetime(2024, 2, 28, 0).strftime(fmt).replace("28", "30", 1)
+    out, report, _ = run(table(pa.array([*good, bad]), [bar(i) for i in range(4)]),
+                         window=TimeRange(to_ms("2024-02-29"), to_ms("2024-02-29T03:00")),
+                         hints=TsHints(format=fmt))
+    assert report.nonzero() == {"invalid_timestamp": 1}
+    assert report.samples["invalid_timestamp"] == [repr(bad)]
+    assert times(out) == [to_ms("2024-02-29") + h * H for h in range(3)]
+
+
+def test_a_format_that_reads_nothing_counts_every_row_with_the_raw_values() -> None:
+    text = [f"01.01.2024 {h:02d}:00:00.000" for h in range(6)]
+    _, report, _ = run(table(pa.array(text)), hints=TsHints(format="%Y-%m-%d %H:%M:%S"))
+    assert report.nonzero() == {"invalid_timestamp": 6, "gap_bars": 6}
+    assert report.samples["invalid_timestamp"] == [repr(t) for t in text[:5]]
+    assert "invalid_timestamp: 6 (first: '01.01.2024 00:00:00.000'," in report.summary()
+    assert report.to_dict()["samples"]["invalid_timestamp"][0] == "'01.01.2024 00:00:00.000'"
 
 
 def test_digits_with_a_format_are_not_epochs() -> None:

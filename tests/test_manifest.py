@@ -265,7 +265,7 @@ def test_the_last_accepted_end_does_not_crash_a_dry_run(tmp_path: Path,
     path = tmp_path / "seamless.yaml"
     path.write_text(
         "version: 1\ndatasets:\n  far:\n    preset: ohlcv.synthetic.crypto.1h\n"
-        "    symbols: [BTCUSDT]\n    start: 2260-06-01\n    end: 2261-12-31\n"
+        "    symbols: [BTCUSDT]\n    start: 2024-05-25\n    end: 2261-12-31\n"
         "    contract_version: v1\n", encoding="utf-8")
     monkeypatch.setenv("QMTL_LOCK_NOW", "2024-06-01T00:00:00Z")
     result = CliRunner().invoke(cli, ["resolve", "--dry-run", "-m", str(path)])

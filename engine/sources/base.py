@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import ValidationError
+from qmtl_engine.clock import Clock
 from qmtl_engine.conformance import RawBatch
 from qmtl_engine.errors import PresetError
 from qmtl_engine.ranges import TimeRange
@@ -23,6 +24,8 @@ class Source(ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type[SourceOptions]]
+    symbols_fix: ClassVar[str] = ""  # how to make options tell symbols apart, for messages
+    wall_clock: Clock | None = None  # the engine's clock, given by :meth:`use_clock`
 
     @classmethod
     def parse_options(cls, options: dict[str, Any]) -> SourceOptions:
@@ -49,6 +52,15 @@ class Source(ABC):
     @abstractmethod
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         """Rows for ``symbol`` whose bar open time lies in ``window`` (extra rows are flagged)."""
+
+    @classmethod
+    def distinguishes_symbols(cls, options: dict[str, Any]) -> bool:
+        """Whether these options give each symbol its own rows (False: every symbol the same)."""
+        return True
+
+    def use_clock(self, clock: Clock) -> None:
+        """Take the engine's wall clock (``QMTL_LOCK_NOW`` when pinned) as this source's now."""
+        self.wall_clock = clock
 
     @staticmethod
     def available_until(now_ms: int) -> int | None:

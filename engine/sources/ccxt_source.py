@@ -18,8 +18,9 @@ several). So the manifests of the ``binance_vision`` and ``ccxt`` sources can sh
 
 Paging. Each partition window is read from its start with ``since``, page after page, until a
 bar at or past the window's end, an empty page, or the present. Rows outside the window are
-dropped. The last, still-open candle (open time + interval later than ``exchange.milliseconds()``)
-is never returned, so no partition ever holds a bar that may still change.
+dropped. The last, still-open candle (open time + interval later than ``exchange.milliseconds()``,
+or than the engine's clock given by :meth:`Source.use_clock` when that is earlier) is never
+returned, so no partition ever holds a bar that may still change.
 
 Rate limit and failures. Requests (``load_markets`` included) pass a token bucket set from
 ``exchange.rateLimit`` (milliseconds between requests) unless ``rate_limit`` is given. ccxt errors
@@ -248,6 +249,12 @@ class CcxtSource(Source):
         return f"ccxt://{self.options.exchange}/{mapped}"
 
     # -- rows ----------------------------------------------------------------------------------
+    def _now(self) -> int:
+        """The present for deciding which bars are closed: the exchange's clock, or the
+        engine's when that is earlier (a pinned ``QMTL_LOCK_NOW`` must hold for ccxt too)."""
+        now = int(self.exchange.milliseconds())
+        return now if self.wall_clock is None else min(now, self.wall_clock.now_ms())
+
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         exchange = self.exchange
         has = getattr(exchange, "has", None) or {}
@@ -260,7 +267,7 @@ class CcxtSource(Source):
         cursor = window.start
         max_pages = window.bars(interval_ms) + 2
         for _ in range(max_pages):
-            now = int(exchange.milliseconds())
+            now = self._now()
             if cursor >= window.end or cursor + interval_ms > now:
                 break  # the window is done, or no closed bar can open at or after the cursor
             since = cursor

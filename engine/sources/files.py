@@ -8,9 +8,12 @@ Options::
     header: true                  # false: columns are named by position (0, 1, ...)
     delimiter: ","
     columns: {ts: Date, open: Open, high: High, low: Low, close: Close, volume: Volume}
-    ts_format: "%Y-%m-%d"         # strptime format; or ts_unit: s | ms | us | ns for epochs
+    ts_format: "%Y-%m-%d"         # Python strptime format (%f too); or ts_unit: s|ms|us|ns
     timezone: UTC                 # zone of naive timestamps
     symbol_column: null           # for long files holding many symbols
+
+A dataset may ask for several symbols only when ``url`` has ``{symbol}`` or ``symbol_column`` is
+set: otherwise every symbol would be the same file (:meth:`FilesSource.distinguishes_symbols`).
 
 Each file is read once per resolve. A partition gets the raw rows whose timestamps fall in its
 window; conformance then sees them exactly as the vendor wrote them (order, zone, unit, types).
@@ -20,13 +23,13 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from qmtl_engine.conformance import RawBatch, TsHints, normalize_ts
+from qmtl_engine.conformance import SAMPLE_SIZE, RawBatch, TsHints, normalize_ts
 from qmtl_engine.contracts import TS, VALUE_COLUMNS
 from qmtl_engine.errors import SourceError
 from qmtl_engine.ranges import TimeRange
@@ -43,6 +46,9 @@ def _is_url(text: str) -> bool:
 class FilesSource(Source):
     name: ClassVar[str] = "files"
     Options: ClassVar[type[SourceOptions]] = FilesOptions
+    symbols_fix: ClassVar[str] = (
+        "add {symbol} to the files source's `url` (one file per symbol), or set "
+        "`symbol_column` to the column that names each row's symbol")
 
     def __init__(self, options: FilesOptions, *, base_dir: str) -> None:
         self.options = options
@@ -53,6 +59,11 @@ class FilesSource(Source):
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
         parsed = cls._parse(FilesOptions, options)
         return cls(parsed, base_dir=base_dir)
+
+    @classmethod
+    def distinguishes_symbols(cls, options: dict[str, Any]) -> bool:
+        parsed = cast(FilesOptions, cls.parse_options(options))
+        return "{symbol}" in parsed.url or parsed.symbol_column is not None
 
     @property
     def hints(self) -> TsHints:
@@ -150,6 +161,16 @@ class FilesSource(Source):
                               symbol=symbol, url=url,
                               fix="set `ts_format` or `ts_unit` in the preset's files source "
                               "options") from None
+        if not norm.valid.any():  # nothing could be attributed to a partition: say so
+            first = ", ".join(repr(str(v)) for v in table[TS].slice(0, SAMPLE_SIZE).to_pylist())
+            how = (f"with ts_format {self.options.ts_format!r}" if self.options.ts_format
+                   else "as dates, times or epoch numbers")
+            raise SourceError(
+                f"no timestamp in the file could be read {how}; first values: {first}",
+                source=self.name, symbol=symbol, url=url,
+                fix="set `ts_format` in the preset's files source options to the file's "
+                "format in Python strptime codes (e.g. '%d.%m.%Y %H:%M:%S.%f'), or `ts_unit` "
+                "for epoch numbers")
         ms = pa.array(norm.ms, mask=~norm.valid)
         # A row without a valid time goes to the partition of the row before it (or after it).
         attributed = pc.fill_null_backward(pc.fill_null_forward(ms))
