@@ -218,6 +218,29 @@ def test_an_object_two_datasets_share_is_moved_once_and_fetched_once(vendor: Pro
     expect(vendor.run("verify"), 0)
 
 
+def test_a_manifest_whose_rows_contradict_its_objects_is_set_aside(vendor: Project) -> None:
+    """A manifest that hashes to its name but gives a partition other rows than its object holds
+    (the lock pinning it, too): the manifest is what cannot be trusted, and no source can give
+    the data it describes, so the pin is not replaced."""
+    from dataclasses import replace
+
+    from qmtl_engine.fingerprint import dataset_fingerprint
+
+    st = store(vendor)
+    good = st.get_snapshot(fingerprint(vendor, "ABC"))
+    parts = [replace(good.partitions[0], rows=good.partitions[0].rows + 1),
+             *good.partitions[1:]]
+    forged = dataset_fingerprint(good.header, [p.ref() for p in parts]).value
+    st.put_snapshot(replace(good, fingerprint=forged, partitions=parts))
+    vendor.edit_lock(fingerprint(vendor, "ABC"), forged)
+    report = repaired(vendor, "daily", code=1)["daily", "ABC"]
+    assert [(p["kind"], p["stored"], p["digest"]) for p in report["problems"]] == [
+        ("fingerprint-mismatch", "snapshot", forged)]
+    assert [m["from"] for m in report["quarantined"]] == [st.display(st.snapshot_path(forged))]
+    assert report["outcome"] == "source-changed"
+    assert f"fetched {good.fingerprint}" in report["detail"]  # what the source really gives
+
+
 # -- what repair must not do ---------------------------------------------------------------------
 def test_when_the_source_now_gives_other_data_nothing_is_replaced(vendor: Project) -> None:
     lock_before = vendor.lock.read_bytes()
