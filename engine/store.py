@@ -6,6 +6,7 @@
     <store>/snapshots/<aa>/<fingerprint hex>.json         snapshot manifests, immutable
     <store>/jobs/<job key>.json                           resume checkpoints
     <store>/jobs/<job key>.staged/<hex>.parquet           objects of an unfinished job
+    <store>/quarantine/<UTC time>/<path above>            corrupted files set aside by repair
 
 Every write goes to a temporary name first and is then moved into place, so a reader never sees
 half a file. An object's name is the digest of its canonical content, so writing the same content
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import fsspec
 
@@ -506,6 +507,31 @@ class Store:
         mine, theirs = self.root.rstrip("/") + "/", other.root.rstrip("/") + "/"
         return type(self.fs) is type(other.fs) and (
             mine.startswith(theirs) or theirs.startswith(mine))
+
+    # -- quarantine (qmtl-lock repair): corrupted files set aside, never deleted -------------------
+    def quarantine(self, name: str, *, kind: Literal["object", "snapshot"], at_ms: int) -> str:
+        """Move a corrupted object (``name`` is its digest) or snapshot manifest (``kind=
+        "snapshot"``, ``name`` is its fingerprint) to ``quarantine/<UTC time>/<its path>``.
+
+        Nothing reads from ``quarantine/`` and :meth:`inventory` does not list it, so the file is
+        out of every read and out of gc's reach, kept for whoever wants to look at it. ``at_ms``
+        names the folder (one per repair run); a path already taken there gets a ``-2``, ``-3``
+        … folder. Returns where the file went, as :meth:`display` writes it. Raises
+        :class:`ObjectMissing` when there is no such file.
+        """
+        src = self.object_path(name) if kind == "object" else self.snapshot_path(name)
+        if not self.fs.exists(src):
+            raise ObjectMissing(f"no {kind} {name} in the store to move aside",
+                                path=self.display(src))
+        rel = src[len(self._path("")):]
+        stamp = datetime.fromtimestamp(at_ms / 1000, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
+        dest, n = self._path("quarantine", stamp, rel), 1
+        while self.fs.exists(dest):
+            n += 1
+            dest = self._path("quarantine", f"{stamp}-{n}", rel)
+        self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+        self.fs.mv(src, dest)
+        return self.display(dest)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from qmtl_engine import InputError, ObjectCorrupted, ObjectMissing
+from qmtl_engine import (
+    FingerprintMismatch,
+    InputError,
+    ObjectCorrupted,
+    ObjectMissing,
+    QmtlLockError,
+)
 
 from qmtl_lock.lockfile import read_lock
 from qmtl_lock.manifest import load_manifest
@@ -15,11 +21,22 @@ from qmtl_lock.manifest import load_manifest
 
 @dataclass(frozen=True)
 class Problem:
+    """One thing wrong with one locked symbol.
+
+    ``stored`` says which stored file it is about: a partition ``object`` or the ``snapshot``
+    manifest (None for a lock entry that contradicts its snapshot). ``digest`` names that file
+    (the object's digest, the manifest's fingerprint) when it is there but cannot be trusted, so
+    ``qmtl-lock repair`` knows what to move aside; a missing file has none.
+    """
+
     dataset: str
     symbol: str
-    kind: str  # fingerprint-mismatch | object-missing | object-corrupted | lock-mismatch
+    kind: str  # fingerprint-mismatch | object-missing | object-corrupted | snapshot-missing |
+    #            lock-mismatch
     detail: str
     partition: str | None = None
+    stored: Literal["object", "snapshot"] | None = None
+    digest: str | None = None
 
     def line(self) -> str:
         where = f"{self.dataset}/{self.symbol}"
@@ -29,7 +46,8 @@ class Problem:
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "symbol": self.symbol, "kind": self.kind,
-                "partition": self.partition, "detail": self.detail}
+                "partition": self.partition, "detail": self.detail, "stored": self.stored,
+                "digest": self.digest}
 
 
 @dataclass
@@ -77,16 +95,8 @@ def verify(manifest_path: str | Path = "seamless.yaml", *,
             result.rows += outcome.rows
             result.bytes_hashed += outcome.bytes_hashed
             for exc in outcome.problems:
-                detail = exc.what
-                kind = _KIND.get(type(exc).__name__, "integrity")
-                if isinstance(exc, ObjectMissing) and outcome.snapshot is None:
-                    kind = "snapshot-missing"
-                    detail = (f"no snapshot {sym.dataset_fingerprint} in the store: the store "
-                              "was emptied or is another one, or the lock was edited by hand")
-                elif isinstance(exc, ObjectMissing | ObjectCorrupted):
-                    detail += f" ({exc.path})"
-                result.problems.append(Problem(name, symbol, kind, detail,
-                                               getattr(exc, "partition", None)))
+                result.problems.append(_problem(name, symbol, sym.dataset_fingerprint, exc,
+                                                manifest_read=outcome.snapshot is not None))
             snap = outcome.snapshot
             if snap is None or outcome.problems:
                 continue
@@ -97,3 +107,29 @@ def verify(manifest_path: str | Path = "seamless.yaml", *,
                     f"the lock's {', '.join(mismatch)} differ from the pinned snapshot "
                     "(was the lock edited by hand?)"))
     return result
+
+
+def _problem(dataset: str, symbol: str, fingerprint: str, exc: QmtlLockError, *,
+             manifest_read: bool) -> Problem:
+    """One problem the engine's verify raised, with the stored file it is about."""
+    detail = exc.what
+    kind = _KIND.get(type(exc).__name__, "integrity")
+    stored: Literal["object", "snapshot"] | None = None
+    digest = None
+    if isinstance(exc, ObjectMissing) and not manifest_read:
+        kind, stored = "snapshot-missing", "snapshot"
+        detail = (f"no snapshot {fingerprint} in the store: the store was emptied or is "
+                  "another one, or the lock was edited by hand")
+    elif isinstance(exc, ObjectCorrupted):
+        detail += f" ({exc.path})"
+        stored = "snapshot" if exc.kind == "snapshot" else "object"
+        digest = exc.expected
+    elif isinstance(exc, ObjectMissing):
+        detail += f" ({exc.path})"
+        stored = "object"
+    elif isinstance(exc, FingerprintMismatch):
+        # The object hashes to its name, but the manifest gives that partition other rows: it is
+        # the manifest that cannot be trusted.
+        stored, digest = "snapshot", fingerprint
+    return Problem(dataset, symbol, kind, detail, getattr(exc, "partition", None), stored,
+                   digest)

@@ -513,13 +513,13 @@ def test_verify_hand_edited_row_count(resolved: Project) -> None:
 
 
 def test_frozen_restores_objects_missing_under_a_present_snapshot(resolved: Project) -> None:
-    """verify's advice for a missing object (`resolve --frozen`) must work even though the
-    snapshot manifest is still in the store."""
+    """`resolve --frozen` rebuilds a missing object even though the snapshot manifest is still
+    in the store (verify's advice for it is now `qmtl-lock repair`, see tests/test_repair.py)."""
     before = resolved.lock.read_bytes()
     missing = _partition_objects(resolved, "crypto", "BTCUSDT")[0]
     missing.unlink()
     result = expect(resolved.run("verify"), 1)
-    assert "qmtl-lock resolve --frozen" in result.output
+    assert "fix: run `qmtl-lock repair crypto`" in result.output
     expect(resolved.run("resolve", "--frozen"), 0)
     assert missing.exists()
     assert resolved.lock.read_bytes() == before
@@ -537,15 +537,17 @@ def test_deleting_a_corrupted_object_and_frozen_repairs_it(resolved: Project) ->
 
 
 def test_verify_advice_repairs_a_corrupted_object(resolved: Project) -> None:
-    """Follow the advice verify prints, literally: the lock is unchanged, so run --frozen."""
+    """Follow the advice verify prints, literally: the lock is unchanged, so run repair."""
     _flip_one_value(_partition_objects(resolved, "crypto", "BTCUSDT")[0])
     result = expect(resolved.run("verify"), 1)
-    assert "delete each corrupted file named above" in result.output
-    assert "then run `qmtl-lock resolve --frozen`" in result.output
+    assert "it moves corrupted files aside" in result.output
+    assert "fix: run `qmtl-lock repair crypto`" in result.output
     named = re.findall(r"\((/[^()]+\.parquet)\)", result.output)
     assert len(named) == 1
-    Path(named[0]).unlink()
-    expect(resolved.run("resolve", "--frozen"), 0)
+    expect(resolved.run("repair", "crypto"), 0)
+    [moved] = (resolved.store / "quarantine").rglob("*.parquet")
+    assert moved.name == Path(named[0]).name
+    _store(resolved).check_object("sha256:" + Path(named[0]).stem)
     expect(resolved.run("verify"), 0)
 
 
@@ -944,7 +946,7 @@ def test_subprocess_verify_json_on_a_corrupted_store(resolved: Project) -> None:
 # -- layout: one lazily loaded module per command ----------------------------------------------
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_NAMES = {"init", "resolve", "check", "verify", "show", "diff", "merge-driver", "gc",
-                 "presets", "materialize", "schemas"}
+                 "presets", "materialize", "schemas", "repair"}
 LIGHT = ("pyarrow", "fsspec", "jsonschema", "deepdiff", "pydantic")
 
 

@@ -24,6 +24,7 @@ COMMANDS: Mapping[str, str] = {
     "materialize": "qmtl_lock.cli.materialize:materialize_command",
     "merge-driver": "qmtl_lock.cli.merge_driver:merge_driver_command",
     "presets": "qmtl_lock.cli.presets:presets_command",
+    "repair": "qmtl_lock.cli.repair:repair_command",
     "resolve": "qmtl_lock.cli.resolve:resolve_command",
     "schemas": "qmtl_lock.cli.schemas:schemas_command",
     "show": "qmtl_lock.cli.show:show_command",

@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from qmtl_lock.cli.output import EXIT_DRIFT, EXIT_OK, emit_json, json_option, manifest_option, run
 
+if TYPE_CHECKING:
+    from qmtl_lock.verify import Problem
+
+# Problems that `qmtl-lock repair` does not fix: the store is fine, the lock is not.
 _FIX = {
-    "object-missing": "run `qmtl-lock resolve --frozen` to rebuild the pinned data in the store",
-    "object-corrupted": "delete each corrupted file named above, then run "
-                        "`qmtl-lock resolve --frozen` to fetch it again",
-    "fingerprint-mismatch": "the store or the lock was altered; restore seamless.lock from git, "
-                            "then run `qmtl-lock resolve --frozen`",
     "lock-mismatch": "restore seamless.lock from git or run `qmtl-lock resolve`",
-    "snapshot-missing": "run `qmtl-lock resolve --frozen` to rebuild the pinned data; if it "
-                        "reports that the source gives other data, restore seamless.lock from git",
 }
+
+
+def fixes(problems: list[Problem], manifest: Path) -> list[str]:
+    """What to run for ``problems``: the repair command for damaged or missing store data (one
+    command naming each dataset concerned), and the fix of each other kind of problem."""
+    from qmtl_lock.repair import REPAIRABLE, repair_command
+
+    damaged = sorted({p.dataset for p in problems if p.kind in REPAIRABLE})
+    out = []
+    if damaged:
+        out.append(f"run `{repair_command(damaged, manifest)}`: it moves corrupted files aside "
+                   "and fetches again only the partitions that are bad or missing (if the "
+                   "source now gives other data, it says so and replaces nothing)")
+    return out + sorted({_FIX.get(p.kind, "") for p in problems} - {""})
 
 
 @click.command("verify")
@@ -31,13 +43,16 @@ def verify_command(datasets: tuple[str, ...], manifest: Path, as_json: bool) -> 
     def go() -> int:
         result = verify(manifest, datasets=datasets)
         if as_json:
-            emit_json({"ok": not result, "checked": result.checked, "rows": result.rows,
-                       "problems": [p.to_dict() for p in result.problems]})
+            data = {"ok": not result, "checked": result.checked, "rows": result.rows,
+                    "problems": [p.to_dict() for p in result.problems]}
+            if result:
+                data["fix"] = fixes(result.problems, manifest)
+            emit_json(data)
         elif result:
             click.echo(f"verification failed for {len(result.problems)} problem(s):")
             for p in result.problems:
                 click.echo(f"  {p.line()}")
-            for fix in sorted({_FIX.get(p.kind, "") for p in result.problems} - {""}):
+            for fix in fixes(result.problems, manifest):
                 click.echo(f"fix: {fix}")
         else:
             click.echo(f"verified {result.checked} snapshot(s), {result.rows} rows: all match "
