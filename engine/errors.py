@@ -155,7 +155,8 @@ class FingerprintMismatch(IntegrityError):
             where=where,
             fix=fix
             or "the data behind the lock changed; run `qmtl-lock verify` to see which partitions, "
-            "then `qmtl-lock resolve` to rebuild them (or `resolve --update` to accept new data)",
+            "then `qmtl-lock repair` to fetch them again (or `qmtl-lock resolve --update` to "
+            "accept new data)",
         )
 
 
@@ -169,7 +170,8 @@ class ObjectMissing(IntegrityError):
         where = f"{path}" + (f" (partition {partition})" if partition else "")
         super().__init__(
             what, where=where,
-            fix=fix or "run `qmtl-lock resolve` to materialize the missing data again",
+            fix=fix or ("run `qmtl-lock repair` to fetch the missing partition again" if partition
+                        else "run `qmtl-lock resolve` to rebuild the pinned data in this store"),
         )
 
 
@@ -190,11 +192,11 @@ class ObjectCorrupted(FingerprintMismatch):
         self.kind = kind
         what = (f"store object is corrupted: its content hashes to {actual}, its name says "
                 f"{expected}")
-        fix = "delete the object and run `qmtl-lock resolve` to fetch the partition again"
+        fix = "run `qmtl-lock repair`: it moves the object aside and fetches the partition again"
         if kind == "snapshot":
             what = (f"snapshot manifest is corrupted: it describes {actual}, its name says "
                     f"{expected}")
-            fix = "delete the manifest and run `qmtl-lock resolve` to rebuild it"
+            fix = "run `qmtl-lock repair`: it moves the manifest aside and rebuilds it"
         # Not FingerprintMismatch.__init__: this message names the stored file and its digest,
         # not the lock entry, and its fix is about the store.
         IntegrityError.__init__(

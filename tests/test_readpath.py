@@ -109,7 +109,7 @@ def test_object_tampering_is_found_alike_by_verify_and_load(resolved: Project,
         assert (exc.dataset, exc.symbol) == (DATASET, SYMBOL)
         assert getattr(exc, "partition", None) == WINDOW_JAN
         assert f"{DATASET}/{SYMBOL}" in str(exc) and WINDOW_JAN in str(exc)
-        assert "qmtl-lock resolve" in str(exc)
+        assert "qmtl-lock repair" in str(exc)  # the command that repairs it (issue 9)
     if expected is ObjectCorrupted:
         assert isinstance(loaded, FingerprintMismatch)
         assert str(loaded).startswith("fingerprint mismatch: store object is corrupted: ")

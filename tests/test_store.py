@@ -300,7 +300,7 @@ def corrupted_snapshot(store: Store, fingerprint: str) -> ObjectCorrupted:
     assert err.value.path == store.display(store.snapshot_path(fingerprint))
     assert err.value.partition is None
     assert str(err.value).startswith("snapshot manifest is corrupted: ")
-    assert "delete the manifest" in str(err.value)
+    assert "`qmtl-lock repair`: it moves the manifest aside" in str(err.value)
     return err.value
 
 
