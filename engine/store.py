@@ -543,11 +543,16 @@ class Store:
         return StoredLease(f.path, None, None, None, f.mtime_ms, f.mtime_ms)
 
     def remove_lease(self, lease: StoredLease) -> bool:
-        """Remove a lease found stale, unless its heartbeat moved since it was listed (its holder
-        woke up). Returns whether it was removed (False also when it is already gone)."""
+        """Remove a lease found stale, and the temporaries its heartbeats left, unless its
+        heartbeat moved since it was listed (its holder woke up). Returns whether it was removed
+        (False also when it is already gone)."""
         current = next((found for found in self.leases() if found.path == lease.path), None)
         if current is None or current.heartbeat_ms != lease.heartbeat_ms:
             return False
+        name = posixpath.basename(lease.path)
+        for rel in self._listed("leases"):
+            if rel.startswith("leases/.tmp-") and rel.endswith(f"-{name}"):
+                self.remove(rel)
         try:
             self.remove(lease.path)
         except FileNotFoundError:
@@ -684,11 +689,9 @@ class Lease:
         while not self._stop.wait(self.heartbeat_s):
             self._record["heartbeat_ms"] = _wall_ms()
             try:
-                # In place, not through a temporary: a reader that meets the file half-written
-                # takes its file time, which is as fresh as the heartbeat; and a lease gc removed
-                # while its holder was paused comes back.
-                with self.store.fs.open(self.store._within(self.path), "wb") as f:
-                    f.write(self._bytes())
+                # Through a temporary, so gc never reads half a lease; a lease gc removed while
+                # its holder was paused comes back.
+                self.store._publish(self.store._within(self.path), self._bytes())
             except OSError as exc:  # the store is unreachable for now: try again next beat
                 _lease_log.warning("could not refresh lease %s: %s", self.path, exc)
 

@@ -36,7 +36,6 @@ def _git(folder: Path, *args: str,
     # LC_ALL=C: git's own words ("not a git repository") are then the same in every language
     env = {**os.environ, "LC_ALL": "C"}
     try:
-        # -C, not cwd=: a folder that does not exist is then git's "not a repository"
         return subprocess.run(["git", "-C", str(folder), *args], input=stdin, env=env,
                               capture_output=True, check=False)
     except FileNotFoundError:
@@ -79,9 +78,19 @@ def _repository_marker(folder: Path) -> Path | None:
         here = here.parent
 
 
+def _locate(file: Path, otherwise: str | None) -> tuple[Path, str] | None:
+    """Where git runs for ``file`` (its folder, or the nearest one that exists) and the file's
+    path from the top of its work tree; None outside any. Raises :class:`GitError` when git
+    fails, or calls a folder with a ``.git`` no repository."""
+    folder, below = file.absolute().parent, file.name
+    while not folder.is_dir() and folder.parent != folder:  # a file no revision may have yet
+        folder, below = folder.parent, f"{folder.name}/{below}"
+    prefix = _prefix(folder, otherwise)
+    return None if prefix is None else (folder, prefix + below)
+
+
 def _prefix(folder: Path, otherwise: str | None) -> str | None:
-    """``folder`` from the top of its work tree (``""`` at the top); None outside any. Raises
-    :class:`GitError` when git fails, or calls a folder with a ``.git`` no repository."""
+    """``folder`` from the top of its work tree (``""`` at the top); None outside any."""
     args = ("rev-parse", "--show-prefix")
     found = _git(folder, *args)
     if found.returncode == 0:
@@ -110,15 +119,14 @@ class GitFile:
         """The repository holding ``file``. Raises :class:`GitError` when git is not installed,
         fails, or ``file`` is in no repository; the fix offers ``otherwise``, the way without
         git."""
-        folder = file.absolute().parent
         try:
-            prefix = _prefix(folder, otherwise)
+            found = _locate(file, otherwise)
         except _GitMissing as exc:
             raise GitError(exc.what, fix=f"install git, or {otherwise}") from None
-        if prefix is None:
-            raise GitError(f"{folder} is not inside a git repository", where=str(file),
-                           fix=f"run it inside your repository, or {otherwise}")
-        return cls(folder, prefix + file.name, otherwise)
+        if found is None:
+            raise GitError(f"{file.absolute().parent} is not inside a git repository",
+                           where=str(file), fix=f"run it inside your repository, or {otherwise}")
+        return cls(*found, otherwise)
 
     @classmethod
     def find(cls, file: Path, *, otherwise: str | None = None) -> GitFile | None:
@@ -128,17 +136,17 @@ class GitFile:
         Raises :class:`GitError` for every other answer: git refuses the repository (dubious
         ownership), the repository is damaged, or git is missing where a ``.git`` is present.
         """
-        folder = file.absolute().parent
         try:
-            prefix = _prefix(folder, otherwise)
+            found = _locate(file, otherwise)
         except _GitMissing as exc:
+            folder = file.absolute().parent
             marker = _repository_marker(folder)
             if marker is None:
                 return None
             raise GitError(f"{exc.what}, and {folder} is in a git repository ({marker})",
                            where=str(file), fix="install git"
                            + (f", or {otherwise}" if otherwise else "")) from None
-        return None if prefix is None else cls(folder, prefix + file.name, otherwise)
+        return None if found is None else cls(*found, otherwise)
 
     def label(self, rev: str) -> str:
         """How the file at ``rev`` is named to the user: ``main:seamless.lock``."""

@@ -17,10 +17,10 @@ from qmtl_lock.cli.output import EXIT_OK, emit_json, manifest_option, run
 @click.option("--all-refs", is_flag=True,
               help="Also keep what seamless.lock pins at every branch and tag.")
 @click.option("--no-git", "no_git", is_flag=True,
-              help="Read no git history: keep only what the working-tree seamless.lock pins "
-              "(and what retention-free rules keep: the grace period, running resolves). "
-              "Without it, gc outside a git repository deletes nothing, and gc stops (exit 2) "
-              "when git cannot read the repository.")
+              help="Read no git history: keep only what the working-tree seamless.lock pins, "
+              "plus files within the grace period and what a running resolve may need. Without "
+              "it gc deletes nothing outside a git repository, and stops (exit 2) when git "
+              "cannot read one.")
 @click.option("--archive", metavar="URL",
               help="Move files to this fsspec URL (same relative paths) instead of deleting.")
 @click.option("--grace-days", default=7, show_default=True, type=click.IntRange(min=0),

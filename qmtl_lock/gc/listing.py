@@ -31,8 +31,9 @@ class StoreListing:
 def list_store(store: Store) -> StoreListing:
     """Every lease, snapshot (with the objects it names), object, job and temporary in the store.
 
-    The leases are listed first: a resolve that starts later writes only files younger than the
-    listing, which the grace period keeps.
+    The leases are listed first, so every file of a resolve that held a lease by then is in the
+    listing as written after that lease began; one that takes a lease later is caught when
+    :func:`~qmtl_lock.gc.apply.apply_gc` looks at the leases again before deleting.
     """
     leases = store.leases()
     found = store.inventory()

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 GcKind = Literal["snapshot", "object", "job", "temporary"]
 
+# File times come from the store's clock, a lease's start from its holder's (and Linux stamps
+# files from a coarse clock): files written up to a minute before a live lease began count as
+# written after it.
+LEASE_CLOCK_SLACK_MS = 60_000
+
 
 @dataclass(frozen=True)
 class GcAction:
@@ -104,7 +109,8 @@ class GcPlan:
 
     @property
     def lease_floor_ms(self) -> int | None:
-        """When the oldest live lease began: files written since then are kept (None: ever)."""
+        """Files written since then are kept: when the oldest live lease began, less
+        :data:`LEASE_CLOCK_SLACK_MS` (None: ever)."""
         return _floor(self.leases)
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,10 +163,12 @@ def _lease_dict(lease: StoredLease, wall_ms: int) -> dict[str, Any]:
 
 
 def _floor(live: Sequence[StoredLease]) -> int | None:
-    """When the oldest of ``live`` began; None when there is none, or one began at an unknown
-    time (then everything counts as written since)."""
+    """When the oldest of ``live`` began, less :data:`LEASE_CLOCK_SLACK_MS`; None when there is
+    none, or one began at an unknown time (then everything counts as written since)."""
     starts = [lease.started_ms for lease in live]
-    return None if not starts or None in starts else min(t for t in starts if t is not None)
+    if not starts or None in starts:
+        return None
+    return min(t for t in starts if t is not None) - LEASE_CLOCK_SLACK_MS
 
 
 def _bytes(size: int) -> str:
@@ -249,10 +257,12 @@ def _hold_everything(draft: _Draft) -> None:
         draft.kept.append(GcKept(a.kind, a.path, f"{a.reason}, but kept: no git history to tell "
                                  "what earlier locks pinned"))
     draft.kept_objects += sum(1 for a in held if a.kind == "object")
-    draft.warnings.append(
-        "there is no git history to tell what earlier locks pinned, so gc deletes nothing "
-        f"({_n(len(held), 'item')}, {_bytes(sum(a.size for a in held))}, would go otherwise); "
-        "`qmtl-lock gc --no-git` keeps only what the working-tree lock pins and deletes the rest")
+    if held:
+        draft.warnings.append(
+            "there is no git history to tell what earlier locks pinned, so gc deletes nothing "
+            f"({_n(len(held), 'item')}, {_bytes(sum(a.size for a in held))}, would go "
+            "otherwise); `qmtl-lock gc --no-git` keeps only what the working-tree lock pins and "
+            "deletes the rest")
 
 
 def _snapshot_verdict(draft: _Draft, fp: str, snap: StoredSnapshot, pinned: Mapping[str, str],
