@@ -53,6 +53,8 @@ _EXPORTS: dict[str, str] = {
     # store
     "Snapshot": "store", "SnapshotPartition": "store", "Store": "store",
     "StoreInventory": "store", "StoredFile": "store", "StoredJob": "store",
+    # store leases (a running resolve, as gc sees it)
+    "LEASE_TIMEOUT_MS": "store", "Lease": "store", "StoredLease": "store",
     # YAML with line numbers
     "LocatedYAML": "yamlio", "load_yaml": "yamlio", "pydantic_error": "yamlio",
     "read_yaml_text": "yamlio",
@@ -102,11 +104,14 @@ if TYPE_CHECKING:
     )
     from qmtl_engine.read import PinnedReader, VerifyOutcome, check_partition, pin_mismatch
     from qmtl_engine.store import (
+        LEASE_TIMEOUT_MS,
+        Lease,
         Snapshot,
         SnapshotPartition,
         Store,
         StoredFile,
         StoredJob,
+        StoredLease,
         StoreInventory,
     )
     from qmtl_engine.yamlio import LocatedYAML, load_yaml, pydantic_error, read_yaml_text
@@ -128,6 +133,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "DAY_MS",
     "FLAG_NAMES",
+    "LEASE_TIMEOUT_MS",
     "Catalog",
     "Clock",
     "ConformanceError",
@@ -136,6 +142,7 @@ __all__ = [
     "FixedClock",
     "InputError",
     "IntegrityError",
+    "Lease",
     "LocatedYAML",
     "MaterializationError",
     "MaterializeResult",
@@ -162,6 +169,7 @@ __all__ = [
     "StoreInventory",
     "StoredFile",
     "StoredJob",
+    "StoredLease",
     "SystemClock",
     "TimeRange",
     "VerifyOutcome",

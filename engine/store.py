@@ -16,8 +16,12 @@ twice lands on the same name, and :meth:`Store.check_object` re-hashes an object
 from __future__ import annotations
 
 import json
+import logging
+import os
 import posixpath
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -533,6 +537,75 @@ class Store:
         self.fs.mv(src, dest)
         return self.display(dest)
 
+    # -- leases: a running resolve, made visible to gc (gcsafe) ----------------------------------
+    #   <store>/leases/<uuid>.json   owner, pid, host, start and last heartbeat of one holder
+    def lease(self, owner: str, *, heartbeat_s: float | None = None) -> Lease:
+        """A lease on this store for the length of a ``with`` block::
+
+            with store.lease(owner="resolve seamless.yaml"):
+                ...  # gc keeps every job and everything written from now on
+
+        Entering writes ``leases/<uuid>.json`` with an exclusive create and starts a daemon
+        thread that refreshes its heartbeat every ``heartbeat_s`` seconds
+        (:data:`LEASE_HEARTBEAT_S`); leaving stops it and removes the file. A holder that dies
+        leaves the file behind, and it goes stale :data:`LEASE_TIMEOUT_MS` after its last
+        heartbeat. Entering raises OSError when the store cannot be written.
+        """
+        return Lease(self, owner, LEASE_HEARTBEAT_S if heartbeat_s is None else heartbeat_s)
+
+    def lease_path(self, lease_id: str) -> str:
+        return self._path("leases", f"{lease_id}.json")
+
+    def leases(self) -> tuple[StoredLease, ...]:
+        """Every lease in the store, live or left by a holder that died, in path order.
+
+        A lease file that cannot be read (torn mid-write, or from a newer qmtl-lock) is listed
+        with only its file time as start and heartbeat, so it still protects until it goes stale.
+        """
+        found = []
+        for rel, f in self._listed("leases").items():
+            parts = rel.split("/")
+            if len(parts) == 2 and parts[1].endswith(".json") and not parts[1].startswith("."):
+                lease = self._read_lease(f)
+                if lease is not None:
+                    found.append(lease)
+        return tuple(found)
+
+    def _read_lease(self, f: StoredFile) -> StoredLease | None:
+        """One lease file; None when it is gone (its holder just left)."""
+        try:
+            with self.fs.open(self._within(f.path), "rb") as reader:
+                data = json.loads(reader.read())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        try:
+            if isinstance(data, dict) and data.get("lease_version") == LEASE_VERSION:
+                return StoredLease(f.path, str(data["owner"]), int(data["pid"]),
+                                   str(data["host"]), int(data["started_ms"]),
+                                   int(data["heartbeat_ms"]))
+        except (KeyError, TypeError, ValueError):
+            pass
+        return StoredLease(f.path, None, None, None, f.mtime_ms, f.mtime_ms)
+
+    def remove_lease(self, lease: StoredLease) -> bool:
+        """Remove a lease found stale, and the temporaries its heartbeats left, unless its
+        heartbeat moved since it was listed (its holder woke up). Returns whether it was removed
+        (False also when it is already gone)."""
+        current = next((found for found in self.leases() if found.path == lease.path), None)
+        if current is None or current.heartbeat_ms != lease.heartbeat_ms:
+            return False
+        name = posixpath.basename(lease.path)
+        for rel in self._listed("leases"):
+            if rel.startswith("leases/.tmp-") and rel.endswith(f"-{name}"):
+                self.remove(rel)
+        try:
+            self.remove(lease.path)
+        except FileNotFoundError:
+            return False
+        return True
+
 
 @dataclass(frozen=True)
 class StoredFile:
@@ -600,3 +673,81 @@ def _mtime_ms(info: dict[str, Any]) -> int | None:
                 value = value.replace(tzinfo=UTC)
             return int(value.timestamp() * 1000)
     return None
+
+
+# -- leases (gcsafe): what a running resolve holds, and how gc reads it --------------------------
+LEASE_VERSION = 1
+LEASE_HEARTBEAT_S = 60.0  # how often a holder refreshes its lease
+LEASE_TIMEOUT_MS = 10 * 60_000  # a lease not refreshed for this long has lost its holder
+
+_lease_log = logging.getLogger("qmtl_lock.store")
+
+
+def _wall_ms() -> int:
+    # Leases age in real elapsed time, never by a pinned ``now`` (QMTL_LOCK_NOW): liveness is
+    # about processes that run now.
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class StoredLease:
+    """One lease as :meth:`Store.leases` lists it (times in epoch ms, by the holder's clock)."""
+
+    path: str  # relative to the store root: leases/<uuid>.json
+    owner: str | None  # None: the file could not be read (torn, or from a newer qmtl-lock)
+    pid: int | None
+    host: str | None
+    started_ms: int | None  # the file time when unreadable; None when that is unknown too
+    heartbeat_ms: int | None
+
+    def is_stale(self, now_ms: int, timeout_ms: int = LEASE_TIMEOUT_MS) -> bool:
+        """Whether its holder has not refreshed it for more than ``timeout_ms`` (it died, or
+        lost the store). A lease of unknown age is never stale."""
+        return self.heartbeat_ms is not None and now_ms - self.heartbeat_ms > timeout_ms
+
+
+class Lease:
+    """A held lease: a context manager (see :meth:`Store.lease`)."""
+
+    def __init__(self, store: Store, owner: str, heartbeat_s: float) -> None:
+        self.store = store
+        self.heartbeat_s = heartbeat_s
+        self.path = posixpath.join("leases", f"{uuid.uuid4().hex}.json")
+        now = _wall_ms()
+        self._record: dict[str, Any] = {
+            "lease_version": LEASE_VERSION, "owner": owner, "pid": os.getpid(),
+            "host": socket.gethostname(), "started_ms": now, "heartbeat_ms": now}
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._refresh, daemon=True,
+                                      name=f"qmtl-lock lease {self.path}")
+
+    def _bytes(self) -> bytes:
+        return json.dumps(self._record, sort_keys=True).encode() + b"\n"
+
+    def __enter__(self) -> Lease:
+        full = self.store._within(self.path)
+        self.store.fs.makedirs(posixpath.dirname(full), exist_ok=True)
+        with self.store.fs.open(full, "xb") as f:  # a uuid name: "exists" would be a bug
+            f.write(self._bytes())
+        self._beat.start()
+        return self
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            self._record["heartbeat_ms"] = _wall_ms()
+            try:
+                # Through a temporary, so gc never reads half a lease; a lease gc removed while
+                # its holder was paused comes back.
+                self.store._publish(self.store._within(self.path), self._bytes())
+            except OSError as exc:  # the store is unreachable for now: try again next beat
+                _lease_log.warning("could not refresh lease %s: %s", self.path, exc)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._beat.join()
+        try:
+            self.store.remove(self.path)
+        except FileNotFoundError:
+            pass  # gc removed it as stale while this holder was paused
+        except OSError as exc:  # never hide the block's own outcome; the lease goes stale
+            _lease_log.warning("could not remove lease %s: %s", self.path, exc)

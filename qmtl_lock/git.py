@@ -3,35 +3,107 @@
 ``diff --git REV`` reads the lock at one revision; ``gc`` reads it at HEAD, at ``--keep-revs``,
 at every ref tip and at every commit of the history. Both go through :class:`GitFile`, and every
 failure is a :class:`~qmtl_lock.errors.GitError` (exit 2).
+
+gc deletes what no lock in the history pins, so a history that git could not read must never
+look like an empty one: "not a repository" is believed only when no ``.git`` is there either, a
+repository without commits only when HEAD names no commit, and a lock absent at a revision only
+when that revision's tree was read and does not list it. Anything else git says is an error.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qmtl_lock.errors import GitError
 
 _UNKNOWN_REVISION_FIX = "pass a branch, tag or commit that `git log --oneline --all` shows"
+_DUBIOUS = re.compile(r"dubious ownership in repository at '([^']+)'")
+_TREE, _GITLINK = b"40000", b"160000"
+
+
+class _GitMissing(GitError):
+    """git itself could not be started."""
 
 
 def _git(folder: Path, *args: str,
          stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run git in ``folder``; a missing git is a :class:`GitError`, a failing one is not."""
+    # LC_ALL=C: git's own words ("not a git repository") are then the same in every language
+    env = {**os.environ, "LC_ALL": "C"}
     try:
-        # -C, not cwd=: a folder that does not exist is then git's "not a repository"
-        return subprocess.run(["git", "-C", str(folder), *args], input=stdin,
+        return subprocess.run(["git", "-C", str(folder), *args], input=stdin, env=env,
                               capture_output=True, check=False)
     except FileNotFoundError:
-        raise GitError("git is not installed (or not on PATH)", fix="install git") from None
+        raise _GitMissing("git is not installed (or not on PATH)", fix="install git") from None
+    except OSError as exc:
+        raise _GitMissing(f"git could not be run: {exc}", fix="install git") from None
 
 
-def _prefix(folder: Path) -> str | None:
-    """``folder`` from the top of its work tree (``""`` at the top); None outside one."""
-    found = _git(folder, "rev-parse", "--show-prefix")
-    return found.stdout.decode().strip() if found.returncode == 0 else None
+def _said(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """What git said when it failed: its ``fatal:``/``error:`` lines, else all of stderr."""
+    text = proc.stderr.decode(errors="replace").strip()
+    lines = [line for line in text.splitlines() if line.startswith(("fatal:", "error:"))]
+    return " ".join(lines) or text or f"exit status {proc.returncode}"
+
+
+def _failed(proc: subprocess.CompletedProcess[bytes], args: Sequence[str], folder: Path,
+            otherwise: str | None) -> GitError:
+    """The error for a git command that failed in ``folder``, with the fix for its cause."""
+    dubious = _DUBIOUS.search(proc.stderr.decode(errors="replace"))
+    fix = (f"if you trust the repository, run `git config --global --add safe.directory "
+           f"{dubious[1]}`" if dubious
+           else "check the repository with `git status` and `git fsck`")
+    return GitError(f"`git {' '.join(args)}` failed: {_said(proc)}", where=str(folder),
+                    fix=f"{fix}, or {otherwise}" if otherwise else fix)
+
+
+def _repository_marker(folder: Path) -> Path | None:
+    """The ``.git`` that makes ``folder`` part of a work tree, looked for the way git looks
+    (up to a ``GIT_CEILING_DIRECTORIES`` entry); ``$GIT_DIR`` when set. None: there is none."""
+    if os.environ.get("GIT_DIR"):
+        return Path(os.environ["GIT_DIR"])
+    ceilings = {Path(p).resolve() for p in
+                os.environ.get("GIT_CEILING_DIRECTORIES", "").split(os.pathsep) if p}
+    here = folder.resolve()
+    while True:
+        if (here / ".git").exists():
+            return here / ".git"
+        if here.parent == here or here.parent in ceilings:
+            return None
+        here = here.parent
+
+
+def _locate(file: Path, otherwise: str | None) -> tuple[Path, str] | None:
+    """Where git runs for ``file`` (its folder, or the nearest one that exists) and the file's
+    path from the top of its work tree; None outside any. Raises :class:`GitError` when git
+    fails, or calls a folder with a ``.git`` no repository."""
+    folder, below = file.absolute().parent, file.name
+    while not folder.is_dir() and folder.parent != folder:  # a file no revision may have yet
+        folder, below = folder.parent, f"{folder.name}/{below}"
+    prefix = _prefix(folder, otherwise)
+    return None if prefix is None else (folder, prefix + below)
+
+
+def _prefix(folder: Path, otherwise: str | None) -> str | None:
+    """``folder`` from the top of its work tree (``""`` at the top); None outside any."""
+    args = ("rev-parse", "--show-prefix")
+    found = _git(folder, *args)
+    if found.returncode == 0:
+        return found.stdout.decode().strip()
+    if "not a git repository" in _said(found):
+        marker = _repository_marker(folder)
+        if marker is None:
+            return None
+        raise GitError(f"git does not read {marker} as a repository: {_said(found)}",
+                       where=str(folder),
+                       fix="check the repository with `git status` and `git fsck`"
+                       + (f", or {otherwise}" if otherwise else ""))
+    raise _failed(found, args, folder, otherwise)
 
 
 @dataclass(frozen=True)
@@ -40,30 +112,41 @@ class GitFile:
 
     folder: Path  # the file's folder: where git runs
     path: str  # the file's path from the top of the work tree
+    otherwise: str | None = field(default=None, compare=False)  # the way without git, for fixes
 
     @classmethod
     def of(cls, file: Path, *, otherwise: str) -> GitFile:
-        """The repository holding ``file``. Raises :class:`GitError` when git is not installed
-        or ``file`` is in no repository; the fix offers ``otherwise``, the way without git."""
-        folder = file.absolute().parent
+        """The repository holding ``file``. Raises :class:`GitError` when git is not installed,
+        fails, or ``file`` is in no repository; the fix offers ``otherwise``, the way without
+        git."""
         try:
-            prefix = _prefix(folder)
-        except GitError as exc:
+            found = _locate(file, otherwise)
+        except _GitMissing as exc:
             raise GitError(exc.what, fix=f"install git, or {otherwise}") from None
-        if prefix is None:
-            raise GitError(f"{folder} is not inside a git repository", where=str(file),
-                           fix=f"run it inside your repository, or {otherwise}")
-        return cls(folder, prefix + file.name)
+        if found is None:
+            raise GitError(f"{file.absolute().parent} is not inside a git repository",
+                           where=str(file), fix=f"run it inside your repository, or {otherwise}")
+        return cls(*found, otherwise)
 
     @classmethod
-    def find(cls, file: Path) -> GitFile | None:
-        """The repository holding ``file``, or None outside one (or without git)."""
-        folder = file.absolute().parent
+    def find(cls, file: Path, *, otherwise: str | None = None) -> GitFile | None:
+        """The repository holding ``file``, or None outside one: git says it is not in one and
+        no ``.git`` says otherwise, or git is not installed and there is no ``.git`` either.
+
+        Raises :class:`GitError` for every other answer: git refuses the repository (dubious
+        ownership), the repository is damaged, or git is missing where a ``.git`` is present.
+        """
         try:
-            prefix = _prefix(folder)
-        except GitError:
-            return None
-        return None if prefix is None else cls(folder, prefix + file.name)
+            found = _locate(file, otherwise)
+        except _GitMissing as exc:
+            folder = file.absolute().parent
+            marker = _repository_marker(folder)
+            if marker is None:
+                return None
+            raise GitError(f"{exc.what}, and {folder} is in a git repository ({marker})",
+                           where=str(file), fix="install git"
+                           + (f", or {otherwise}" if otherwise else "")) from None
+        return None if found is None else cls(*found, otherwise)
 
     def label(self, rev: str) -> str:
         """How the file at ``rev`` is named to the user: ``main:seamless.lock``."""
@@ -72,32 +155,47 @@ class GitFile:
     def _output(self, *args: str, stdin: bytes | None = None) -> bytes:
         proc = _git(self.folder, *args, stdin=stdin)
         if proc.returncode != 0:
-            raise GitError(f"`git {' '.join(args)}` failed: "
-                           f"{proc.stderr.decode(errors='replace').strip()}",
-                           where=str(self.folder), fix="check the repository with `git status`")
+            raise _failed(proc, args, self.folder, self.otherwise)
         return proc.stdout
+
+    def _damaged(self, what: str) -> GitError:
+        return GitError(f"the git repository cannot give {what}: it is damaged",
+                        where=str(self.folder),
+                        fix="`git fsck` names what is missing; restore it (clone the repository "
+                        "again)" + (f", or {self.otherwise}" if self.otherwise else ""))
 
     def commit(self, rev: str) -> str:
         """The commit ``rev`` names; :class:`GitError` (exit 2) if it names none."""
-        proc = _git(self.folder, "rev-parse", "--verify", "--quiet", "--end-of-options",
-                    f"{rev}^{{commit}}")
+        args = ("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+        proc = _git(self.folder, *args)
+        if proc.returncode != 0 and proc.stderr.strip():  # --quiet: git said something else
+            raise _failed(proc, args, self.folder, self.otherwise)
         if proc.returncode != 0 or not rev:
             raise GitError(f"unknown git revision {rev!r}", where=str(self.folder), revision=rev,
                            fix=_UNKNOWN_REVISION_FIX)
         return proc.stdout.decode().strip()
 
     def has_head(self) -> bool:
-        """False in a repository without commits yet."""
-        return _git(self.folder, "rev-parse", "--verify", "--quiet", "HEAD").returncode == 0
+        """False in a repository without commits yet (HEAD names a branch that does not exist);
+        :class:`GitError` when git cannot tell."""
+        args = ("rev-parse", "--verify", "--quiet", "HEAD")
+        proc = _git(self.folder, *args)
+        if proc.returncode == 0:
+            return True
+        if proc.returncode == 1 and not proc.stderr.strip():
+            return False
+        raise _failed(proc, args, self.folder, self.otherwise)
 
     def ref_tips(self) -> list[tuple[str, str]]:
-        """``(short name, full ref name)`` of every branch, remote branch and tag."""
-        out = self._output("for-each-ref", "--format=%(refname:short)%00%(refname)",
-                           "refs/heads", "refs/remotes", "refs/tags").decode()
+        """``(short name, full ref name)`` of every branch, remote branch and tag that names a
+        commit (a tag of a tree counts; one of a blob has no lock to read)."""
+        out = self._output("for-each-ref",
+                           "--format=%(refname:short)%00%(refname)%00%(objecttype)%00"
+                           "%(*objecttype)", "refs/heads", "refs/remotes", "refs/tags").decode()
         tips = []
         for line in out.splitlines():
-            short, _, full = line.partition("\0")
-            if full and not full.endswith("/HEAD"):
+            short, full, kind, peeled = [*line.split("\0"), "", "", ""][:4]
+            if full and not full.endswith("/HEAD") and (peeled or kind) in ("commit", "tree"):
                 tips.append((short, full))
         return tips
 
@@ -110,29 +208,77 @@ class GitFile:
         return self.texts_at([rev])[rev]
 
     def texts_at(self, revs: Sequence[str]) -> dict[str, str | None]:
-        """The file's text at each revision (None where it has none), in two git calls."""
+        """The file's text at each revision (None where it has none). Raises
+        :class:`GitError` when an object on the way cannot be read."""
         if not revs:
             return {}
-        specs = [self.label(rev) for rev in revs]
-        out = self._output("cat-file", "--batch-check", stdin="".join(
-            s + "\n" for s in specs).encode()).decode().splitlines()
-        blob_of: dict[str, str | None] = {}
-        for rev, line in zip(revs, out, strict=True):
-            bits = line.split()
-            blob_of[rev] = bits[0] if len(bits) == 3 and bits[1] == "blob" else None
-        texts = self._read_blobs(sorted({b for b in blob_of.values() if b}))
-        return {rev: (texts[b] if b else None) for rev, b in blob_of.items()}
+        blob_of = self._blobs_at(revs)
+        texts = self._read(sorted({b for b in blob_of.values() if b}), "blob")
+        return {rev: (texts[b].decode("utf-8", errors="replace") if b else None)
+                for rev, b in blob_of.items()}
 
-    def _read_blobs(self, blobs: list[str]) -> dict[str, str]:
-        if not blobs:
+    def _blobs_at(self, revs: Sequence[str]) -> dict[str, str | None]:
+        """The file's blob at each revision, None where its tree does not list it.
+
+        The trees are walked here, not named ``REV:PATH``: git answers "missing" alike for a
+        path a tree does not list and for an object the repository lost, and only the first
+        means "this revision has no lock".
+        """
+        node: dict[str, str | None] = dict(zip(revs, self._root_trees(revs), strict=True))
+        *folders, name = os.fsencode(self.path).split(b"/")
+        for part in folders:
+            node = self._step(node, part, want_tree=True)
+        return self._step(node, name, want_tree=False)
+
+    def _root_trees(self, revs: Sequence[str]) -> list[str]:
+        specs = [f"{rev}^{{tree}}" for rev in revs]
+        out = self._output("cat-file", "--batch-check=%(objectname) %(objecttype)",
+                           stdin="".join(s + "\n" for s in specs).encode()).decode()
+        trees = []
+        for rev, line in zip(revs, out.splitlines(), strict=True):
+            oid, _, kind = line.partition(" ")
+            if kind != "tree":
+                raise self._damaged(f"the tree of {rev}")
+            trees.append(oid)
+        return trees
+
+    def _step(self, node: dict[str, str | None], name: bytes, *,
+              want_tree: bool) -> dict[str, str | None]:
+        """One level down: the entry ``name`` of each revision's tree (a tree, or a file)."""
+        trees = self._read(sorted({t for t in node.values() if t}), "tree")
+        out: dict[str, str | None] = {}
+        for rev, tree in node.items():
+            entry = _tree_entry(trees[tree], name, len(tree) // 2) if tree else None
+            fits = entry is not None and entry[0] != _GITLINK and (entry[0] == _TREE) == want_tree
+            out[rev] = entry[1] if entry is not None and fits else None
+        return out
+
+    def _read(self, oids: list[str], kind: str) -> dict[str, bytes]:
+        """The content of each object, which must exist and be a ``kind``."""
+        if not oids:
             return {}
-        data = self._output("cat-file", "--batch",
-                            stdin="".join(b + "\n" for b in blobs).encode())
-        texts: dict[str, str] = {}
+        data = self._output("cat-file", "--batch", stdin="".join(o + "\n" for o in oids).encode())
+        found: dict[str, bytes] = {}
         pos = 0
-        for blob in blobs:  # each: "<sha> blob <size>\n<content>\n"
+        for oid in oids:  # each: "<oid> <type> <size>\n<content>\n", or "<oid> missing\n"
             end = data.index(b"\n", pos)
-            size = int(data[pos:end].split()[2])
-            texts[blob] = data[end + 1:end + 1 + size].decode("utf-8", errors="replace")
+            header = data[pos:end].split()
+            if len(header) != 3 or header[1] != kind.encode():
+                raise self._damaged(f"{kind} {oid}")
+            size = int(header[2])
+            found[oid] = data[end + 1:end + 1 + size]
             pos = end + 1 + size + 1
-        return texts
+        return found
+
+
+def _tree_entry(tree: bytes, name: bytes, oid_size: int) -> tuple[bytes, str] | None:
+    """``(mode, object id)`` of ``name`` in a raw tree object (entries: ``<mode> <name>\\0``
+    then the binary id), or None when the tree does not list it."""
+    pos = 0
+    while pos < len(tree):
+        space = tree.index(b" ", pos)
+        nul = tree.index(b"\0", space)
+        if tree[space + 1:nul] == name:
+            return tree[pos:space], tree[nul + 1:nul + 1 + oid_size].hex()
+        pos = nul + 1 + oid_size
+    return None

@@ -268,14 +268,17 @@ def _resolve(loaded: LoadedManifest, *, datasets: Collection[str], update: bool,
                                            clock.now_ms(), refresh=refresh)
     _refuse_one_file_for_many_symbols(tasks)
     runner = _Runner(loaded, clock, frozen=frozen, dry_run=dry_run, progress=progress)
-    reports = _fold(runner.run_all(tasks, jobs), kept, changes, metrics)
-    if frozen and old_lock is not None:
-        return ResolveResult(changes, old_lock, False, dry_run, lock_path, reports)
-    new_lock = _assemble(loaded, old_lock, kept, datasets)
-    if locked and (old_lock is None or render(old_lock) != render(new_lock)):
-        raise LockOutOfDate([c.line() for c in changes if c.action != "unchanged"]
-                            or ["the lock's text differs from what resolve would write"])
-    wrote = False if dry_run else write_lock(lock_path, new_lock)
+    try:  # the store lease, taken when the first materialization starts, lasts until the lock
+        reports = _fold(runner.run_all(tasks, jobs), kept, changes, metrics)  # pins the result
+        if frozen and old_lock is not None:
+            return ResolveResult(changes, old_lock, False, dry_run, lock_path, reports)
+        new_lock = _assemble(loaded, old_lock, kept, datasets)
+        if locked and (old_lock is None or render(old_lock) != render(new_lock)):
+            raise LockOutOfDate([c.line() for c in changes if c.action != "unchanged"]
+                                or ["the lock's text differs from what resolve would write"])
+        wrote = False if dry_run else write_lock(lock_path, new_lock)
+    finally:
+        runner.release()
     return ResolveResult(changes, new_lock, wrote, dry_run, lock_path, reports)
 
 
@@ -367,6 +370,7 @@ class _Runner:
         self.store = Store(loaded.store_url)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
+        self._lease: Any = None  # held from the first materialization on (see release)
 
     def run_all(self, tasks: list[_Task], jobs: int) -> list[_Outcome]:
         """Run every task (a failure does not stop the others, so that one run reports every
@@ -397,8 +401,17 @@ class _Runner:
             if self._engine is None:
                 from qmtl_engine import Engine
 
+                if not self.dry_run:  # gc keeps the jobs and new files of a resolve that runs
+                    self._lease = self.store.lease(owner=f"resolve {self.loaded.path}")
+                    self._lease.__enter__()
                 self._engine = Engine(self.store, mode="materialize", clock=self.clock)
             return self._engine
+
+    def release(self) -> None:
+        """Give the store lease back (a no-op when nothing was materialized)."""
+        if self._lease is not None:
+            self._lease.__exit__(None, None, None)
+            self._lease = None
 
     def run(self, task: _Task) -> _Outcome:
         name, symbol = task.ds.name, task.symbol

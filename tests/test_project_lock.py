@@ -162,3 +162,35 @@ def test_without_any_seamless_yaml_the_error_says_how_to_start(
     result = CliRunner().invoke(cli, ["check"])
     assert result.exit_code == 2
     assert "qmtl-lock init" in result.output
+
+
+# -- the store lease gc respects -----------------------------------------------------------------
+def test_a_running_resolve_holds_a_store_lease_until_the_lock_is_written(project: Path) -> None:
+    from qmtl_engine import Store
+
+    store = Store(str(project / ".seamless" / "store"))
+    seen: list[tuple[str | None, bool]] = []
+
+    def progress(label: str):  # type: ignore[no-untyped-def]
+        leases = store.leases()
+        seen.append((leases[0].owner if leases else None, (project / "seamless.lock").exists()))
+        return lambda done, total: None
+
+    resolve(project / "seamless.yaml", progress=progress)
+    assert seen and all(owner is not None and owner.startswith("resolve ") and not locked
+                        for owner, locked in seen)
+    assert store.leases() == ()  # given back once the lock pins the result
+    resolve(project / "seamless.yaml", dry_run=True)
+    assert store.leases() == ()
+
+
+def test_a_no_op_resolve_takes_no_lease(project: Path) -> None:
+    from qmtl_engine import Store
+
+    resolve(project / "seamless.yaml")
+    store = Store(str(project / ".seamless" / "store"))
+    leases_dir = project / ".seamless" / "store" / "leases"
+    before = sorted(leases_dir.iterdir()) if leases_dir.exists() else []
+    resolve(project / "seamless.yaml")
+    after = sorted(leases_dir.iterdir()) if leases_dir.exists() else []
+    assert before == after == [] and store.leases() == ()

@@ -16,6 +16,18 @@ A retention class without ``ttl_days`` (the built-in ``default``) keeps data onl
 lock pins it. A snapshot that no lock in the history names (``qmtl-lock materialize``, or a commit
 the reflog forgot) is kept for the grace period only.
 
+gc never mistakes a git it could not read for an empty history: when git fails inside a work tree
+(a repository owned by another user, a damaged one, git missing) gc stops with a
+:class:`~qmtl_lock.errors.GitError` and deletes nothing. Outside a work tree there is no history
+to read, and gc deletes nothing unless ``no_git`` (``--no-git``) says to keep only what the
+working-tree lock pins.
+
+A running resolve holds a lease on the store (:meth:`qmtl_engine.store.Store.lease`). gc lists the
+leases first; while one is live it keeps every job (checkpoint and staged objects) and everything
+written since the oldest live lease began, and names each lease it respected. A lease whose holder
+stopped refreshing it is stale: gc names it and removes it. A lease taken while gc was planning
+stops gc before it deletes anything.
+
 One module per step: :mod:`~qmtl_lock.gc.keep` reads what the locks pin and retain,
 :mod:`~qmtl_lock.gc.listing` what the store holds (through
 :meth:`qmtl_engine.store.Store.inventory`), :mod:`~qmtl_lock.gc.plan` decides without any I/O,

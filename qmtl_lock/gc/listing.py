@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from qmtl_engine import QmtlLockError
 
 if TYPE_CHECKING:
-    from qmtl_engine import Store, StoredFile, StoredJob
+    from qmtl_engine import Store, StoredFile, StoredJob, StoredLease
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,21 @@ class StoreListing:
     objects: Mapping[str, StoredFile] = field(default_factory=dict)  # by digest
     jobs: Sequence[StoredJob] = ()
     temporaries: Sequence[StoredFile] = ()  # .tmp-* files of interrupted writes
+    leases: Sequence[StoredLease] = ()  # held by running resolves, or left by dead ones
 
 
 def list_store(store: Store) -> StoreListing:
-    """Every snapshot (with the objects it names), object, job and temporary in the store."""
+    """Every lease, snapshot (with the objects it names), object, job and temporary in the store.
+
+    The leases are listed first, so every file of a resolve that held a lease by then is in the
+    listing as written after that lease began; one that takes a lease later is caught when
+    :func:`~qmtl_lock.gc.apply.apply_gc` looks at the leases again before deleting.
+    """
+    leases = store.leases()
     found = store.inventory()
     snapshots = {fp: StoredSnapshot(f, _objects_named(store, fp))
                  for fp, f in found.snapshots.items()}
-    return StoreListing(snapshots, found.objects, found.jobs, found.temporaries)
+    return StoreListing(snapshots, found.objects, found.jobs, found.temporaries, leases)
 
 
 def _objects_named(store: Store, fingerprint: str) -> tuple[str, ...] | None:

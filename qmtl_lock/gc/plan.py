@@ -1,7 +1,11 @@
 """Decide what gc removes, without any I/O: :func:`plan_gc` turns a
 :class:`~qmtl_lock.gc.listing.StoreListing`, the :class:`~qmtl_lock.gc.keep.KeptLock` pins and
 the :class:`~qmtl_lock.gc.keep.Retention` per snapshot into a :class:`GcPlan`. The rules are in
-the :mod:`qmtl_lock.gc` docstring."""
+the :mod:`qmtl_lock.gc` docstring.
+
+Two inputs make it delete less: the leases in the listing (a live one means a resolve is running:
+its jobs, and whatever was written since the oldest live lease began, stay), and a history of
+``None`` (no git history to tell what earlier locks pinned: nothing is deleted at all)."""
 
 from __future__ import annotations
 
@@ -9,15 +13,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from qmtl_engine import DAY_MS, iso
+from qmtl_engine import DAY_MS, LEASE_TIMEOUT_MS, iso
 
 if TYPE_CHECKING:
-    from qmtl_engine import StoredFile, StoredJob
+    from qmtl_engine import StoredFile, StoredJob, StoredLease
 
     from qmtl_lock.gc.keep import KeptLock, Retention
     from qmtl_lock.gc.listing import StoredSnapshot, StoreListing
 
 GcKind = Literal["snapshot", "object", "job", "temporary"]
+
+# File times come from the store's clock, a lease's start from its holder's (and Linux stamps
+# files from a coarse clock): files written up to a minute before a live lease began count as
+# written after it.
+LEASE_CLOCK_SLACK_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,10 @@ class GcPlan:
     warnings: tuple[str, ...]
     now_ms: int
     grace_ms: int
+    leases: tuple[StoredLease, ...] = ()  # live: respected
+    stale_leases: tuple[StoredLease, ...] = ()  # their holders died: removed after the actions
+    wall_ms: int = 0  # the real time the leases were judged at
+    lease_timeout_ms: int = LEASE_TIMEOUT_MS
 
     def paths(self, kind: GcKind | None = None) -> list[str]:
         return [a.path for a in self.actions if kind is None or a.kind == kind]
@@ -82,10 +95,30 @@ class GcPlan:
                 f"{_n(self.kept_objects, 'object')}" + ("; dry run: nothing changed"
                                                        if dry_run else ""))
 
+    def respected_lines(self) -> list[str]:
+        """One line per live lease: whose it is, how old, and what gc keeps for it."""
+        since = iso(self.lease_floor_ms) if self.lease_floor_ms is not None else "ever"
+        return [f"respecting the lease {lease.path} of {_holder(lease)}, "
+                f"{_held(lease, self.wall_ms)}: keeping every job, and anything written since "
+                f"{since}" for lease in self.leases]
+
+    def stale_line(self, lease: StoredLease, verb: str) -> str:
+        """``<verb> stale lease …``: a lease whose holder stopped refreshing it."""
+        return (f"{verb} stale lease {lease.path} of {_holder(lease)}, "
+                f"{_held(lease, self.wall_ms)} (stale after {_age(self.lease_timeout_ms)})")
+
+    @property
+    def lease_floor_ms(self) -> int | None:
+        """Files written since then are kept: when the oldest live lease began, less
+        :data:`LEASE_CLOCK_SLACK_MS` (None: ever)."""
+        return _floor(self.leases)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "now": iso(self.now_ms), "grace_days": round(self.grace_ms / DAY_MS, 6),
             "kept_locks": list(self.kept_locks),
+            "leases": {"respected": [_lease_dict(x, self.wall_ms) for x in self.leases],
+                       "stale": [_lease_dict(x, self.wall_ms) for x in self.stale_leases]},
             "delete": [a.to_dict() for a in self.actions],
             "kept": [k.to_dict() for k in self.kept],
             "counts": {"delete": self.counts(), "bytes": self.size,
@@ -97,6 +130,45 @@ class GcPlan:
 
 def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _holder(lease: StoredLease) -> str:
+    if lease.owner is None:
+        return "an unreadable lease file (torn, or written by a newer qmtl-lock)"
+    return f"{lease.owner} (pid {lease.pid} on {lease.host})"
+
+
+def _age(ms: int) -> str:
+    seconds = max(ms, 0) / 1000
+    for unit, size in (("day", 86_400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}{'s' if unit == 'day' else ''}"
+    return f"{seconds:.0f} s"
+
+
+def _held(lease: StoredLease, wall_ms: int) -> str:
+    started = (f"started {_age(wall_ms - lease.started_ms)} ago"
+               if lease.started_ms is not None else "started at an unknown time")
+    beat = (f"last heartbeat {_age(wall_ms - lease.heartbeat_ms)} ago"
+            if lease.heartbeat_ms is not None else "no heartbeat time")
+    return f"{started}, {beat}"
+
+
+def _lease_dict(lease: StoredLease, wall_ms: int) -> dict[str, Any]:
+    return {"path": lease.path, "owner": lease.owner, "pid": lease.pid, "host": lease.host,
+            "started": iso(lease.started_ms) if lease.started_ms is not None else None,
+            "heartbeat": iso(lease.heartbeat_ms) if lease.heartbeat_ms is not None else None,
+            "age_s": (wall_ms - lease.started_ms) // 1000 if lease.started_ms is not None
+            else None}
+
+
+def _floor(live: Sequence[StoredLease]) -> int | None:
+    """When the oldest of ``live`` began, less :data:`LEASE_CLOCK_SLACK_MS`; None when there is
+    none, or one began at an unknown time (then everything counts as written since)."""
+    starts = [lease.started_ms for lease in live]
+    if not starts or None in starts:
+        return None
+    return min(t for t in starts if t is not None) - LEASE_CLOCK_SLACK_MS
 
 
 def _bytes(size: int) -> str:
@@ -121,6 +193,7 @@ class _Draft:
     kept_snapshots: list[StoredSnapshot] = field(default_factory=list)
     dropped_objects: set[str] = field(default_factory=set)  # named by a snapshot this gc removes
     kept_objects: int = 0
+    live: tuple[StoredLease, ...] = ()  # live leases: a resolve is running
 
     def too_young(self, mtime: int | None) -> str | None:
         """Why a file written at ``mtime`` is kept whatever else holds, or None."""
@@ -128,22 +201,33 @@ class _Draft:
             return "written at a time the filesystem does not report"
         if self.now_ms - mtime < self.grace_ms:
             return f"written {iso(mtime)}, within the {self.grace_ms / DAY_MS:g}-day grace period"
+        floor = _floor(self.live)
+        if self.live and (floor is None or mtime >= floor):
+            oldest = min(self.live, key=lambda x: x.started_ms or 0)
+            return (f"written {iso(mtime)}, after the lease of {_holder(oldest)} began: that "
+                    "resolve may need it")
         return None
 
 
 def plan_gc(listing: StoreListing, kept_locks: Sequence[KeptLock],
-            history: Mapping[str, Retention], *, now_ms: int, grace_ms: int) -> GcPlan:
+            history: Mapping[str, Retention] | None, *, now_ms: int, grace_ms: int,
+            wall_ms: int | None = None, lease_timeout_ms: int = LEASE_TIMEOUT_MS) -> GcPlan:
     """Decide what to delete; see the :mod:`qmtl_lock.gc` docstring for the rules. Pure: no I/O.
 
-    The actions come in the order they must run: snapshots, objects, jobs, temporaries.
+    ``history`` None means there is no git history to read: the plan then deletes nothing and
+    says so. ``wall_ms`` is the real time the listing's leases are judged at (it defaults to
+    ``now_ms``, which may be pinned for reproducible runs; leases age in real time). The actions
+    come in the order they must run: snapshots, objects, jobs, temporaries.
     """
-    draft = _Draft(now_ms, grace_ms)
+    wall = now_ms if wall_ms is None else wall_ms
+    live = tuple(x for x in listing.leases if not x.is_stale(wall, lease_timeout_ms))
+    draft = _Draft(now_ms, grace_ms, live=live)
     pinned: dict[str, str] = {}
     for lock in kept_locks:
         for fp, who in lock.pins.items():
             pinned.setdefault(fp, f"{lock.label} ({', '.join(who)})")
     for fp, snap in sorted(listing.snapshots.items()):
-        _plan_snapshot(draft, snap, *_snapshot_verdict(draft, fp, snap, pinned, history))
+        _plan_snapshot(draft, snap, *_snapshot_verdict(draft, fp, snap, pinned, history or {}))
     missing = sorted(set(pinned) - set(listing.snapshots))
     if missing:
         draft.warnings.append(f"{_n(len(missing), 'snapshot')} pinned by the kept locks "
@@ -157,8 +241,28 @@ def plan_gc(listing: StoreListing, kept_locks: Sequence[KeptLock],
             draft.actions.append(GcAction("temporary", f.path, "leftover of an interrupted "
                                           f"write, written {iso(f.mtime_ms or 0)}", f.size,
                                           (f.path,)))
+    if history is None:
+        _hold_everything(draft)
     return GcPlan(tuple(draft.actions), tuple(draft.kept), draft.kept_objects,
-                  tuple(k.label for k in kept_locks), tuple(draft.warnings), now_ms, grace_ms)
+                  tuple(k.label for k in kept_locks), tuple(draft.warnings), now_ms, grace_ms,
+                  leases=live, stale_leases=tuple(x for x in listing.leases if x not in live),
+                  wall_ms=wall, lease_timeout_ms=lease_timeout_ms)
+
+
+def _hold_everything(draft: _Draft) -> None:
+    """Without git history gc cannot tell what earlier locks pinned: keep what it would delete."""
+    held = draft.actions
+    draft.actions = []
+    for a in held:
+        draft.kept.append(GcKept(a.kind, a.path, f"{a.reason}, but kept: no git history to tell "
+                                 "what earlier locks pinned"))
+    draft.kept_objects += sum(1 for a in held if a.kind == "object")
+    if held:
+        draft.warnings.append(
+            "there is no git history to tell what earlier locks pinned, so gc deletes nothing "
+            f"({_n(len(held), 'item')}, {_bytes(sum(a.size for a in held))}, would go "
+            "otherwise); `qmtl-lock gc --no-git` keeps only what the working-tree lock pins and "
+            "deletes the rest")
 
 
 def _snapshot_verdict(draft: _Draft, fp: str, snap: StoredSnapshot, pinned: Mapping[str, str],
@@ -220,6 +324,10 @@ def _plan_objects(draft: _Draft, objects: Mapping[str, StoredFile]) -> None:
 
 
 def _plan_job(draft: _Draft, job: StoredJob) -> None:
+    if draft.live:
+        draft.kept.append(GcKept("job", job.name, f"a resolve holds a lease "
+                                 f"({_holder(draft.live[0])}): it may be resuming this job"))
+        return
     too_young = draft.too_young(job.mtime_ms)
     if too_young:
         draft.kept.append(GcKept("job", job.name,

@@ -1,5 +1,11 @@
 """Gather what gc plans from, and plan: the locks to keep (the working tree's, and from git), the
-retention the git history gives each snapshot, and the store's listing. Deletes nothing."""
+retention the git history gives each snapshot, and the store's listing with its leases. Deletes
+nothing.
+
+A git that fails inside a work tree stops gc here (:class:`GitError`, exit 2): a history it could
+not read is not an empty one. Outside a work tree there is no history, and the plan deletes
+nothing unless ``no_git`` says to keep only what the working-tree lock pins.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qmtl_engine import DAY_MS, InputError
+from qmtl_engine import DAY_MS, LEASE_TIMEOUT_MS, InputError, SystemClock
 
 from qmtl_lock.errors import GitError
 from qmtl_lock.gc.keep import KeptLock, Retention, retention_from_locks
@@ -28,13 +34,20 @@ class GcRun:
     archive: str | None
 
 
+_NO_GIT = "pass --no-git to keep only what the working-tree lock pins"
+
+
 def prepare_gc(manifest_path: str | Path = "seamless.yaml", *, keep_revs: Sequence[str] = (),
-               all_refs: bool = False, grace_days: float = 7, archive: str | None = None,
-               now_ms: int | None = None) -> GcRun:
+               all_refs: bool = False, no_git: bool = False, grace_days: float = 7,
+               archive: str | None = None, now_ms: int | None = None,
+               lease_timeout_ms: int = LEASE_TIMEOUT_MS) -> GcRun:
     """Read the locks to keep, the git history and the store, and plan. Deletes nothing.
 
-    Raises :class:`GitError` (exit 2) for ``keep_revs``/``all_refs`` outside a git repository
-    or an unknown revision, and :class:`InputError` for a missing lock or a bad archive URL.
+    ``no_git`` reads no git history: only the working-tree lock is kept. Raises
+    :class:`GitError` (exit 2) when git fails inside a work tree (it refuses the repository,
+    the repository is damaged, git is missing), for ``keep_revs``/``all_refs`` outside a git
+    repository and for an unknown revision; :class:`InputError` for a missing lock, a bad
+    archive URL, or ``no_git`` with ``keep_revs``/``all_refs``.
     """
     from qmtl_engine import Store
 
@@ -48,20 +61,29 @@ def prepare_gc(manifest_path: str | Path = "seamless.yaml", *, keep_revs: Sequen
                          "will not run without one", where=str(loaded.lock_path),
                          fix="run `qmtl-lock resolve` first")
     kept = [KeptLock.from_lock(loaded.lock_path.name, read_lock(loaded.lock_path))]
-    git = GitFile.find(loaded.lock_path)
-    if git is None and (keep_revs or all_refs):
-        flag = "--keep-revs" if keep_revs else "--all-refs"
+    flag = "--keep-revs" if keep_revs else "--all-refs" if all_refs else None
+    if no_git and flag:
+        raise InputError(f"--no-git reads no git history, and {flag} asks for it",
+                         where=str(loaded.lock_path), fix=f"drop --no-git or {flag}")
+    git = None if no_git else GitFile.find(loaded.lock_path, otherwise=_NO_GIT)
+    if git is None and flag and not no_git:
         raise GitError(f"{flag} needs a git repository, and {loaded.lock_path} is not in one",
                        where=str(loaded.lock_path),
                        fix=f"run gc inside the repository, or without {flag}")
-    from_git, history, warnings = (_from_git(git, keep_revs, all_refs) if git is not None
-                                   else ([], {}, []))
+    from_git: list[KeptLock] = []
+    history: dict[str, Retention] | None = None if not no_git else {}
+    warnings = [] if no_git or git else [
+        f"{loaded.lock_path} is not in a git repository (or git is not installed)"]
+    if git is not None:
+        from_git, history, warnings = _from_git(git, keep_revs, all_refs)
     store = Store(loaded.store_url)
     if archive is not None:
         _check_archive(archive, store)
     now = now_ms if now_ms is not None else clock_from_env().now_ms()
+    wall = SystemClock().now_ms()  # before the listing: lease ages err on the young side
     plan = plan_gc(list_store(store), kept + from_git, history, now_ms=now,
-                   grace_ms=int(grace_days * DAY_MS))
+                   grace_ms=int(grace_days * DAY_MS), wall_ms=wall,
+                   lease_timeout_ms=lease_timeout_ms)
     return GcRun(replace(plan, warnings=(*warnings, *plan.warnings)), store, archive)
 
 
