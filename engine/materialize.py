@@ -249,9 +249,26 @@ class Engine:
         now = self.clock.now_ms()
         request = closed_request(request, now)
         key = request.job_key()
+        previous = self._finished(request, key) or previous
         return plan(request, previous=previous, checkpoint=self.store.read_job(key),
                     now_ms=now, has_object=self.store.has_object,
                     prove=lambda part: self._prove(request, key, part))
+
+    def _finished(self, request: Request, key: str) -> Snapshot | None:
+        """The snapshot an earlier run of exactly this request finished (and no lock pinned
+        yet), when the store still holds it: its header must be this request's, so every one
+        of its partitions is this request's window."""
+        from qmtl_engine.errors import IntegrityError
+
+        fingerprint = self.store.read_ref(key)
+        if fingerprint is None:
+            return None
+        try:
+            snapshot = self.store.get_snapshot(fingerprint)
+        except (IntegrityError, InputError) as exc:
+            log.warning("finished snapshot of %s not reused: %s", request.where(), exc.what)
+            return None
+        return snapshot if snapshot.header == request.header() else None
 
     def _prove(self, request: Request, key: str, part: SnapshotPartition) -> str | None:
         """Why the stored object of a checkpointed partition is not that window's data of
@@ -369,6 +386,7 @@ class Engine:
         with timer.phase("storage"):
             self.store.publish_staged(key, [p.digest for p in parts])
             self.store.put_snapshot(snapshot)
+            self.store.write_ref(key, snapshot.fingerprint, request=request.where())
             self.store.discard_job(key)
         timer.checkpoint()
         stats = getattr(getattr(source, "client", None), "stats", None)

@@ -15,6 +15,7 @@ twice lands on the same name, and :meth:`Store.check_object` re-hashes an object
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ SNAPSHOT_VERSION = 2
 READABLE_SNAPSHOT_VERSIONS = (1, 2)
 SCHEMES: tuple[PartitionScheme, ...] = ("day", "month", "year")
 JOB_VERSION = 1
+REF_VERSION = 1
 
 
 @dataclass
@@ -410,6 +412,36 @@ class Store:
         path = self.job_path(key)
         if self.fs.exists(path):
             self.fs.rm(path)
+
+    # -- references: a request's finished snapshot, until a lock pins it -------------------------
+    #   <store>/refs/<job key>.json   {"ref_version": 1, "fingerprint": ..., "request": ...}
+    def ref_path(self, key: str) -> str:
+        return self._path("refs", f"{key}.json")
+
+    def write_ref(self, key: str, fingerprint: str, *, request: str) -> None:
+        """Name the finished snapshot of job ``key``, so that a run that dies before its lock is
+        written (a crash, a failed lock write, another symbol's failure) loses no finished work:
+        the next plan of the same request reuses every partition of it."""
+        payload = {"ref_version": REF_VERSION, "fingerprint": fingerprint, "request": request}
+        self._publish(self.ref_path(key), json.dumps(payload, sort_keys=True).encode())
+
+    def read_ref(self, key: str) -> str | None:
+        """The fingerprint job ``key`` finished with, or None (no reference, or an unreadable
+        one: a reference is only an optimisation, and what it names is checked on use)."""
+        try:
+            with self.fs.open(self.ref_path(key), "rb") as f:
+                data = json.loads(f.read())
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(data, dict) or data.get("ref_version") != REF_VERSION:
+            return None
+        fingerprint = data.get("fingerprint")
+        return fingerprint if isinstance(fingerprint, str) else None
+
+    def delete_ref(self, key: str) -> None:
+        """Drop the reference of job ``key`` once a lock pins its snapshot."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.ref_path(key))
 
     def delete(self, path: str) -> None:
         self.fs.rm(path)

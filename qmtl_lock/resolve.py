@@ -269,14 +269,17 @@ def _resolve(loaded: LoadedManifest, *, datasets: Collection[str], update: bool,
     _refuse_one_file_for_many_symbols(tasks)
     runner = _Runner(loaded, clock, frozen=frozen, dry_run=dry_run, progress=progress)
     try:  # the store lease, taken when the first materialization starts, lasts until the lock
-        reports = _fold(runner.run_all(tasks, jobs), kept, changes, metrics)  # pins the result
+        outcomes = runner.run_all(tasks, jobs)  # pins the result
+        reports = _fold(outcomes, kept, changes, metrics)
         if frozen and old_lock is not None:
+            runner.forget_pinned(outcomes, old_lock)
             return ResolveResult(changes, old_lock, False, dry_run, lock_path, reports)
         new_lock = _assemble(loaded, old_lock, kept, datasets)
         if locked and (old_lock is None or render(old_lock) != render(new_lock)):
             raise LockOutOfDate([c.line() for c in changes if c.action != "unchanged"]
                                 or ["the lock's text differs from what resolve would write"])
         wrote = False if dry_run else write_lock(lock_path, new_lock)
+        runner.forget_pinned(outcomes, new_lock)
     finally:
         runner.release()
     return ResolveResult(changes, new_lock, wrote, dry_run, lock_path, reports)
@@ -406,6 +409,17 @@ class _Runner:
                     self._lease.__enter__()
                 self._engine = Engine(self.store, mode="materialize", clock=self.clock)
             return self._engine
+
+    def forget_pinned(self, outcomes: list[_Outcome], lock: Lockfile) -> None:
+        """Drop the store's reference to each finished snapshot that ``lock`` now pins (one it
+        does not pin, e.g. under SLA ``hold``, stays named for the next run to reuse)."""
+        for outcome in outcomes:
+            if outcome.result is None:
+                continue
+            entry = lock.datasets.get(outcome.task.ds.name)
+            sym = entry.symbols.get(outcome.task.symbol) if entry else None
+            if sym is not None and sym.dataset_fingerprint == outcome.result.fingerprint:
+                self.store.delete_ref(outcome.result.checkpoint_key)
 
     def release(self) -> None:
         """Give the store lease back (a no-op when nothing was materialized)."""
