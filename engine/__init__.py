@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     "IntegrityError": "errors", "MaterializationError": "errors", "MissingDependency": "errors",
     "ObjectCorrupted": "errors", "ObjectMissing": "errors", "PresetError": "errors",
     "QmtlLockError": "errors", "RangeError": "errors", "SLAExceeded": "errors",
-    "SourceError": "errors", "YAMLFileError": "errors",
+    "SourceError": "errors", "StoreError": "errors", "YAMLFileError": "errors",
     # flags
     "FLAG_NAMES": "flags",
     # calendars
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
         RangeError,
         SLAExceeded,
         SourceError,
+        StoreError,
         YAMLFileError,
     )
     from qmtl_engine.flags import FLAG_NAMES
@@ -158,6 +159,7 @@ __all__ = [
     "SnapshotPartition",
     "SourceError",
     "Store",
+    "StoreError",
     "StoreInventory",
     "StoredFile",
     "StoredJob",

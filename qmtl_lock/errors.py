@@ -24,6 +24,7 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
         │   └── MissingDependency       an optional extra is not installed
         ├── ConformanceError            blocking conformance flags
         ├── SLAExceeded                 an SLA budget was exceeded under fail_fast
+        ├── StoreError                  the store (or the lock, a report) cannot be written or read
         └── UpstreamChanged             the source no longer reproduces a pinned fingerprint
 """
 
@@ -43,6 +44,7 @@ from qmtl_engine import (
     RangeError,
     SLAExceeded,
     SourceError,
+    StoreError,
     YAMLFileError,
 )
 
@@ -140,6 +142,7 @@ __all__ = [
     "RangeError",
     "SLAExceeded",
     "SourceError",
+    "StoreError",
     "UpstreamChanged",
     "YAMLFileError",
 ]
