@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from qmtl_engine.conformance import RawBatch
 from qmtl_engine.errors import PresetError
-from qmtl_engine.http import HttpClient, RateLimit
+from qmtl_engine.http import MAX_RETRY_AFTER_S, HttpClient, RateLimit
 from qmtl_engine.ranges import TimeRange
 
 
@@ -31,6 +31,7 @@ class NetworkOptions(SourceOptions):
     backoff_initial_ms: int = Field(default=200, ge=0)
     backoff_max_ms: int = Field(default=30_000, ge=0)
     timeout_s: float = Field(default=30.0, gt=0)
+    max_retry_after_s: float = Field(default=MAX_RETRY_AFTER_S, ge=0)  # longer asks fail at once
 
     def client(self, default_rate: RateLimit, **kwargs: Any) -> HttpClient:
         """An :class:`HttpClient` with these settings (``kwargs`` override, e.g. ``sleep``)."""
@@ -40,6 +41,7 @@ class NetworkOptions(SourceOptions):
             "rate_limit": rate, "max_attempts": self.max_attempts,
             "backoff_initial_s": self.backoff_initial_ms / 1000,
             "backoff_max_s": self.backoff_max_ms / 1000, "timeout_s": self.timeout_s,
+            "max_retry_after_s": self.max_retry_after_s,
         }
         settings.update(kwargs)
         return HttpClient(**settings)
