@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from qmtl_lock.cli.output import EXIT_DRIFT, EXIT_OK, emit_json, json_option, manifest_option, run
+from qmtl_lock.cli.output import (
+    EXIT_DRIFT,
+    EXIT_OK,
+    Files,
+    echo,
+    emit_json,
+    json_option,
+    manifest_option,
+    run,
+)
 
 _FIX = {
     "object-missing": "run `qmtl-lock resolve --frozen` to rebuild the pinned data in the store",
@@ -34,14 +43,14 @@ def verify_command(datasets: tuple[str, ...], manifest: Path, as_json: bool) -> 
             emit_json({"ok": not result, "checked": result.checked, "rows": result.rows,
                        "problems": [p.to_dict() for p in result.problems]})
         elif result:
-            click.echo(f"verification failed for {len(result.problems)} problem(s):")
+            echo(f"verification failed for {len(result.problems)} problem(s):")
             for p in result.problems:
-                click.echo(f"  {p.line()}")
+                echo(f"  {p.line()}")
             for fix in sorted({_FIX.get(p.kind, "") for p in result.problems} - {""}):
-                click.echo(f"fix: {fix}")
+                echo(f"fix: {fix}")
         else:
-            click.echo(f"verified {result.checked} snapshot(s), {result.rows} rows: all match "
+            echo(f"verified {result.checked} snapshot(s), {result.rows} rows: all match "
                        "the lock")
         return EXIT_DRIFT if result else EXIT_OK
 
-    run(as_json, go)
+    run(as_json, go, files=Files(manifest))
