@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -143,6 +144,10 @@ class Store:
 
     def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
+        if re.match(r"(file|local)://[^/]*@", url):  # fsspec would make a folder of the secret
+            raise InputError("a file:// store URL cannot carry a user or password",
+                             where=f"store {without_credentials(url)}",
+                             fix="write the store as a path, or file:///absolute/path")
         try:
             fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         except ImportError as exc:  # fsspec knows the protocol; its package is not installed

@@ -105,6 +105,10 @@ class Files:
         except (QmtlLockError, OSError):
             return None
 
+    def store_setting(self) -> str:
+        """Where the user sets the store, for a fix to name."""
+        return "--store" if self.store is not None else "`store:` in seamless.yaml"
+
     def lock_path(self) -> Path | None:
         return self.manifest.with_name(LOCK_NAME) if self.manifest is not None else None
 
@@ -142,6 +146,8 @@ def report_failure(exc: BaseException, as_json: bool, files: Files) -> int:
         error = exc
     elif isinstance(exc, OSError):
         error = storage_error(exc, files)
+    elif isinstance(exc, NotImplementedError) and _origin(exc.__traceback__) == "store":
+        error = _store_cannot(exc, files)
     elif isinstance(exc, Exception):
         error = _unexpected(exc)
     else:
@@ -216,7 +222,7 @@ def storage_error(exc: OSError, files: Files) -> StoreError:
     reason, fix = _REASONS.get(exc.errno or -1, (detail, "check that {place} exists and is usable"))
     fix = fix.format(place=store_url if in_store else (path or "the folder it writes to"))
     if in_store and exc.errno in _REASONS:
-        fix += ", or set `store:` in seamless.yaml to a location that works"
+        fix += f", or set {files.store_setting()} to a location that works"
     thing = "the store" if in_store else (Path(path).name if path else "a file")
     context = click.get_current_context(silent=True)
     name = context.info_name if context is not None else None
@@ -232,6 +238,19 @@ def storage_error(exc: OSError, files: Files) -> StoreError:
         what,
         url=store_url if in_store else None, path=path, errno=exc.errno,
         fix=f"{fix}; then rerun {rerun}{kept}")
+
+
+def _store_cannot(exc: NotImplementedError, files: Files) -> StoreError:
+    """fsspec raises NotImplementedError for what a file system cannot do (an http:// store
+    is read-only)."""
+    from qmtl_engine import StoreError
+
+    url = files.store_url()
+    return StoreError(
+        "the store's file system cannot do what qmtl-lock needs (write, rename, delete)"
+        + (f": {exc}" if str(exc) else ""), url=url,
+        fix=f"set {files.store_setting()} to a file system qmtl-lock can write: a path, "
+        "file://, s3://bucket/prefix, gcs://bucket/prefix")
 
 
 def _origin(tb: TracebackType | None) -> str | None:
