@@ -202,6 +202,20 @@ def test_file_size_limit_is_one_message(resolved: Project) -> None:
     assert resolved.lock.read_bytes() == before
 
 
+@pytest.mark.parametrize(("args", "name"), [
+    (["init", "--dir", "{dir}"], "seamless.yaml"),
+    (["schemas", "--write", "{dir}/schemas"], "schemas"),
+], ids=["init", "schemas-write"])
+def test_writing_into_a_read_only_folder_is_one_message(project: Project, faults: ExitStack,
+                                                        args: list[str], name: str) -> None:
+    folder = faults.enter_context(tmpfs(project.root / "ro", read_only=True))
+    result = expect(project.run(*[a.format(dir=folder) for a in args]), 3)
+    assert result.stderr.startswith(f"error: cannot write to {name}: read-only file system\n")
+    assert f"where: {folder}/{name}" in result.stderr and "remount it read-write" in \
+        result.stderr
+    no_traceback(result.output)
+
+
 def test_a_read_only_store_file_system_is_one_message(resolved: Project) -> None:
     """fsspec's http file system cannot write: a StoreError, not a NotImplementedError."""
     resolved.edit_manifest("store: .seamless/store", "store: http://127.0.0.1:9/store")

@@ -313,7 +313,10 @@ def _invoke(command: click.Command) -> int:
     except SystemExit as exc:
         return _exit_code(exc.code)
     except click.exceptions.Abort as exc:  # click turns Ctrl-C (and EOF at a prompt) into Abort
-        return report_interrupt() if caused_by_interrupt(exc) else EXIT_DRIFT
+        if caused_by_interrupt(exc):
+            return report_interrupt()
+        echo("Aborted!", err=True)
+        return 1  # what click itself exits with
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
@@ -326,7 +329,7 @@ def _exit_code(code: object) -> int:
     if isinstance(code, int):
         return code
     echo(str(code), err=True)
-    return EXIT_DRIFT
+    return 1  # what Python exits with for sys.exit("a message")
 
 
 def _flushed(code: int) -> int:
