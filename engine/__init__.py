@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str] = {
     "IntegrityError": "errors", "MaterializationError": "errors", "MissingDependency": "errors",
     "ObjectCorrupted": "errors", "ObjectMissing": "errors", "PresetError": "errors",
     "QmtlLockError": "errors", "RangeError": "errors", "SLAExceeded": "errors",
-    "SourceError": "errors", "YAMLFileError": "errors",
+    "SourceError": "errors", "StoreError": "errors", "YAMLFileError": "errors",
     # flags
     "FLAG_NAMES": "flags",
     # calendars
@@ -78,6 +78,7 @@ if TYPE_CHECKING:
         RangeError,
         SLAExceeded,
         SourceError,
+        StoreError,
         YAMLFileError,
     )
     from qmtl_engine.flags import FLAG_NAMES
@@ -166,6 +167,7 @@ __all__ = [
     "SnapshotPartition",
     "SourceError",
     "Store",
+    "StoreError",
     "StoreInventory",
     "StoredFile",
     "StoredJob",

@@ -18,11 +18,13 @@ wrong, where, and what to do next::
         ├── SourceError                 a source failed (network, file, format)
         │   └── MissingDependency       an optional extra is not installed
         ├── ConformanceError            blocking conformance flags (carries the report)
-        └── SLAExceeded                 an SLA budget was exceeded under fail_fast
+        ├── SLAExceeded                 an SLA budget was exceeded under fail_fast
+        └── StoreError                  the store (or a file we write) cannot be read or written
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -308,3 +310,35 @@ class SLAExceeded(MaterializationError):
             fix="retry later, narrow the range, or use an SLA preset with a larger budget or "
             "on_violation: partial_fill",
         )
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_SECRET_QUERY = re.compile(r"([?&][^=&]*(?:key|secret|token|signature|password)[^=&]*=)[^&]*",
+                           re.IGNORECASE)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without ``user:password@`` and secret query values. (The engine cannot use
+    ``qmtl_lock.redact``; the command line redacts everything it prints once more.)"""
+    url = _USERINFO.sub(lambda m: m.group("scheme") + "<redacted>@", url)
+    return _SECRET_QUERY.sub(lambda m: m.group(1) + "<redacted>", url)
+
+
+class StoreError(MaterializationError):
+    """Storage failed: the store cannot be opened, read or written (permission denied, a
+    read-only file system, a full disk, a missing fsspec backend), or neither can a file
+    qmtl-lock writes beside it (the lock, a report).
+
+    ``url`` is the store's URL without credentials (None when the failing file is not in a
+    store), ``path`` the file or folder that failed, ``errno`` the OS error number if any.
+    """
+
+    def __init__(self, what: str, *, url: str | None = None, path: str | None = None,
+                 errno: int | None = None, fix: str | None = None) -> None:
+        self.url = without_credentials(url) if url else None
+        self.path = without_credentials(path) if path else None
+        self.errno = errno
+        where = ", ".join(b for b in (f"store {self.url}" if self.url else "",
+                                      self.path if self.path and self.path != self.url else "")
+                          if b)
+        super().__init__(what, where=where or None, fix=fix)

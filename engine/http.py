@@ -2,23 +2,31 @@
 
 Transient failures (timeouts, connection resets, HTTP 429 and 5xx, truncated bodies or archives)
 are retried with exponential backoff and full jitter (``tenacity``), waiting at least as long as a
-``Retry-After`` header asks. Permanent failures (404 on a required file, 401/403, a checksum
-mismatch) fail at once. URLs that are not http(s) are read through fsspec, so a local mirror
-(``file://``, ``memory://``, ``s3://``) works wherever an https base URL does.
+``Retry-After`` header asks, but never longer than the client's ``max_retry_after_s`` nor the
+budget the caller has left (:func:`wait_budget`, set by the SLA timer): a server that asks for an
+hour fails the fetch at once, with a :class:`SourceError` that says when to retry. Permanent
+failures (404 on a required file, 401/403, a checksum mismatch) fail at once. URLs that are not
+http(s) are read through fsspec, so a local mirror (``file://``, ``memory://``, ``s3://``) works
+wherever an https base URL does.
 """
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import http.client
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
+from qmtl_engine.errors import SourceError, without_credentials
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -29,6 +37,25 @@ from tenacity import (
 
 T = TypeVar("T")
 USER_AGENT = "qmtl-lock (+https://pypi.org/project/qmtl-lock/)"
+MAX_RETRY_AFTER_S = 120.0  # the longest Retry-After honoured unless a source's options say more
+
+# Seconds the current fetch may still spend waiting (None: no budget known). A context variable:
+# the SLA timer of the request being materialized sets it for the thread that fetches.
+_budget_s: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "qmtl_wait_budget_s", default=None)
+
+
+@contextmanager
+def wait_budget(seconds: float | None) -> Iterator[None]:
+    """Within the block, no fetch waits (for a ``Retry-After``) longer than ``seconds``."""
+    outer = _budget_s.get()
+    if seconds is not None and outer is not None:
+        seconds = min(seconds, outer)
+    token = _budget_s.set(seconds if seconds is not None else outer)
+    try:
+        yield
+    finally:
+        _budget_s.reset(token)
 
 
 class TransientError(Exception):
@@ -126,6 +153,8 @@ class HttpClient:
         timeout_s: float = 30.0,
         headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_retry_after_s: float = MAX_RETRY_AFTER_S,
+        source: str | None = None,
     ) -> None:
         self.bucket = TokenBucket(rate_limit, sleep=sleep) if rate_limit else None
         self.max_attempts = max_attempts
@@ -134,6 +163,8 @@ class HttpClient:
         self.timeout_s = timeout_s
         self.headers = {"User-Agent": USER_AGENT, **(headers or {})}
         self.sleep = sleep
+        self.max_retry_after_s = max_retry_after_s
+        self.source = source  # names the source in errors raised here (default: the host)
         self.stats = FetchStats()
 
     # -- one attempt ---------------------------------------------------------------------------
@@ -152,9 +183,11 @@ class HttpClient:
             if status == 404:
                 raise NotFound(f"HTTP 404 Not Found: {url}", url=url, status=404) from None
             if status == 429 or status >= 500:
+                asked = _retry_after(exc.headers.get("Retry-After"))
+                if asked is not None:
+                    self._refuse_long_wait(url, status, asked)
                 raise TransientError(f"HTTP {status} from {url}", url=url, status=status,
-                                     retry_after=_retry_after(exc.headers.get("Retry-After")),
-                                     ) from None
+                                     retry_after=asked) from None
             raise PermanentError(f"HTTP {status} {exc.reason}: {url}", url=url,
                                  status=status) from None
         except http.client.IncompleteRead as exc:
@@ -178,6 +211,25 @@ class HttpClient:
             raise TransientError(f"{type(exc).__name__}: {exc} ({url})", url=url) from None
         self.stats.add(nbytes=len(body))
         return body
+
+    def _refuse_long_wait(self, url: str, status: int, asked: float) -> None:
+        """Fail now when the server asks for a longer wait than this fetch may spend."""
+        budget = _budget_s.get()
+        limit, why = self.max_retry_after_s, f"max_retry_after_s is {self.max_retry_after_s:g} s"
+        if budget is not None and budget < limit:
+            limit, why = budget, f"the SLA budget left for this fetch is {max(budget, 0):.0f} s"
+        if asked <= limit:
+            return
+        shown = without_credentials(url)
+        retry_at = datetime.fromtimestamp(time.time() + asked, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise SourceError(
+            f"the server answered HTTP {status} and asks to wait {asked:.0f} s before retrying "
+            f"(Retry-After), longer than this fetch may wait ({why})",
+            source=self.source or urllib.parse.urlsplit(url).netloc.rpartition("@")[2] or "http",
+            url=shown,
+            fix=f"rerun after {retry_at}, when the server accepts requests again (finished "
+            "partitions are kept); or raise max_retry_after_s in the source options and use an "
+            "SLA preset with a larger backfill budget")
 
     # -- with retries --------------------------------------------------------------------------
     def _wait(self, state: RetryCallState) -> float:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from qmtl_engine.clock import Clock
 from qmtl_engine.errors import SLAExceeded
+from qmtl_engine.http import wait_budget
 from qmtl_engine.presets import OnViolation, SLAPreset
 
 
@@ -53,9 +54,19 @@ class SLATimer:
     def phase(self, name: str) -> Iterator[None]:
         begun = self.clock.monotonic_ms()
         try:
-            yield
+            with wait_budget(self.left_s(name)):  # no Retry-After outlasts the budget
+                yield
         finally:
             self.spent[name] += self.clock.monotonic_ms() - begun
+
+    def left_s(self, phase: str) -> float | None:
+        """Seconds left in ``phase``'s budget and the total deadline (None: no budget)."""
+        budget = getattr(self.policy, self._BUDGETS[phase])
+        total = self.policy.total_deadline_ms
+        left = [ms for ms in (None if budget is None else budget - self.spent[phase],
+                              None if total is None else total - self.elapsed_ms())
+                if ms is not None]
+        return min(left) / 1000 if left else None
 
     def _violate(self, phase: str, budget: float, elapsed: float, detail: str) -> None:
         if self.policy.on_violation is OnViolation.FAIL_FAST:

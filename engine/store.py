@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import socket
 import threading
 import time
@@ -34,7 +35,13 @@ import fsspec
 if TYPE_CHECKING:  # pyarrow loads when data is read or written, not to look for a snapshot
     import pyarrow as pa
 
-from qmtl_engine.errors import InputError, ObjectCorrupted, ObjectMissing
+from qmtl_engine.errors import (
+    InputError,
+    ObjectCorrupted,
+    ObjectMissing,
+    StoreError,
+    without_credentials,
+)
 from qmtl_engine.fingerprint import (
     FINGERPRINT_ALGORITHM,
     Fingerprint,
@@ -144,7 +151,20 @@ class Store:
 
     def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
-        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if re.match(r"(file|local)://[^/]*@", url):  # fsspec would make a folder of the secret
+            raise InputError("a file:// store URL cannot carry a user or password",
+                             where=f"store {without_credentials(url)}",
+                             fix="write the store as a path, or file:///absolute/path")
+        try:
+            fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        except ImportError as exc:  # fsspec knows the protocol; its package is not installed
+            raise StoreError(f"cannot open the store: {exc}", url=url,
+                             fix=_install_hint(url)) from None
+        except ValueError as exc:  # fsspec says "Protocol not known: ..."
+            raise InputError(f"cannot open the store: {exc}",
+                             where=f"store {without_credentials(url)}",
+                             fix="write the store as a path or an fsspec URL such as "
+                             "file://..., s3://bucket/prefix or gcs://bucket/prefix") from None
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self._written: dict[str, int] = {}
@@ -684,6 +704,18 @@ class StoreInventory:
     objects: dict[str, StoredFile]  # by digest
     jobs: tuple[StoredJob, ...]
     temporaries: tuple[StoredFile, ...]  # .tmp-* files of interrupted writes
+
+
+def _install_hint(url: str) -> str:
+    """How to install the fsspec backend of ``url``'s protocol: our extra where there is one."""
+    from fsspec.registry import known_implementations  # `fsspec.registry` is another object
+
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    known = known_implementations.get(protocol, {})
+    package = str(known.get("class", "")).split(".")[0]
+    if package == "s3fs":
+        return "pip install 'qmtl-lock[s3]'"
+    return f"pip install {package}" if package else f"install the fsspec backend for {protocol}://"
 
 
 def _mtime_ms(info: dict[str, Any]) -> int | None:

@@ -30,6 +30,7 @@ _ERRORS = {
     "FingerprintMismatch", "ContractMismatch", "ConformanceError", "SLAExceeded",
     "SourceError", "ManifestError", "LockfileError", "LockVersionError", "ObjectMissing",
     "ObjectCorrupted", "UpstreamChanged", "LockOutOfDate", "PresetError", "RangeError",
+    "StoreError",
 }
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         RangeError,
         SLAExceeded,
         SourceError,
+        StoreError,
         UpstreamChanged,
     )
     from qmtl_lock.lockfile import read_lock
@@ -93,6 +95,7 @@ __all__ = [
     "RangeError",
     "SLAExceeded",
     "SourceError",
+    "StoreError",
     "UpstreamChanged",
     "__version__",
     "check",

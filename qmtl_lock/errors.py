@@ -24,6 +24,7 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
         │   └── MissingDependency       an optional extra is not installed
         ├── ConformanceError            blocking conformance flags
         ├── SLAExceeded                 an SLA budget was exceeded under fail_fast
+        ├── StoreError                  the store (or the lock, a report) cannot be written or read
         └── UpstreamChanged             the source no longer reproduces a pinned fingerprint
     RequestsFailed                      several requests of one resolve failed (each listed);
                                         exit: theirs when they agree, else 3
@@ -47,6 +48,7 @@ from qmtl_engine import (
     RangeError,
     SLAExceeded,
     SourceError,
+    StoreError,
     YAMLFileError,
 )
 
@@ -178,6 +180,7 @@ __all__ = [
     "RangeError",
     "SLAExceeded",
     "SourceError",
+    "StoreError",
     "UpstreamChanged",
     "YAMLFileError",
 ]

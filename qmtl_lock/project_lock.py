@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from qmtl_engine import InputError
@@ -74,7 +74,9 @@ def writing_lock(project_root: Path, *, timeout_s: float = DEFAULT_WAIT_S,
         except Timeout:
             raise ProjectBusy(path=path, holder=_holder(info), waited_s=timeout_s) from None
     try:
-        info.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n", encoding="utf-8")
+        # who holds it, for the message a waiting writer prints; not needed to lock
+        with suppress(OSError):
+            info.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n", encoding="utf-8")
         yield
     finally:
         lock.release()

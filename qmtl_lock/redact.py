@@ -1,15 +1,25 @@
-"""Keep credentials out of everything qmtl-lock writes or prints."""
+"""Keep credentials out of everything qmtl-lock writes or prints.
+
+:func:`redact_text` and :func:`redact` give the same result on every machine, so the lock can use
+them. :func:`redact_output`, for what the command line prints, also removes the values of secret
+environment variables (an API key a source reads, echoed back by a server or an exception).
+"""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 _SECRET_KEY = re.compile(r"(key|secret|token|pass|credential|auth|cookie|session)",
                          re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_QUERY_SECRET = re.compile(r"([?&][^=&]*(?:key|secret|token|signature|password)[^=&]*=)[^&]*",
-                           re.IGNORECASE)
+# the value stops at the next parameter, or where the URL ends inside a message
+_QUERY_SECRET = re.compile(
+    r"([?&][^=&\s]*(?:key|secret|token|signature|password|passwd|credential|auth)[^=&\s]*=)"
+    r"(?:<redacted>|[^&\s'\"<>]*)", re.IGNORECASE)
+_MIN_SECRET_LEN = 8  # shorter values ("1", "true", "dev") are too likely to be ordinary words
 REDACTED = "<redacted>"
 
 
@@ -30,3 +40,20 @@ def redact(value: Any, *, key: str = "") -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of environment variables whose names look secret (``POLYGON_API_KEY``,
+    ``AWS_SECRET_ACCESS_KEY``, ``GITHUB_TOKEN``), longest first."""
+    env = os.environ if environ is None else environ
+    found = {value for name, value in env.items()
+             if _SECRET_KEY.search(name) and len(value.strip()) >= _MIN_SECRET_LEN}
+    return sorted(found, key=lambda v: (-len(v), v))
+
+
+def redact_output(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """:func:`redact_text`, and every secret environment value replaced: for printed output
+    only (it depends on the environment, which a lock must not)."""
+    for value in secret_values(environ):
+        text = text.replace(value, REDACTED)
+    return redact_text(text)

@@ -405,8 +405,9 @@ class _Runner:
                 from qmtl_engine import Engine
 
                 if not self.dry_run:  # gc keeps the jobs and new files of a resolve that runs
-                    self._lease = self.store.lease(owner=f"resolve {self.loaded.path}")
-                    self._lease.__enter__()
+                    lease = self.store.lease(owner=f"resolve {self.loaded.path}")
+                    lease.__enter__()  # raises OSError when the store cannot be written
+                    self._lease = lease
                 self._engine = Engine(self.store, mode="materialize", clock=self.clock)
             return self._engine
 

@@ -134,3 +134,11 @@ def test_token_bucket_limits_rate() -> None:
     # 3 at once (burst), then one every 0.5 s
     assert now[0] == pytest.approx(2.0)
     assert all(w == pytest.approx(0.5) for w in waits)
+
+
+def test_the_options_default_retry_after_cap_is_the_clients() -> None:
+    """options.py cannot import http (tenacity stays out of `check`), so the value is repeated."""
+    from qmtl_engine.http import MAX_RETRY_AFTER_S
+    from qmtl_engine.sources.options import NetworkOptions
+
+    assert NetworkOptions().max_retry_after_s == MAX_RETRY_AFTER_S

@@ -251,7 +251,7 @@ class BinanceVisionSource(Source):
             path = Path(base)
             base = str(path if path.is_absolute() else Path(base_dir) / path)
         self.base_url = base
-        self.http: HttpClient = options.client(DEFAULT_RATE_LIMIT,
+        self.http: HttpClient = options.client(DEFAULT_RATE_LIMIT, source=self.name,
                                                **({"sleep": sleep} if sleep else {}))
         if sleep is None and self.http.bucket is not None and _is_url(base):
             self.http.bucket = _shared_bucket(base, self.http.bucket.limit)

@@ -37,6 +37,8 @@ class NetworkOptions(SourceOptions):
     backoff_initial_ms: int = Field(default=200, ge=0)
     backoff_max_ms: int = Field(default=30_000, ge=0)
     timeout_s: float = Field(default=30.0, gt=0)
+    # a longer Retry-After fails the fetch at once (qmtl_engine.http.MAX_RETRY_AFTER_S)
+    max_retry_after_s: float = Field(default=120.0, ge=0)
 
     def client(self, default_rate: RateLimit, **kwargs: Any) -> HttpClient:
         """An :class:`HttpClient` with these settings (``kwargs`` override, e.g. ``sleep``)."""
@@ -48,6 +50,7 @@ class NetworkOptions(SourceOptions):
             "rate_limit": rate, "max_attempts": self.max_attempts,
             "backoff_initial_s": self.backoff_initial_ms / 1000,
             "backoff_max_s": self.backoff_max_ms / 1000, "timeout_s": self.timeout_s,
+            "max_retry_after_s": self.max_retry_after_s,
         }
         settings.update(kwargs)
         return HttpClient(**settings)

@@ -99,4 +99,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    """The ``qmtl-lock`` console script (see :func:`qmtl_lock.cli.output.console_main`)."""
+    from qmtl_lock.cli.output import console_main
+
+    console_main(cli)

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import click
 
-from qmtl_lock.cli.output import EXIT_DRIFT, EXIT_OK, emit_json, json_option, manifest_option, run
+from qmtl_lock.cli.output import (
+    EXIT_DRIFT,
+    EXIT_OK,
+    Files,
+    echo,
+    emit_json,
+    json_option,
+    manifest_option,
+    run,
+)
 
 
 @click.command("check")
@@ -25,13 +34,13 @@ def check_command(manifest: Path, strict: bool, as_json: bool) -> None:
         if as_json:
             emit_json({"ok": not result, "drift": [d.to_dict() for d in result.drifts]})
         elif result:
-            click.echo(f"{result.lock} is out of date with {result.manifest}:")
+            echo(f"{result.lock} is out of date with {result.manifest}:")
             for d in result.drifts:
-                click.echo(f"  {d.line()}")
+                echo(f"  {d.line()}")
             for fix in sorted({d.fix for d in result.drifts}):
-                click.echo(f"fix: {fix}")
+                echo(f"fix: {fix}")
         else:
-            click.echo(f"{result.lock} is up to date")
+            echo(f"{result.lock} is up to date")
         return EXIT_DRIFT if result else EXIT_OK
 
-    run(as_json, go)
+    run(as_json, go, files=Files(manifest))

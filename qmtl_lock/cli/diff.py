@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from qmtl_engine import InputError
 
-from qmtl_lock.cli.output import EXIT_DRIFT, EXIT_OK, emit_json, json_option, run
+from qmtl_lock.cli.output import EXIT_DRIFT, EXIT_OK, Files, echo, emit_json, json_option, run
 
 LOCK_NAME = "seamless.lock"  # the manifest's lock; named here to keep the pydantic models unloaded
 
@@ -67,7 +67,7 @@ def diff_command(old: Path | None, new: Path | None, rev: str | None, manifest: 
         if as_json:
             emit_json(result.to_dict())
         else:
-            click.echo(render_text(result), nl=False)
+            echo(render_text(result), nl=False)
         return EXIT_DRIFT if result else EXIT_OK
 
-    run(as_json, go)
+    run(as_json, go, files=Files(manifest, store_url))

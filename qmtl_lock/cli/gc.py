@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qmtl_lock.cli.output import EXIT_OK, emit_json, manifest_option, run
+from qmtl_lock.cli.output import EXIT_OK, Files, echo, emit_json, manifest_option, run
 
 
 @click.command("gc")
@@ -49,7 +49,7 @@ def gc_command(manifest: Path, dry_run: bool, keep_revs: tuple[str, ...], all_re
     from qmtl_lock.redact import redact_text
 
     def say(text: str) -> None:
-        click.echo(text, err=as_json)  # with --json, stdout holds only the JSON plan
+        echo(text, err=as_json)  # with --json, stdout holds only the JSON plan
 
     def go() -> int:
         gc = prepare_gc(manifest, keep_revs=keep_revs, all_refs=all_refs, no_git=no_git,
@@ -58,7 +58,7 @@ def gc_command(manifest: Path, dry_run: bool, keep_revs: tuple[str, ...], all_re
         say(f"gc {redact_text(gc.store.url)}: keeping what {', '.join(plan.kept_locks)} "
             f"pin{'s' if len(plan.kept_locks) == 1 else ''}")
         for warning in plan.warnings:
-            click.echo(f"warning: {warning}", err=True)
+            echo(f"warning: {warning}", err=True)
         for line in plan.respected_lines():
             say(line)
         if dry_run:
@@ -78,4 +78,4 @@ def gc_command(manifest: Path, dry_run: bool, keep_revs: tuple[str, ...], all_re
                        **plan.to_dict()})
         return EXIT_OK
 
-    run(as_json, go)
+    run(as_json, go, files=Files(manifest))

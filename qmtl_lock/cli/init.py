@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qmtl_lock.cli.output import EXIT_OK, run
+from qmtl_lock.cli.output import EXIT_OK, echo, run
 
 
 @click.command("init")
@@ -19,8 +19,8 @@ def init_command(directory: Path, force: bool) -> None:
 
     def go() -> int:
         for path in init(directory, force=force):
-            click.echo(f"wrote {path}")
-        click.echo("next: qmtl-lock resolve")
+            echo(f"wrote {path}")
+        echo("next: qmtl-lock resolve")
         return EXIT_OK
 
     run(False, go)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from qmtl_lock.cli.output import EXIT_OK, emit_json, run
+from qmtl_lock.cli.output import EXIT_OK, Files, emit_json, run
 
 
 @click.command("materialize")
@@ -29,4 +29,4 @@ def materialize_command(preset: str, symbol: str, start: str, end: str, contract
         emit_json(report.to_dict())
         return EXIT_OK
 
-    run(True, go)
+    run(True, go, files=Files(store=store))

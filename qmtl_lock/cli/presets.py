@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from qmtl_lock.cli.output import EXIT_OK, emit_json, json_option, manifest_option, run
+from qmtl_lock.cli.output import (
+    EXIT_OK,
+    Files,
+    echo,
+    emit_json,
+    json_option,
+    manifest_option,
+    run,
+)
 
 
 @click.command("presets")
@@ -31,9 +39,8 @@ def presets_command(manifest: Path, as_json: bool) -> None:
             return EXIT_OK
         width = max(len(p.id) for p in resolved)
         for p in resolved:
-            click.echo(f"{p.id.ljust(width)}  {p.data.source.name:<14} {p.data.calendar:<5} "
-                       f"{p.data.description.splitlines()[0] if p.data.description else ''}"
-                       .rstrip())
+            echo(f"{p.id.ljust(width)}  {p.data.source.name:<14} {p.data.calendar:<5} "
+                 f"{p.data.description.splitlines()[0] if p.data.description else ''}".rstrip())
         return EXIT_OK
 
-    run(as_json, go)
+    run(as_json, go, files=Files(manifest))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -10,9 +9,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from qmtl_engine import QmtlLockError
+from qmtl_engine import InputError, QmtlLockError
 
-from qmtl_lock.cli.output import EXIT_OK, emit_json, fail, json_option, manifest_option, run
+from qmtl_lock.cli.output import (
+    EXIT_OK,
+    Files,
+    echo,
+    emit_json,
+    fail,
+    json_option,
+    manifest_option,
+    redacted_json,
+    run,
+)
 
 if TYPE_CHECKING:
     from qmtl_lock.resolve import ResolveResult
@@ -34,7 +43,7 @@ def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
             return
         elapsed = max(time.monotonic() - started, 1e-9)
         rate = done / elapsed
-        click.echo(f"\r  {label}: {done}/{total} partitions ({rate:.1f}/s)", err=True,
+        echo(f"\r  {label}: {done}/{total} partitions ({rate:.1f}/s)", err=True,
                    nl=done == total)
     return tick
 
@@ -69,15 +78,14 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
     from qmtl_lock.resolve import resolve
 
     if verbose:
-        import logging
-
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        _log_to_stderr()
     if locked and frozen:
         fail(QmtlLockError("--locked and --frozen cannot be used together",
                            fix="use --locked to check the lock, --frozen to trust it"), as_json)
 
     def go() -> int:
+        for option, path in (("--metrics-file", metrics_file), ("--report", report_file)):
+            _check_writable(option, path)  # before any work: the lock and store stay as they are
         metrics = None
         if metrics_file is not None:
             from qmtl_engine import RunMetrics
@@ -92,12 +100,40 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
         if metrics is not None and metrics_file is not None:
             metrics.write(metrics_file)
         if report_file is not None:
-            report_file.write_text(json.dumps(result.reports, indent=2, sort_keys=True) + "\n",
-                                   encoding="utf-8")
+            report_file.write_text(redacted_json(result.reports) + "\n", encoding="utf-8")
         _print(result, dry_run=dry_run, as_json=as_json)
         return EXIT_OK
 
-    run(as_json, go)
+    run(as_json, go, files=Files(manifest))
+
+
+def _check_writable(option: str, path: Path | None) -> None:
+    """Refuse an output file that cannot be written, before the resolve changes anything."""
+    if path is None:
+        return
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputError(
+            f"{option} {path}: the folder {folder} does not exist",
+            where=option, fix=f"create it first (mkdir -p {folder}) or write the file elsewhere")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{option} {path}: the folder {folder} is not writable", where=option,
+                         fix="choose a folder this user can write")
+
+
+def _log_to_stderr() -> None:
+    """``--verbose``: each partition to stderr, with credentials redacted like all output."""
+    import logging
+
+    from qmtl_lock.redact import redact_output
+
+    class Redacting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return redact_output(super().format(record))
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _print(result: ResolveResult, *, dry_run: bool, as_json: bool) -> None:
@@ -108,12 +144,12 @@ def _print(result: ResolveResult, *, dry_run: bool, as_json: bool) -> None:
         return
     for change in result.changes:
         if change.action != "unchanged" or dry_run:
-            click.echo(change.line())
+            echo(change.line())
             for step in change.plan:
-                click.echo(f"    {step}")
+                echo(f"    {step}")
     if dry_run:
-        click.echo("dry run: nothing fetched, seamless.lock not written")
+        echo("dry run: nothing fetched, seamless.lock not written")
     elif result.wrote:
-        click.echo(f"wrote {result.lock_path}")
+        echo(f"wrote {result.lock_path}")
     else:
-        click.echo(f"{result.lock_path} is up to date")
+        echo(f"{result.lock_path} is up to date")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from qmtl_lock.cli.output import emit_json
+from qmtl_lock.cli.output import EXIT_OK, echo, emit_json, run
 
 
 @click.command("schemas")
@@ -17,8 +17,12 @@ def schemas_command(directory: Path | None) -> None:
     """Print (or write) the JSON Schemas of seamless.yaml, seamless.lock and preset catalogs."""
     from qmtl_lock.schema import generate, write
 
-    if directory is not None:
-        for path in write(directory):
-            click.echo(f"wrote {path}")
-        return
-    emit_json({name: json.loads(text) for name, text in generate().items()})
+    def go() -> int:
+        if directory is not None:
+            for path in write(directory):
+                echo(f"wrote {path}")
+        else:
+            emit_json({name: json.loads(text) for name, text in generate().items()})
+        return EXIT_OK
+
+    run(False, go)

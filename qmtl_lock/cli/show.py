@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 from qmtl_engine import QmtlLockError
 
-from qmtl_lock.cli.output import EXIT_OK, emit_json, json_option, manifest_option, run
+from qmtl_lock.cli.output import (
+    EXIT_OK,
+    Files,
+    echo,
+    emit_json,
+    json_option,
+    manifest_option,
+    run,
+)
 
 
 @click.command("show")
@@ -30,13 +38,13 @@ def show_command(dataset: str | None, manifest: Path, gaps: bool, as_json: bool)
             if as_json:
                 emit_json(found)
             else:
-                click.echo(format_gaps(dataset, found))
+                echo(format_gaps(dataset, found))
             return EXIT_OK
         rows = show_rows(manifest.with_name(LOCK_NAME), dataset)
         if as_json:
             emit_json(rows)
         else:
-            click.echo(format_table(rows))
+            echo(format_table(rows))
         return EXIT_OK
 
-    run(as_json, go)
+    run(as_json, go, files=Files(manifest))

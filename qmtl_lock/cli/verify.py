@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from qmtl_lock.cli.output import EXIT_DRIFT, EXIT_OK, emit_json, json_option, manifest_option, run
+from qmtl_lock.cli.output import (
+    EXIT_DRIFT,
+    EXIT_OK,
+    Files,
+    echo,
+    emit_json,
+    json_option,
+    manifest_option,
+    run,
+)
 
 if TYPE_CHECKING:
     from qmtl_lock.verify import Problem
@@ -49,14 +58,14 @@ def verify_command(datasets: tuple[str, ...], manifest: Path, as_json: bool) -> 
                 data["fix"] = fixes(result.problems, manifest)
             emit_json(data)
         elif result:
-            click.echo(f"verification failed for {len(result.problems)} problem(s):")
+            echo(f"verification failed for {len(result.problems)} problem(s):")
             for p in result.problems:
-                click.echo(f"  {p.line()}")
+                echo(f"  {p.line()}")
             for fix in fixes(result.problems, manifest):
-                click.echo(f"fix: {fix}")
+                echo(f"fix: {fix}")
         else:
-            click.echo(f"verified {result.checked} snapshot(s), {result.rows} rows: all match "
+            echo(f"verified {result.checked} snapshot(s), {result.rows} rows: all match "
                        "the lock")
         return EXIT_DRIFT if result else EXIT_OK
 
-    run(as_json, go)
+    run(as_json, go, files=Files(manifest))

@@ -48,8 +48,13 @@ def store_for(manifest: Path, store_url: str | None) -> tuple[Store | None, list
     if url:
         from qmtl_engine import Store
 
+        from qmtl_lock.redact import redact_text
+
         try:
             store = Store(url)
+        except QmtlLockError as exc:  # a missing fsspec backend, an unknown protocol
+            notes.append(f"the store {redact_text(url)} cannot be opened: {exc.what}"
+                         + (f" ({exc.fix})" if exc.fix else ""))
         except (ImportError, ValueError, OSError) as exc:
-            notes.append(f"the store {url} cannot be opened: {exc}")
+            notes.append(f"the store {redact_text(url)} cannot be opened: {exc}")
     return store, notes
