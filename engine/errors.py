@@ -234,14 +234,26 @@ class SourceError(MaterializationError):
         self.symbol = symbol
         self.window = window
         self.url = url
-        bits = [f"source {source}"]
-        if symbol:
-            bits.append(f"symbol {symbol}")
-        if window:
-            bits.append(f"range {window}")
-        if url:
-            bits.append(f"url {url}")
-        super().__init__(what, where=", ".join(bits), fix=fix)
+        self.dataset: str | None = None
+        super().__init__(what, where=self._where(), fix=fix)
+
+    def _where(self) -> str:
+        bits = [f"dataset {self.dataset}"] if self.dataset else []
+        bits.append(f"source {self.source}")
+        if self.symbol:
+            bits.append(f"symbol {self.symbol}")
+        if self.window:
+            bits.append(f"range {self.window}")
+        if self.url:
+            bits.append(f"url {self.url}")
+        return ", ".join(bits)
+
+    def locate(self, *, dataset: str | None, symbol: str, window: str) -> None:
+        """Fill in what the raising code did not know (an HTTP client knows only its URL)."""
+        self.dataset = self.dataset or dataset
+        self.symbol = self.symbol or symbol
+        self.window = self.window or window
+        self.where = self._where()
 
 
 class MissingDependency(SourceError):

@@ -463,8 +463,7 @@ def _fetch_and_conform(source: Source, request: Request, window: TimeRange, cont
     try:
         batch = source.fetch(request.symbol, window, preset.interval_ms)
     except SourceError as exc:
-        if request.dataset and exc.where and "dataset" not in exc.where:
-            exc.where = f"dataset {request.dataset}, {exc.where}"
+        exc.locate(dataset=request.dataset, symbol=request.symbol, window=window.label())
         raise
     except QmtlLockError:
         raise

@@ -381,8 +381,11 @@ class _Runner:
         ordered = sorted(tasks, key=lambda t: (_PRIORITY_RANK[t.ds.spec.priority], t.ds.name,
                                                t.symbol))
         if jobs > 1 and len(ordered) > 1:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
+            pool = ThreadPoolExecutor(max_workers=jobs)
+            try:
                 results = list(pool.map(self._run_or_fail, ordered))
+            finally:  # on Ctrl-C, symbols not started yet are not started at all
+                pool.shutdown(wait=True, cancel_futures=True)
         else:
             results = [self._run_or_fail(t) for t in ordered]
         failures = sorted(((t.ds.name, t.symbol, r) for t, r in zip(ordered, results, strict=True)

@@ -353,7 +353,9 @@ def test_retry_after_longer_than_allowed_fails_at_once(project: Project, server:
         "error: the server answered HTTP 429 and asks to wait 3600 s before retrying "
         "(Retry-After), longer than this fetch may wait (the SLA budget left for this fetch "
         "is "), text
-    assert f"  where: dataset btc, source binance_vision, url {server.url}{DAY_ZIP}\n" in text
+    assert (f"  where: dataset btc, source binance_vision, symbol BTCUSDT, range "
+            f"[2024-01-01T00:00:00Z, 2024-01-02T00:00:00Z), url {server.url}{DAY_ZIP}\n"
+            in text)  # the engine names what the HTTP client could not know
     assert "fix:   rerun after " in text and "max_retry_after_s" in text
 
 

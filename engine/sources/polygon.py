@@ -122,7 +122,8 @@ class PolygonSource(Source):
             headers = {"Accept": "application/json"}
             if self.options.auth == "header":
                 headers["Authorization"] = f"Bearer {key}"
-            self._client = self.options.client(DEFAULT_RATE, sleep=self._sleep, headers=headers)
+            self._client = self.options.client(DEFAULT_RATE, source=self.name, sleep=self._sleep,
+                                               headers=headers)
         return self._client
 
     def _api_key(self) -> str:
