@@ -195,6 +195,12 @@ class Store:
 
     # -- publishing ------------------------------------------------------------------------------
     def _publish(self, path: str, data: bytes) -> None:
+        try:
+            self._publish_once(path, data)
+        except FileNotFoundError:  # a cooperating writer removed the folder (a job's) meanwhile
+            self._publish_once(path, data)
+
+    def _publish_once(self, path: str, data: bytes) -> None:
         parent = posixpath.dirname(path)
         self.fs.makedirs(parent, exist_ok=True)
         tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
@@ -203,7 +209,8 @@ class Store:
         try:
             self.fs.mv(tmp, path)
         except Exception:
-            self.fs.rm(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(tmp)
             raise
 
     # -- objects -------------------------------------------------------------------------------
@@ -273,24 +280,37 @@ class Store:
             return self._written.pop(key, 0)
 
     def publish_staged(self, key: str, digests: list[str]) -> None:
-        """Move the staged objects of job ``key`` to their content-addressed names."""
+        """Move the staged objects of job ``key`` to their content-addressed names.
+
+        Another writer of the same request (another machine or project on this store) may be
+        publishing the same files at the same moment: a staged file that is gone because it
+        moved it, or a final name it took first, is the same content and counts as published.
+        """
         for digest in digests:
             staged = self.staged_path(key, digest)
-            if not self.fs.exists(staged):
-                continue
             final = self.object_path(digest)
             if self.fs.exists(final):
-                self.fs.rm(staged)
-            else:
-                self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(staged)
+                continue
+            if not self.fs.exists(staged):
+                continue  # never staged by this job: put_snapshot says if it is missing
+            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+            try:
                 self.fs.mv(staged, final)
+            except FileNotFoundError:
+                if not self.fs.exists(final):
+                    raise
 
     def discard_job(self, key: str) -> None:
-        """Forget job ``key``: its checkpoint and every object it staged."""
+        """Forget job ``key``: its checkpoint and every object it staged (a cooperating writer
+        of the same request that removed them first is no failure)."""
         staged = self._path("jobs", f"{key}.staged")
-        if self.fs.exists(staged):
-            self.fs.rm(staged, recursive=True)
-        self.delete_job(key)
+        with contextlib.suppress(FileNotFoundError):
+            if self.fs.exists(staged):
+                self.fs.rm(staged, recursive=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.delete_job(key)
 
     def read_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
         import pyarrow as pa
