@@ -79,7 +79,46 @@ OBJECT_TAMPERING: dict[str, Callable[[Path], None]] = {
     "truncated file": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
     "non-Parquet bytes": lambda p: p.write_bytes(b"PAR1 these are not Parquet bytes PAR1"),
     "deleted object": lambda p: p.unlink(),
+    "one ts moved by a millisecond": lambda p: _rewrite(p, _nudge_ts),
+    "a NaN close": lambda p: _rewrite(p, lambda t: _set(t, "close", 3, float("nan"))),
+    "a null volume": lambda p: _rewrite(p, lambda t: _set(t, "volume", 3, None)),
+    "volume as float32": lambda p: _rewrite(p, lambda t: t.set_column(
+        5, "volume", t["volume"].cast(pa.float32()))),
+    # (ts cast to seconds is not here: Parquet stores it in milliseconds again, the same data)
+    "high below low in a row": lambda p: _rewrite(p, lambda t: _set(t, "high", 4, 0.5)),
+    "ts without its time zone": lambda p: _rewrite(p, lambda t: t.set_column(
+        0, "ts", t["ts"].cast(pa.timestamp("ms")))),
+    "a duplicated row": lambda p: _rewrite(p, lambda t: pa.concat_tables([t, t.slice(0, 1)])),
+    "open and close swapped in a row": lambda p: _rewrite(p, _swap_open_close),
+    "no rows left": lambda p: _rewrite(p, lambda t: t.slice(0, 0)),
+    "zero-byte file": lambda p: p.write_bytes(b""),
+    "another partition's object": lambda p: p.write_bytes(_other_object(p)),
 }
+
+
+def _set(table: pa.Table, column: str, row: int, value: Any) -> pa.Table:
+    values = table[column].to_pylist()
+    values[row] = value
+    i = table.column_names.index(column)
+    return table.set_column(i, column, pa.array(values, type=table[column].type))
+
+
+def _nudge_ts(table: pa.Table) -> pa.Table:
+    ts = np.array(table["ts"].cast(pa.int64()).to_numpy(), copy=True)
+    ts[7] += 1
+    return table.set_column(0, "ts", pa.array(ts).cast(pa.timestamp("ms", tz="UTC")))
+
+
+def _swap_open_close(table: pa.Table) -> pa.Table:
+    opened, closed = table["open"].to_pylist(), table["close"].to_pylist()
+    opened[2], closed[2] = closed[2], opened[2] + 1.0  # surely another value
+    return table.set_column(1, "open", pa.array(opened)).set_column(4, "close", pa.array(closed))
+
+
+def _other_object(path: Path) -> bytes:
+    """The bytes of another object of the store (another partition's data)."""
+    objects = sorted(p for p in path.parents[1].rglob("*.parquet") if p != path)
+    return objects[0].read_bytes()
 
 
 def _both(project: Project) -> tuple[list[IntegrityError], list[Any], IntegrityError]:
