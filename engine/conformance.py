@@ -25,24 +25,6 @@ from qmtl_engine.ranges import TimeRange, iso
 
 SAMPLE_SIZE = 5
 
-FLAG_DOCS: dict[str, str] = {
-    "missing_column": "a required column is absent (filled with NaN); counts columns per partition",
-    "dtype_cast": "values cast to the contract type (e.g. integer volumes to float64)",
-    "ts_unit_inferred": "epoch timestamps whose unit was guessed from their size; counts rows",
-    "ts_timezone_normalized": "timestamps converted from another time zone to UTC; counts rows",
-    "invalid_timestamp": "null or unparseable timestamps (rows dropped)",
-    "unsorted_ts": "rows out of time order (sorted); counts descents",
-    "duplicate_rows": "identical copies of a row (dropped)",
-    "duplicate_ts": "one timestamp with different values (the last row is kept)",
-    "off_grid_ts": "timestamps not on the interval grid (rows dropped)",
-    "gap_bars": "bars the calendar expects that are missing",
-    "non_finite": "rows with NaN or infinite values",
-    "negative_value": "rows with a negative price or volume",
-    "ohlc_inconsistent": "rows where high < max(open, close), low > min(open, close) or high < low",
-    "repeated_bars": "rows repeating an earlier bar's OHLCV values (not flat zero-volume fills)",
-    "out_of_range": "rows outside the requested window (dropped)",
-}
-assert set(FLAG_DOCS) == set(FLAG_NAMES)
 
 _UNIT_TO_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 

@@ -303,108 +303,21 @@ class Engine:
         return self.apply(self.plan(request, previous=previous), progress=progress)
 
     def apply(self, the_plan: Plan, *, progress: ProgressFn | None = None) -> MaterializeResult:
+        """Carry out a plan partition by partition: reuse, or fetch, conform, stage and
+        checkpoint; then, when no partition was refused, publish the objects and the snapshot.
+        Memory stays that of one partition whatever the length of the range."""
         self._require_materialize()
-        request = the_plan.request
-        preset = request.preset
-        contract = get_contract(preset.data.contract.name, request.contract_version)
-        calendar = get_calendar(preset.data.calendar)
-        stable_end = closed_before(preset, self.clock.now_ms())
-        if request.coverage.end > stable_end:  # a plan not made by plan(), or another clock
-            raise InputError(
-                f"the plan for {request.where()} reaches {iso(request.coverage.end)}, past the "
-                f"last closed bar {iso(stable_end)}",
-                fix="make the plan with Engine.plan, which stops at the last closed bar")
-        source = self.source_factory(preset) if the_plan.to_fetch else None
-        if source is not None:
-            source.use_clock(self.clock)
-        timer = SLATimer(preset.sla, self.clock, dataset=request.dataset, symbol=request.symbol)
-        key = request.job_key()
-        checkpoint = self.store.read_job(key) or {"request": request.where(), "done": {}}
-        total = ConformanceReport()
-        refused: dict[str, int] = {}
-        first_refused: str | None = None
-        parts: list[SnapshotPartition] = []
-        memory: RowMemory | None = None
-        fetched = 0
+        run = _Application(self, the_plan)
         for i, step in enumerate(the_plan.partitions):
-            name = window_name(step.window, preset.partition)
-            if step.action == "reuse":
-                assert step.reused is not None
-                part = step.reused
-                memory = None
-                total.merge(ConformanceReport.from_counts(part.flags))
-            else:
-                assert source is not None
-                with timer.phase("backfill"):
-                    table, report, memory = _fetch_and_conform(
-                        source, request, step.window, contract, calendar, memory)
-                fetched += 1
-                total.merge(report)
-                log.info("conformed dataset=%s symbol=%s partition=%s rows=%d flags=%s",
-                         request.dataset, request.symbol, name, table.num_rows,
-                         ",".join(f"{k}:{v}" for k, v in sorted(report.nonzero().items()))
-                         or "-")
-                blocked = blocking(report, preset.conformance)
-                if blocked:
-                    for flag, count in blocked.items():
-                        refused[flag] = refused.get(flag, 0) + count
-                    first_refused = first_refused or name
-                    continue
-                if refused:
-                    continue  # keep scanning for a complete report, but write nothing more
-                with timer.phase("storage"):
-                    digest = self.store.stage_object(key, table)
-                    part = SnapshotPartition(step.window.start, step.window.end,
-                                             table.num_rows, digest.value, report.nonzero())
-                    checkpoint["done"][f"{step.window.start}-{step.window.end}"] = {
-                        "rows": part.rows, "digest": part.digest, "flags": part.flags,
-                        "seal": checkpoint_seal(key, part)}
-                    self.store.write_job(key, checkpoint)
-            parts.append(part)
+            part = run.reuse(step) if step.reused is not None else run.fetch(step)
+            if part is not None:
+                run.parts.append(part)
             if progress is not None:
-                progress(request, i + 1, len(the_plan.partitions))
-            timer.checkpoint()
-        if refused:
-            self.store.discard_job(key)  # a refused request leaves nothing in the store
-            err = ConformanceError(total, blocking=refused, symbol=request.symbol,
-                                   partition=first_refused, preset=preset.data.conformance_preset)
-            err.where = f"{request.where()}, first in partition {first_refused}, " \
-                        f"conformance preset {preset.data.conformance_preset}"
-            unreadable = total.sample_texts("invalid_timestamp")
-            if "invalid_timestamp" in refused and unreadable:
-                err.what += f"; timestamps that cannot be read, first: {', '.join(unreadable)}"
-            raise err
-        expected = sum(calendar.count(p.window, preset.interval_ms)
-                       for p in the_plan.partitions)  # per partition: memory stays flat
-        coverage_ratio = 1.0 - total.counts["gap_bars"] / expected if expected else 1.0
-        timer.check_coverage(coverage_ratio)
-        if request.follows_now:
-            timer.check_lag(request.coverage.end)
-        header = request.header()
-        fingerprint = dataset_fingerprint(header, [p.ref() for p in parts])
-        snapshot = Snapshot(fingerprint.value, header, parts, partition=preset.partition)
-        with timer.phase("storage"):
-            self.store.publish_staged(key, [p.digest for p in parts])
-            self.store.put_snapshot(snapshot)
-            self.store.write_ref(key, snapshot.fingerprint, request=request.where())
-            self.store.discard_job(key)
-        timer.checkpoint()
-        stats = getattr(getattr(source, "client", None), "stats", None)
-        rows = sum(p.rows for p in parts)
-        log.info("materialized dataset=%s symbol=%s fingerprint=%s rows=%d fetched=%d reused=%d",
-                 request.dataset, request.symbol, fingerprint.value, rows, fetched,
-                 len(parts) - fetched)
-        return MaterializeResult(
-            completion=coverage_ratio,
-            retries=getattr(stats, "retries", 0), source_requests=getattr(stats, "requests", 0),
-            attempts=1 + getattr(stats, "retries", 0),
-            bytes_written=self.store.bytes_written_for(key),
-            fingerprint=fingerprint.value, coverage=request.coverage,
-            rows=rows, partitions=len(parts),
-            flags=dict(sorted(total.counts.items())), report=total, sla=timer.result(),
-            as_of=self.clock.now_ms(), fetched=fetched, reused=len(parts) - fetched,
-            checkpoint_key=key, snapshot=snapshot,
-        )
+                progress(the_plan.request, i + 1, len(the_plan.partitions))
+            run.timer.checkpoint()
+        if run.refused:
+            raise run.refusal()
+        return run.publish()
 
     # -- read: the strategy path is qmtl_engine.read, which never loads the machinery above ----
     def iter_verified(self, fingerprint: str, *, dataset: str | None = None,
@@ -426,6 +339,131 @@ class Engine:
         """:meth:`PinnedReader.load` on this engine's store."""
         return PinnedReader(self.store).load(fingerprint, dataset=dataset, symbol=symbol,
                                              window=window, snapshot=snapshot)
+
+
+class _Application:
+    """The state of one :meth:`Engine.apply`: what was fetched, refused and checkpointed."""
+
+    def __init__(self, engine: Engine, the_plan: Plan) -> None:
+        request = the_plan.request
+        preset = request.preset
+        stable_end = closed_before(preset, engine.clock.now_ms())
+        if request.coverage.end > stable_end:  # a plan not made by plan(), or another clock
+            raise InputError(
+                f"the plan for {request.where()} reaches {iso(request.coverage.end)}, past the "
+                f"last closed bar {iso(stable_end)}",
+                fix="make the plan with Engine.plan, which stops at the last closed bar")
+        self.engine, self.store, self.plan = engine, engine.store, the_plan
+        self.request, self.preset = request, preset
+        self.contract = get_contract(preset.data.contract.name, request.contract_version)
+        self.calendar = get_calendar(preset.data.calendar)
+        self.source = engine.source_factory(preset) if the_plan.to_fetch else None
+        if self.source is not None:
+            self.source.use_clock(engine.clock)
+        self.timer = SLATimer(preset.sla, engine.clock, dataset=request.dataset,
+                              symbol=request.symbol)
+        self.key = request.job_key()
+        self.checkpoint = self.store.read_job(self.key) or {"request": request.where(),
+                                                            "done": {}}
+        self.total = ConformanceReport()
+        self.refused: dict[str, int] = {}
+        self.first_refused: str | None = None
+        self.parts: list[SnapshotPartition] = []
+        self.memory: RowMemory | None = None
+        self.fetched = 0
+
+    def reuse(self, step: PlannedPartition) -> SnapshotPartition | None:
+        part = step.reused
+        self.memory = None  # the cross-partition checks start again after a reused window
+        if part is not None:
+            self.total.merge(ConformanceReport.from_counts(part.flags))
+        return part
+
+    def fetch(self, step: PlannedPartition) -> SnapshotPartition | None:
+        """Fetch and conform one window; stage and checkpoint it unless a flag blocks (then, or
+        after an earlier refusal, keep scanning for a complete report but store nothing)."""
+        if self.source is None:  # plan() and apply() disagree: a bug, not bad data
+            raise InputError(f"the plan for {self.request.where()} fetches a window but no "
+                             "source was made for it", fix="make the plan with Engine.plan")
+        name = window_name(step.window, self.preset.partition)
+        with self.timer.phase("backfill"):
+            table, report, self.memory = _fetch_and_conform(
+                self.source, self.request, step.window, self.contract, self.calendar,
+                self.memory)
+        self.fetched += 1
+        self.total.merge(report)
+        log.info("conformed dataset=%s symbol=%s partition=%s rows=%d flags=%s",
+                 self.request.dataset, self.request.symbol, name, table.num_rows,
+                 ",".join(f"{k}:{v}" for k, v in sorted(report.nonzero().items())) or "-")
+        blocked = blocking(report, self.preset.conformance)
+        for flag, count in blocked.items():
+            self.refused[flag] = self.refused.get(flag, 0) + count
+        if blocked:
+            self.first_refused = self.first_refused or name
+        if self.refused:
+            return None
+        with self.timer.phase("storage"):
+            digest = self.store.stage_object(self.key, table)
+            part = SnapshotPartition(step.window.start, step.window.end, table.num_rows,
+                                     digest.value, report.nonzero())
+            self.checkpoint["done"][f"{step.window.start}-{step.window.end}"] = {
+                "rows": part.rows, "digest": part.digest, "flags": part.flags,
+                "seal": checkpoint_seal(self.key, part)}
+            self.store.write_job(self.key, self.checkpoint)
+        return part
+
+    def refusal(self) -> ConformanceError:
+        """The error of a refused request, after its staged objects are discarded (a refused
+        request leaves nothing in the store)."""
+        self.store.discard_job(self.key)
+        preset_name = self.preset.data.conformance_preset
+        err = ConformanceError(self.total, blocking=self.refused, symbol=self.request.symbol,
+                               partition=self.first_refused, preset=preset_name)
+        err.where = (f"{self.request.where()}, first in partition {self.first_refused}, "
+                     f"conformance preset {preset_name}")
+        unreadable = self.total.sample_texts("invalid_timestamp")
+        if "invalid_timestamp" in self.refused and unreadable:
+            err.what += f"; timestamps that cannot be read, first: {', '.join(unreadable)}"
+        return err
+
+    def publish(self) -> MaterializeResult:
+        """Check coverage and lag, publish objects, snapshot and its reference; the result."""
+        request, preset, timer = self.request, self.preset, self.timer
+        expected = sum(self.calendar.count(p.window, preset.interval_ms)
+                       for p in self.plan.partitions)  # per partition: memory stays flat
+        coverage_ratio = 1.0 - self.total.counts["gap_bars"] / expected if expected else 1.0
+        timer.check_coverage(coverage_ratio)
+        if request.follows_now:
+            timer.check_lag(request.coverage.end)
+        header = request.header()
+        fingerprint = dataset_fingerprint(header, [p.ref() for p in self.parts])
+        snapshot = Snapshot(fingerprint.value, header, self.parts, partition=preset.partition)
+        with timer.phase("storage"):
+            self.store.publish_staged(self.key, [p.digest for p in self.parts])
+            self.store.put_snapshot(snapshot)
+            self.store.write_ref(self.key, snapshot.fingerprint, request=request.where())
+            self.store.discard_job(self.key)
+        timer.checkpoint()
+        return self._result(snapshot, coverage_ratio)
+
+    def _result(self, snapshot: Snapshot, completion: float) -> MaterializeResult:
+        stats = getattr(getattr(self.source, "client", None), "stats", None)
+        parts, request = self.parts, self.request
+        rows = sum(p.rows for p in parts)
+        log.info("materialized dataset=%s symbol=%s fingerprint=%s rows=%d fetched=%d reused=%d",
+                 request.dataset, request.symbol, snapshot.fingerprint, rows, self.fetched,
+                 len(parts) - self.fetched)
+        return MaterializeResult(
+            completion=completion,
+            retries=getattr(stats, "retries", 0), source_requests=getattr(stats, "requests", 0),
+            attempts=1 + getattr(stats, "retries", 0),
+            bytes_written=self.store.bytes_written_for(self.key),
+            fingerprint=snapshot.fingerprint, coverage=request.coverage,
+            rows=rows, partitions=len(parts),
+            flags=dict(sorted(self.total.counts.items())), report=self.total,
+            sla=self.timer.result(), as_of=self.engine.clock.now_ms(), fetched=self.fetched,
+            reused=len(parts) - self.fetched, checkpoint_key=self.key, snapshot=snapshot,
+        )
 
 
 def _source_from_registry(preset: ResolvedPreset) -> Source:
