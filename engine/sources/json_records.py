@@ -70,8 +70,9 @@ def records_table(document: object, path: str | None, columns: Sequence[str | in
     if not isinstance(records, list):
         hint = ("set `records` to the dotted path of the list of bars" if isinstance(records, dict)
                 else "point `records` at the list of bars")
-        raise RecordsError(f"the records at {path or 'the top'!r} are {_describe(records)}, "
-                           "not a list", fix=hint)
+        where = repr(path) if path else "the top of the document"
+        raise RecordsError(f"the records at {where} are {_describe(records)}, not a list",
+                           fix=hint)
     if not records:
         return pa.table({f"f{c}" if isinstance(c, int) else c: pa.array([], pa.string())
                          for c in columns})
