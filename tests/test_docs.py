@@ -199,3 +199,13 @@ def test_relative_links_point_at_files(page: str) -> None:
         headings = [re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-")
                     for h in re.findall(r"^#+ (.*)$", text, re.MULTILINE)]
         assert anchor in headings, f"{page}: no heading for #{anchor}"
+
+
+def test_a_bad_option_points_at_these_docs() -> None:
+    from qmtl_engine.errors import PresetError
+    from qmtl_engine.sources import make_source
+
+    with pytest.raises(PresetError) as info:
+        make_source("files", {"url": "x.csv", "skip_rows": -1}, base_dir=".")
+    assert "see the options of the files source in docs/sources.md" in str(info.value)
+    assert "\n## `files`" in SOURCES
