@@ -20,9 +20,10 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 from qmtl_engine.conformance import FLAG_DOCS
+from qmtl_engine.errors import PresetError
 from qmtl_engine.flags import FLAG_NAMES
 from qmtl_engine.presets import OnViolation, SLAPreset, builtin_catalog_text, load_registry
-from qmtl_engine.sources import REGISTRY
+from qmtl_engine.sources import REGISTRY, make_source
 from qmtl_engine.sources.binance_vision import INTERVALS
 from qmtl_engine.sources.options import OPTIONS, NetworkOptions, RateLimitOptions
 
@@ -202,9 +203,6 @@ def test_relative_links_point_at_files(page: str) -> None:
 
 
 def test_a_bad_option_points_at_these_docs() -> None:
-    from qmtl_engine.errors import PresetError
-    from qmtl_engine.sources import make_source
-
     with pytest.raises(PresetError) as info:
         make_source("files", {"url": "x.csv", "skip_rows": -1}, base_dir=".")
     assert "see the options of the files source in docs/sources.md" in str(info.value)
