@@ -227,7 +227,8 @@ class PresetRegistry:
         except ValidationError as exc:
             raise pydantic_error(
                 exc, doc, what=f"invalid options for the {name} source of preset {pid!r}",
-                fix=f"see the {name} source options in `qmtl-lock presets --json` and the docs",
+                fix=f"see the options of the {name} source in docs/sources.md (and the presets "
+                "as loaded in `qmtl-lock presets --json`)",
                 prefix=("data_presets", pid, "source", "options")) from None
         if not is_known_calendar(preset.calendar):
             raise PresetError(

@@ -41,7 +41,8 @@ class Source(ABC):
             key = ".".join(str(p) for p in err["loc"])
             raise PresetError(
                 f"invalid option {key!r} for the {cls.name} source: {err['msg']}",
-                fix=f"see the {cls.name} source options in `qmtl-lock presets --json` and the docs",
+                fix=f"see the options of the {cls.name} source in docs/sources.md (and the presets "
+                "as loaded in `qmtl-lock presets --json`)",
             ) from None
 
     @classmethod

@@ -1,26 +1,33 @@
-"""Vendor files as they come: CSV or Parquet on any fsspec URL or glob (DESIGN §7).
+"""Vendor files as they come: CSV, Parquet or JSON dumps on any fsspec URL or glob (DESIGN §7).
 
-Options::
+Options (every one is described in docs/sources.md, generated from :class:`FilesOptions`)::
 
     url: "data/{symbol}.csv.gz"   # fsspec URL or glob; {symbol} filled in; relative to catalog
-    format: csv                   # csv | parquet
-    skip_rows: 0                  # banner lines before the header
-    header: true                  # false: columns are named by position (0, 1, ...)
-    delimiter: ","
+    format: csv                   # csv | parquet | json
+    skip_rows: 0                  # csv: banner lines before the header
+    header: true                  # csv: false: columns are named by position (0, 1, ...)
+    delimiter: ","                # csv
     columns: {ts: Date, open: Open, high: High, low: Low, close: Close, volume: Volume}
     ts_format: "%Y-%m-%d"         # Python strptime format (%f too); or ts_unit: s|ms|us|ns
     timezone: UTC                 # zone of naive timestamps
     symbol_column: null           # for long files holding many symbols
+    records: result.{symbol}      # json: dotted path to the list of records
+    complete_until: result.last   # json: bars at or after this time are still open
+    complete_column: null         # a column that is 1/true for final bars only (OKX confirm)
 
-A dataset may ask for several symbols only when ``url`` has ``{symbol}`` or ``symbol_column`` is
-set: otherwise every symbol would be the same file (:meth:`FilesSource.distinguishes_symbols`).
+A dataset may ask for several symbols only when ``url`` (or, for json, ``records``) has
+``{symbol}`` or ``symbol_column`` is set: otherwise every symbol would be the same rows
+(:meth:`FilesSource.distinguishes_symbols`).
 
 Each file is read once per resolve. A partition gets the raw rows whose timestamps fall in its
 window; conformance then sees them exactly as the vendor wrote them (order, zone, unit, types).
+Bars a dump marks as still open (``complete_until``, ``complete_column``) are left out of each
+file before that, since a bar that may still change must never be pinned.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
@@ -34,6 +41,7 @@ from qmtl_engine.contracts import TS, VALUE_COLUMNS
 from qmtl_engine.errors import SourceError
 from qmtl_engine.ranges import TimeRange
 from qmtl_engine.sources.base import Source
+from qmtl_engine.sources.json_records import RecordsError, find, records_table
 from qmtl_engine.sources.options import FilesOptions, SourceOptions
 
 _GLOB_CHARS = set("*?[")
@@ -63,7 +71,8 @@ class FilesSource(Source):
     @classmethod
     def distinguishes_symbols(cls, options: dict[str, Any]) -> bool:
         parsed = cast(FilesOptions, cls.parse_options(options))
-        return "{symbol}" in parsed.url or parsed.symbol_column is not None
+        return ("{symbol}" in parsed.url or "{symbol}" in (parsed.records or "")
+                or parsed.symbol_column is not None)
 
     @property
     def hints(self) -> TsHints:
@@ -78,36 +87,72 @@ class FilesSource(Source):
 
     def _mapping(self) -> dict[str, str]:
         """Canonical name -> column name in the file (positions become f0, f1, ...)."""
-        cols: dict[str, str | int] = {c: c for c in (TS, *VALUE_COLUMNS)}
-        cols.update(self.options.columns)
-        return {k: (f"f{v}" if isinstance(v, int) else v) for k, v in cols.items()}
+        return {k: (f"f{v}" if isinstance(v, int) else v) for k, v in self._raw_columns().items()}
 
     def _symbol_col(self) -> str | None:
         s = self.options.symbol_column
         return f"f{s}" if isinstance(s, int) else s
 
+    def _read_table(self, f: Any, symbol: str) -> tuple[pa.Table, object]:
+        """The file's columns as read, and (json) the raw ``complete_until`` value."""
+        mapping = self._mapping()
+        if self.options.format == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(f), None
+        if self.options.format == "json":
+            return self._read_json(f, symbol)
+        from pyarrow import csv
+
+        ts_col = mapping.get(TS)
+        types = {ts_col: pa.string()} if ts_col and self.options.ts_unit is None else {}
+        for extra in (self._symbol_col(), self._complete_col()):
+            if extra:
+                types[extra] = pa.string()
+        return csv.read_csv(
+            f,
+            read_options=csv.ReadOptions(skip_rows=self.options.skip_rows,
+                                         autogenerate_column_names=not self.options.header),
+            parse_options=csv.ParseOptions(delimiter=self.options.delimiter),
+            convert_options=csv.ConvertOptions(column_types=types),
+        ), None
+
+    def _read_json(self, f: Any, symbol: str) -> tuple[pa.Table, object]:
+        opts = self.options
+        wanted: list[str | int] = [*opts.columns.values()]
+        wanted += [c for c in (opts.symbol_column, opts.complete_column) if c is not None]
+        defaults = [c for c in (TS, *VALUE_COLUMNS) if c not in opts.columns]
+        try:
+            document = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise RecordsError(f"not a JSON document ({exc})",
+                               fix="check `format` and that the file is a saved JSON answer"
+                               ) from None
+        path = opts.records.replace("{symbol}", symbol) if opts.records else None
+        table = records_table(document, path, wanted, defaults)
+        until = (find(document, opts.complete_until, "complete_until")
+                 if opts.complete_until else None)
+        if opts.complete_until and (until is None or isinstance(until, dict | list | bool)):
+            raise RecordsError(f"{opts.complete_until!r} holds {until!r}, not a time",
+                               fix="fix `complete_until`: the path of the dump's last-complete "
+                               "time")
+        return table, until
+
+    def _raw_columns(self) -> dict[str, str | int]:
+        cols: dict[str, str | int] = {c: c for c in (TS, *VALUE_COLUMNS)}
+        cols.update(self.options.columns)
+        return cols
+
+    def _complete_col(self) -> str | None:
+        c = self.options.complete_column
+        return f"f{c}" if isinstance(c, int) else c
+
     def _read_one(self, fs: Any, path: str, symbol: str) -> pa.Table:
         mapping = self._mapping()
-        wanted = list(dict.fromkeys([*mapping.values(), *filter(None, [self._symbol_col()])]))
+        extras = [c for c in (self._symbol_col(), self._complete_col()) if c]
+        wanted = list(dict.fromkeys([*mapping.values(), *extras]))
         with fs.open(path, "rb", compression="infer") as f:
-            if self.options.format == "parquet":
-                import pyarrow.parquet as pq
-
-                table = pq.read_table(f)
-            else:
-                from pyarrow import csv
-
-                ts_col = mapping.get(TS)
-                types = {ts_col: pa.string()} if ts_col and self.options.ts_unit is None else {}
-                if self._symbol_col():
-                    types[str(self._symbol_col())] = pa.string()
-                table = csv.read_csv(
-                    f,
-                    read_options=csv.ReadOptions(skip_rows=self.options.skip_rows,
-                                                 autogenerate_column_names=not self.options.header),
-                    parse_options=csv.ParseOptions(delimiter=self.options.delimiter),
-                    convert_options=csv.ConvertOptions(column_types=types),
-                )
+            table, until = self._read_table(f, symbol)
         present = [c for c in wanted if c in table.column_names]
         table = table.select(present)
         sym = self._symbol_col()
@@ -118,8 +163,38 @@ class FilesSource(Source):
                     symbol=symbol, url=path,
                     fix="fix `symbol_column` in the preset's files source options")
             table = table.filter(pc.equal(table[sym].cast(pa.string()), symbol))
+        done = self._complete_col()
+        if done:
+            if done not in table.column_names:
+                raise SourceError(
+                    f"the complete column {done!r} is not in the file", source=self.name,
+                    symbol=symbol, url=path,
+                    fix="fix `complete_column` in the preset's files source options")
+            # Only a bar the vendor marks final is kept: an open one may still change.
+            final = pc.is_in(pc.utf8_lower(pc.cast(table[done], pa.string())),
+                             value_set=pa.array(["1", "true"]))
+            table = table.filter(pc.fill_null(final, False))
         inverse = {v: k for k, v in mapping.items()}
-        return table.rename_columns([inverse.get(c, c) for c in table.column_names])
+        table = table.rename_columns([inverse.get(c, c) for c in table.column_names])
+        if until is not None and TS in table.column_names:
+            table = self._before(table, until, path, symbol)
+        return table
+
+    def _before(self, table: pa.Table, until: object, path: str, symbol: str) -> pa.Table:
+        """The rows of ``table`` before the dump's complete-until time (bars after are open)."""
+        hints = TsHints(unit=self.options.ts_unit, timezone=self.options.timezone)
+        limit = normalize_ts(pa.array([str(until)]), hints)
+        if not limit.valid[0]:
+            raise SourceError(
+                f"cannot read {self.options.complete_until!r} ({until!r}) as a time",
+                source=self.name, symbol=symbol, url=path,
+                fix="fix `complete_until`: the path of the dump's last-complete time")
+        try:
+            norm = normalize_ts(table[TS], self.hints)
+        except ValueError:  # no times at all: reading the whole file reports it
+            return table
+        keep = ~norm.valid | (norm.ms < limit.ms[0])  # unreadable rows stay, to be counted
+        return table.filter(pa.array(keep))
 
     def _load(self, symbol: str) -> tuple[pa.Table, np.ndarray]:
         if symbol in self._cache:
@@ -131,6 +206,9 @@ class FilesSource(Source):
             if not paths:
                 raise FileNotFoundError(path)
             tables = [self._read_one(fs, p, symbol) for p in paths]
+        except RecordsError as exc:
+            raise SourceError(f"cannot read {posixpath.basename(url)}: {exc}", source=self.name,
+                              symbol=symbol, url=url, fix=exc.fix) from None
         except FileNotFoundError:
             raise SourceError(
                 f"no file for symbol {symbol!r}", source=self.name, symbol=symbol, url=url,

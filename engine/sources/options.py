@@ -12,33 +12,44 @@ import re
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 if TYPE_CHECKING:
     from qmtl_engine.http import HttpClient, RateLimit
 
 
 class SourceOptions(BaseModel):
+    """Options of one source. Every field carries a ``description``: docs/sources.md is generated
+    from these models (docs/gen_sources.py), so the documented options cannot drift from them."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RateLimitOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    requests_per_second: float = Field(gt=0)
-    burst: int = Field(default=1, ge=1)
+    requests_per_second: float = Field(gt=0, description="Sustained request rate.")
+    burst: int = Field(default=1, ge=1, description="Requests allowed at once after a pause.")
 
 
 class NetworkOptions(SourceOptions):
     """Options every network source shares: its rate-limit profile and retry budget."""
 
-    rate_limit: RateLimitOptions | None = None  # None: the source's own default profile
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    backoff_initial_ms: int = Field(default=200, ge=0)
-    backoff_max_ms: int = Field(default=30_000, ge=0)
-    timeout_s: float = Field(default=30.0, gt=0)
-    # a longer Retry-After fails the fetch at once (qmtl_engine.http.MAX_RETRY_AFTER_S)
-    max_retry_after_s: float = Field(default=120.0, ge=0)
+    rate_limit: RateLimitOptions | None = Field(
+        default=None, description="`{requests_per_second, burst}`; null: the source's own "
+        "default profile.")
+    max_attempts: int = Field(default=5, ge=1, le=20, description="Tries per request before a "
+                              "timeout, reset, 429 or 5xx fails the resolve.")
+    backoff_initial_ms: int = Field(default=200, ge=0, description="First wait between tries; "
+                                    "it doubles each try, with jitter.")
+    backoff_max_ms: int = Field(default=30_000, ge=0, description="Longest wait between tries "
+                                "(a `Retry-After` header may ask for longer, up to "
+                                "`max_retry_after_s`).")
+    timeout_s: float = Field(default=30.0, gt=0, description="Seconds to wait for an answer.")
+    # the default repeats qmtl_engine.http.MAX_RETRY_AFTER_S (tests/test_http.py keeps them equal)
+    max_retry_after_s: float = Field(default=120.0, ge=0, description="Longest `Retry-After` "
+                                     "wait honoured; a server asking for more (or for more than "
+                                     "the SLA budget left) fails the fetch at once.")
 
     def client(self, default_rate: RateLimit, **kwargs: Any) -> HttpClient:
         """An :class:`HttpClient` with these settings (``kwargs`` override, e.g. ``sleep``)."""
@@ -57,33 +68,73 @@ class NetworkOptions(SourceOptions):
 
 
 class SyntheticOptions(SourceOptions):
-    seed: int = 0
-    start_price: float = Field(default=100.0, gt=0)
-    step_volatility: float = Field(default=0.001, gt=0, le=0.01)
-    base_volume: float = Field(default=10.0, gt=0)
+    seed: int = Field(default=0, description="Another seed gives other bars; the same seed, "
+                      "symbol and time always give the same bar.")
+    start_price: float = Field(default=100.0, gt=0, description="Price level the walk starts "
+                               "from.")
+    step_volatility: float = Field(default=0.001, gt=0, le=0.01, description="Relative size of "
+                                   "one bar's move.")
+    base_volume: float = Field(default=10.0, gt=0, description="Typical volume of one bar.")
 
 
 class FilesOptions(SourceOptions):
-    url: str
-    format: Literal["csv", "parquet"] = "csv"
-    skip_rows: int = Field(default=0, ge=0)
-    header: bool = True
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    columns: dict[str, str | int] = Field(default_factory=dict)
-    ts_format: str | None = None
-    ts_unit: Literal["s", "ms", "us", "ns"] | None = None
-    timezone: str = "UTC"
-    symbol_column: str | int | None = None
+    url: str = Field(description="fsspec URL, path or glob of the files; `{symbol}` is filled "
+                     "in. A relative path is relative to the catalog file.")
+    format: Literal["csv", "parquet", "json"] = Field(
+        default="csv", description="`csv` (any compression, inferred from the name), `parquet`, "
+        "or `json` for REST dumps (see `records`).")
+    skip_rows: int = Field(default=0, ge=0, description="csv: banner lines before the header.")
+    header: bool = Field(default=True, description="csv: false when the first row holds data; "
+                         "columns are then named by position (0, 1, ...).")
+    delimiter: str = Field(default=",", min_length=1, max_length=1,
+                           description="csv: the field separator.")
+    columns: dict[str, str | int] = Field(
+        default_factory=dict, description="Canonical column (`ts`, `open`, `high`, `low`, "
+        "`close`, `volume`) to the file's column name, or to its position (0, 1, ...) in a "
+        "headerless csv or in json records that are arrays. Unnamed ones keep their own name.")
+    ts_format: str | None = Field(
+        default=None, description="Python strptime format of text timestamps (`%f` too); null: "
+        "ISO-8601 dates and times, or epoch numbers.")
+    ts_unit: Literal["s", "ms", "us", "ns"] | None = Field(
+        default=None, description="Unit of epoch timestamps; null: inferred from their size "
+        "(counted as `ts_unit_inferred`).")
+    timezone: str = Field(default="UTC", description="IANA zone of timestamps written without "
+                          "an offset.")
+    symbol_column: str | int | None = Field(
+        default=None, description="Column naming each row's symbol, for files that hold many "
+        "symbols; rows of other symbols are skipped.")
+    records: str | None = Field(
+        default=None, description="json: dotted path to the list of records in the document "
+        "(`data`, `result.{symbol}`); null: the document is the list. Each record is an array "
+        "(give `columns` as positions) or an object (give field names).")
+    complete_until: str | None = Field(
+        default=None, description="json: dotted path to the time up to which the dump is final "
+        "(Kraken's `result.last`); bars at or after it are still open and are left out.")
+    complete_column: str | int | None = Field(
+        default=None, description="Column saying whether a bar is final (OKX's `confirm`): rows "
+        "whose value is not 1 or true are still open and are left out.")
+
+    @field_validator("records", "complete_until")
+    @classmethod
+    def _json_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("format") != "json":
+            raise ValueError("applies to `format: json` only")
+        return value
 
 
 BINANCE_VISION_URL = "https://data.binance.vision"
 
 
 class BinanceVisionOptions(NetworkOptions):
-    market: Literal["spot", "um_futures"] = "spot"
-    base_url: str = BINANCE_VISION_URL
-    verify_checksum: bool = True
-    concurrency: int = Field(default=4, ge=1, le=32)
+    market: Literal["spot", "um_futures"] = Field(default="spot", description="Spot or USD-M "
+                                                  "futures klines.")
+    base_url: str = Field(default=BINANCE_VISION_URL, description="The archive, or a mirror of "
+                          "its layout: a folder (relative to the catalog), file://, s3://, any "
+                          "fsspec URL.")
+    verify_checksum: bool = Field(default=True, description="Check every zip against its "
+                                  "`.CHECKSUM` file (sha256).")
+    concurrency: int = Field(default=4, ge=1, le=32, description="Files of one window fetched "
+                             "in parallel.")
 
 
 CCXT_CREDENTIALS = frozenset({"apikey", "secret", "password", "uid", "privatekey",
@@ -91,12 +142,18 @@ CCXT_CREDENTIALS = frozenset({"apikey", "secret", "password", "uid", "privatekey
 
 
 class CcxtOptions(NetworkOptions):
-    exchange: str = Field(min_length=1)
-    page_limit: int = Field(default=1000, ge=1, le=100_000)
-    market_type: str = "spot"
-    symbols: dict[str, str] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)
-    config: dict[str, Any] = Field(default_factory=dict)
+    exchange: str = Field(min_length=1, description="A ccxt exchange id (`ccxt.exchanges`), "
+                          "e.g. `kraken`.")
+    page_limit: int = Field(default=1000, ge=1, le=100_000, description="Bars asked per "
+                            "request (an exchange may send fewer).")
+    market_type: str = Field(default="spot", description="Which market an exchange-native id "
+                             "means when several share it (spot, swap, ...).")
+    symbols: dict[str, str] = Field(default_factory=dict, description="Lock symbol to ccxt "
+                                    "symbol, checked first (`{XBTUSD: BTC/USD}`).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Extra exchange-specific "
+                                   "`fetch_ohlcv` parameters.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Extra ccxt constructor "
+                                   "options; never credentials (refused).")
 
     @field_validator("config")
     @classmethod
@@ -112,13 +169,19 @@ API_KEY_PARAM = re.compile(r"(?i)(apikey=)[^&#\s\"']*")
 
 
 class PolygonOptions(NetworkOptions):
-    base_url: str = "https://api.polygon.io"
-    api_key_env: str = Field(default="POLYGON_API_KEY", min_length=1)
-    auth: Literal["header", "query"] = "header"
-    adjusted: bool = False
-    limit: int = Field(default=50_000, ge=1, le=50_000)
-    trades: bool = True
-    daily_timezone: str = "America/New_York"
+    base_url: str = Field(default="https://api.polygon.io", description="Polygon, or a proxy "
+                          "with the same paths (http or https; never with a key in it).")
+    api_key_env: str = Field(default="POLYGON_API_KEY", min_length=1, description="The "
+                             "environment variable that holds the API key.")
+    auth: Literal["header", "query"] = Field(default="header", description="Send the key as "
+                                             "`Authorization: Bearer` or as `?apiKey=`.")
+    adjusted: bool = Field(default=False, description="Ask for split-adjusted prices (history "
+                           "then changes at every split).")
+    limit: int = Field(default=50_000, ge=1, le=50_000, description="Bars per page.")
+    trades: bool = Field(default=True, description="Keep Polygon's `n` as the optional "
+                         "`trades` column.")
+    daily_timezone: str = Field(default="America/New_York", description="The zone whose "
+                                "midnight opens Polygon's daily bars.")
 
     @field_validator("base_url")
     @classmethod
