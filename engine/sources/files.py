@@ -197,9 +197,17 @@ class FilesSource(Source):
         return table.filter(pa.array(keep))
 
     def _load(self, symbol: str) -> tuple[pa.Table, np.ndarray]:
+        """The rows of ``symbol`` and, per row, the time that decides its partition."""
         if symbol in self._cache:
             return self._cache[symbol]
         url = self.url_for(symbol)
+        table = self._read_all(symbol, url)
+        times = self._row_times(table, symbol, url)
+        self._cache = {symbol: (table, times)}  # one file at a time: memory stays bounded
+        return table, times
+
+    def _read_all(self, symbol: str, url: str) -> pa.Table:
+        """Every file of ``url`` (a glob too) in one table; read errors as SourceError."""
         try:
             fs, path = fsspec.core.url_to_fs(url)
             paths = sorted(fs.glob(path)) if _GLOB_CHARS & set(path) else [path]
@@ -232,6 +240,11 @@ class FilesSource(Source):
             raise SourceError(
                 f"the file has no rows for symbol {symbol!r}", source=self.name, symbol=symbol,
                 url=url, fix="check the symbol's spelling against the file")
+        return table
+
+    def _row_times(self, table: pa.Table, symbol: str, url: str) -> np.ndarray:
+        """Epoch milliseconds per row; a row whose time cannot be read takes its neighbour's
+        (conformance then counts it as ``invalid_timestamp``)."""
         try:
             norm = normalize_ts(table[TS], self.hints)
         except ValueError as exc:
@@ -252,9 +265,7 @@ class FilesSource(Source):
         ms = pa.array(norm.ms, mask=~norm.valid)
         # A row without a valid time goes to the partition of the row before it (or after it).
         attributed = pc.fill_null_backward(pc.fill_null_forward(ms))
-        times = np.asarray(attributed.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-        self._cache = {symbol: (table, times)}  # one file at a time: memory stays bounded
-        return table, times
+        return np.asarray(attributed.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
 
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         table, times = self._load(symbol)
