@@ -23,6 +23,7 @@ from qmtl_engine.errors import ObjectCorrupted
 from qmtl_engine.fingerprint import SnapshotHeader, dataset_fingerprint
 from qmtl_engine.ranges import DAY_MS, to_ms
 from qmtl_engine.store import Snapshot, SnapshotPartition, Store
+from vendor_catalog import vendor_catalog
 
 from qmtl_lock import Lock
 from qmtl_lock.cli import cli
@@ -30,18 +31,7 @@ from qmtl_lock.lockfile import read_lock
 from qmtl_lock.resolve import resolve
 from qmtl_lock.verify import verify
 
-CATALOG = """\
-version: 1
-data_presets:
-  ohlcv.vendor.crypto.1d:
-    kind: ohlcv
-    interval_ms: 86400000
-    contract: {name: ohlcv, version: v1}
-    partition: year
-    source: {name: files, options: {url: "{symbol}.csv", ts_format: "%Y-%m-%d"}}
-    sla_preset: baseline
-    conformance_preset: strict-blocking
-"""
+CATALOG = vendor_catalog("year")
 
 MANIFEST = """\
 version: 1

@@ -23,22 +23,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import Project, expect
 from qmtl_engine import ObjectMissing, Store
+from vendor_catalog import vendor_catalog
 
 from qmtl_lock.lockfile import read_lock
 from qmtl_lock.repair import repair, repair_command
 
-CATALOG = """\
-version: 1
-data_presets:
-  ohlcv.vendor.crypto.1d:
-    kind: ohlcv
-    interval_ms: 86400000
-    contract: {name: ohlcv, version: v1}
-    partition: month
-    source: {name: files, options: {url: "{symbol}.csv", ts_format: "%Y-%m-%d"}}
-    sla_preset: baseline
-    conformance_preset: strict-blocking
-"""
+CATALOG = vendor_catalog("month")
 
 # `again` asks for exactly what `daily` asks for XYZ, so the two share one snapshot and its objects.
 MANIFEST = """\

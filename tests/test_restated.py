@@ -6,24 +6,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from vendor_catalog import vendor_catalog
 
 from qmtl_lock.cli import cli
 from qmtl_lock.errors import UpstreamChanged
 from qmtl_lock.lockfile import read_lock
 from qmtl_lock.resolve import resolve
 
-CATALOG = """\
-version: 1
-data_presets:
-  ohlcv.vendor.crypto.1d:
-    kind: ohlcv
-    interval_ms: 86400000
-    contract: {name: ohlcv, version: v1}
-    partition: month
-    source: {name: files, options: {url: "{symbol}.csv", ts_format: "%Y-%m-%d"}}
-    sla_preset: baseline
-    conformance_preset: strict-blocking
-"""
+CATALOG = vendor_catalog("month")
 
 MANIFEST = """\
 version: 1
