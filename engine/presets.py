@@ -7,6 +7,7 @@ catalogs are merged over it. A user preset that reuses a built-in id is an error
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -149,6 +150,24 @@ class ResolvedPreset:
         text = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
+    def with_overrides(self, registry: PresetRegistry, *, conformance_preset: str | None = None,
+                       sla_preset: str | None = None) -> ResolvedPreset:
+        """This preset with another conformance or SLA preset, as a dataset may ask for. The
+        names go into the data preset too, so :meth:`definition`, the digest and messages that
+        name the conformance preset all see the override. An unknown name is a PresetError."""
+        update: dict[str, str] = {}
+        conformance, sla = self.conformance, self.sla
+        if conformance_preset is not None:
+            conformance = registry.conformance_preset(conformance_preset)
+            update["conformance_preset"] = conformance_preset
+        if sla_preset is not None:
+            sla = registry.sla_preset(sla_preset)
+            update["sla_preset"] = sla_preset
+        if not update:
+            return self
+        return dataclasses.replace(self, data=self.data.model_copy(update=update),
+                                   conformance=conformance, sla=sla)
+
 
 @dataclass
 class _Entry:
@@ -289,8 +308,33 @@ class PresetRegistry:
             conformance=self._conformance[preset.conformance_preset].value,
             sla=self._sla[preset.sla_preset].value,
             base_dir=entry.base_dir,
-            catalog="built-in" if entry.builtin else entry.doc.path,
+            catalog=_where(entry),
         )
+
+    def conformance_preset(self, name: str) -> ConformancePreset:
+        preset: ConformancePreset = self._named(self._conformance, name, "conformance preset")
+        return preset
+
+    def sla_preset(self, name: str) -> SLAPreset:
+        preset: SLAPreset = self._named(self._sla, name, "SLA preset")
+        return preset
+
+    def conformance_presets(self) -> list[tuple[str, ConformancePreset, str]]:
+        """Every conformance preset as (name, preset, catalog it comes from), by name."""
+        return [(n, e.value, _where(e)) for n, e in sorted(self._conformance.items())]
+
+    def sla_presets(self) -> list[tuple[str, SLAPreset, str]]:
+        """Every SLA preset as (name, preset, catalog it comes from), by name."""
+        return [(n, e.value, _where(e)) for n, e in sorted(self._sla.items())]
+
+    @staticmethod
+    def _named(table: dict[str, _Entry], name: str, what: str) -> Any:
+        entry = table.get(name)
+        if entry is None:
+            raise PresetError(f"unknown {what} {name!r}",
+                              fix=f"use one of: {', '.join(sorted(table))}"
+                              f"{_did_you_mean(name, table)}")
+        return entry.value
 
     def add_retention_classes(self, classes: Mapping[str, RetentionClass], *,
                               doc: LocatedYAML | None = None) -> None:
@@ -311,6 +355,10 @@ class PresetRegistry:
 
     def retention_classes(self) -> list[str]:
         return sorted(self._retention)
+
+
+def _where(entry: _Entry) -> str:
+    return "built-in" if entry.builtin else entry.doc.path
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:

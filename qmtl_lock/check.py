@@ -74,7 +74,10 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
         want = ds.request_dict()
         have = dict(entry.request)
         drifts.extend(_request_drift(name, want, have))
-        if ds.preset.digest() != entry.preset_digest and want["preset"] == have.get("preset"):
+        # A changed preset name or override is reported as a request drift above already.
+        same_names = all(want.get(k) == have.get(k)
+                         for k in ("preset", "conformance_preset", "sla_preset"))
+        if ds.preset.digest() != entry.preset_digest and same_names:
             drifts.append(Drift(
                 name, "preset",
                 f"the definition of preset {ds.spec.preset} changed since the lock was written",

@@ -55,7 +55,7 @@ _COMPACT_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 # The keys of a lock's request that check compares, and among them those that decide which data
 # is fetched (resolve re-materializes when one of these changes).
 REQUEST_KEYS = ("preset", "start", "end", "contract_version", "retention_class", "priority",
-                "live", "accepted_gaps")
+                "live", "accepted_gaps", "conformance_preset", "sla_preset")
 DATA_KEYS = ("preset", "start", "end", "contract_version", "accepted_gaps")
 
 
@@ -176,6 +176,9 @@ class DatasetSpec(BaseModel):
     priority: Literal["low", "normal", "high"] = "normal"
     live: dict[str, Any] | None = None
     accepted_gaps: list[AcceptedGap] = Field(default_factory=list)
+    # Replace the preset's conformance or SLA preset for this dataset only (by name).
+    conformance_preset: str | None = None
+    sla_preset: str | None = None
     description: str = ""
 
     @field_validator("symbols")
@@ -267,6 +270,10 @@ class DatasetRequest:
             out["live"] = redact(self.spec.live)
         if self.spec.accepted_gaps:
             out["accepted_gaps"] = [g.to_dict() for g in self.spec.accepted_gaps]
+        # Only when set, so locks written before overrides existed keep their bytes.
+        for key in ("conformance_preset", "sla_preset"):
+            if getattr(self.spec, key) is not None:
+                out[key] = getattr(self.spec, key)
         return out
 
     def accepted_ranges(self) -> tuple[TimeRange, ...]:
@@ -420,6 +427,11 @@ def _validate_dataset(name: str, spec: DatasetSpec, registry: PresetRegistry,
         preset = registry.get(spec.preset)
     except PresetError as exc:
         raise fail(exc.what, "preset", exc.fix or "") from None
+    for key in ("conformance_preset", "sla_preset"):
+        try:
+            preset = preset.with_overrides(registry, **{key: getattr(spec, key)})
+        except PresetError as exc:
+            raise fail(f"dataset {name!r}: {exc.what}", key, exc.fix or "") from None
     offered = preset.data.contract.version
     if spec.contract_version != offered:
         raise fail(

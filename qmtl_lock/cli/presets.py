@@ -33,14 +33,35 @@ def presets_command(manifest: Path, as_json: bool) -> None:
             catalogs = [str(manifest.parent / c) for c in m.presets]
         registry = load_registry(catalogs)
         resolved = [registry.get(pid) for pid in registry.ids()]
+        conformance = registry.conformance_presets()
+        slas = registry.sla_presets()
         if as_json:
-            emit_json([{**p.definition(), "digest": p.digest(), "catalog": p.catalog,
-                        "description": p.data.description} for p in resolved])
+            # One list; `kind` tells data presets from the conformance and SLA presets they name.
+            emit_json([{"kind": "data_preset", **p.definition(), "digest": p.digest(),
+                        "catalog": p.catalog, "description": p.data.description}
+                       for p in resolved]
+                      + [{"kind": "conformance_preset", "id": name,
+                          **c.model_dump(mode="json"), "catalog": where}
+                         for name, c, where in conformance]
+                      + [{"kind": "sla_preset", "id": name, **s.model_dump(mode="json"),
+                          "catalog": where} for name, s, where in slas])
             return EXIT_OK
         width = max(len(p.id) for p in resolved)
         for p in resolved:
             echo(f"{p.id.ljust(width)}  {p.data.source.name:<14} {p.data.calendar:<5} "
                  f"{p.data.description.splitlines()[0] if p.data.description else ''}".rstrip())
+        echo("conformance presets (a dataset may pick one with `conformance_preset:`):")
+        width = max(len(name) for name, _, _ in [*conformance, *slas])
+        for name, c, _ in conformance:
+            blocks = f"blocks {', '.join(c.block)}" if c.block else "blocks nothing"
+            echo(f"  {name.ljust(width)}  {blocks}"
+                 + ("; partial ok" if c.partial_ok else ""))
+        echo("SLA presets (a dataset may pick one with `sla_preset:`):")
+        for name, s, _ in slas:
+            deadline = (f"deadline {s.total_deadline_ms // 1000}s"
+                        if s.total_deadline_ms else "no deadline")
+            echo(f"  {name.ljust(width)}  {deadline}, min coverage {s.min_coverage:g}, "
+                 f"on violation {s.on_violation.value}")
         return EXIT_OK
 
     run(as_json, go, files=Files(manifest))
