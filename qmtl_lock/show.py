@@ -75,24 +75,39 @@ def gap_ranges(manifest_path: str | Path, dataset: str) -> list[dict[str, Any]]:
         entry = lock.entry(dataset, symbol)
         present = lock.load(dataset, symbol)["ts"].cast("int64").to_numpy()
         coverage = TimeRange(*entry.coverage_bounds)
+        runs: list[list[int]] = []  # [first missing bar, end, bars], in time order
+        open_run = False  # the last run reached the end of its window's expected bars
         for window in partition_windows(coverage, preset.partition):
             expected = calendar.expected(window, interval)
+            if expected.size == 0:
+                continue  # a window the calendar keeps closed neither ends nor extends a run
             missing_idx = np.flatnonzero(~np.isin(expected, present))
-            if missing_idx.size == 0:
-                continue
-            # consecutive expected bars form one range
-            breaks = np.flatnonzero(np.diff(missing_idx) != 1)
-            starts = np.concatenate(([0], breaks + 1))
-            ends = np.concatenate((breaks, [missing_idx.size - 1]))
-            for a, b in zip(starts, ends, strict=True):
+            for a, b in _consecutive(missing_idx):
                 lo = int(expected[missing_idx[a]])
                 hi = int(expected[missing_idx[b]]) + interval
-                out.append({
-                    "symbol": symbol, "start": iso(lo), "end": iso(hi),
-                    "bars": int(b - a + 1),
-                    "accepted": any(g.start <= lo and hi <= g.end for g in accepted),
-                })
+                if open_run and missing_idx[a] == 0:
+                    # the gap runs on across the partition boundary: one range, not two
+                    runs[-1][1:] = [hi, runs[-1][2] + b - a + 1]
+                else:
+                    runs.append([lo, hi, b - a + 1])
+            open_run = bool(missing_idx.size) and int(missing_idx[-1]) == expected.size - 1
+        out.extend({"symbol": symbol, "start": iso(lo), "end": iso(hi), "bars": bars,
+                    "accepted": any(g.start <= lo and hi <= g.end for g in accepted)}
+                   for lo, hi, bars in runs)
     return out
+
+
+def _consecutive(idx: Any) -> list[tuple[int, int]]:
+    """Runs of consecutive values in the sorted index array ``idx``, as (first, last)
+    positions in ``idx``."""
+    import numpy as np
+
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [idx.size - 1]))
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
 
 
 def format_gaps(dataset: str, gaps: list[dict[str, Any]]) -> str:
