@@ -36,17 +36,32 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "the lock pins no data yet; add datasets to seamless.yaml and run qmtl-lock resolve"
     head = ["DATASET", "SYMBOL", "COVERAGE", "ROWS", "FINGERPRINT", "FLAGS", "EXPIRES"]
+    short = short_fingerprints([r["fingerprint"] for r in rows])
     body = []
     for r in rows:
         flags = ", ".join(f"{k}={v}" for k, v in sorted(r["flags"].items())) or "-"
         if r["sla_violation"]:
             flags += " SLA!"
         body.append([r["dataset"], r["symbol"], f"{r['start'][:10]} .. {r['end'][:10]}",
-                     str(r["rows"]), r["fingerprint"][:19] + "…", flags,
+                     str(r["rows"]), short[r["fingerprint"]], flags,
                      (r["expires_at"] or "never")[:10]])
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in [head, *body])
+
+
+MIN_HEX = 12
+
+
+def short_fingerprints(fingerprints: list[str]) -> dict[str, str]:
+    """Each fingerprint cut to the shortest prefix, at least MIN_HEX hex digits long, that
+    tells the distinct fingerprints among ``fingerprints`` apart (``sha256:0a1b…``)."""
+    distinct = sorted(set(fingerprints))
+    for digits in range(MIN_HEX, 65):
+        cut = {fp: fp[:fp.index(":") + 1 + digits] for fp in distinct}
+        if len(set(cut.values())) == len(distinct):
+            return {fp: short if short == fp else short + "…" for fp, short in cut.items()}
+    return {fp: fp for fp in distinct}  # fingerprints that differ only beyond their digits
 
 
 def gap_ranges(manifest_path: str | Path, dataset: str) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """``qmtl-lock show --gaps`` on a 24x5 FX file whose New Year closure spans the December/January
 partition boundary (issue 12): the closure is one range with its full bar count, not one range
-per partition; gaps that only touch a boundary on one side stay apart.
+per partition. On the same lock, ``show`` prints fingerprints in full with ``--json`` and, in
+its table, cut to the shortest prefix (12 hex digits at least) that tells the rows apart.
 """
 
 from __future__ import annotations
@@ -88,3 +89,28 @@ def test_a_gap_across_a_partition_boundary_is_one_range(fx: Path) -> None:
     assert [(g["start"], g["end"], g["bars"]) for g in json.loads(as_json.output)] == [
         ("2023-12-29T12:00:00Z", "2024-01-02T10:00:00Z", closed_bars),
         ("2024-01-08T03:00:00Z", "2024-01-08T05:00:00Z", 2)]
+
+
+# -- fingerprints: in full with --json, told apart on a terminal ---------------------------------
+def test_show_prints_fingerprints_in_full_as_json_and_unique_prefixes_in_the_table(
+        fx: Path) -> None:
+    from qmtl_lock.lockfile import read_lock
+
+    full = read_lock(fx.with_name("seamless.lock")).datasets["fx"].symbols["EURUSD"]
+    rows = json.loads(CliRunner().invoke(cli, ["show", "--json", "-m", str(fx)]).output)
+    assert rows[0]["fingerprint"] == full.dataset_fingerprint
+    assert len(rows[0]["fingerprint"]) == len("sha256:") + 64
+    table = CliRunner().invoke(cli, ["show", "-m", str(fx)]).output
+    assert f" {full.dataset_fingerprint[:19]}… " in table  # 12 hex digits tell one row apart
+
+
+def test_fingerprints_that_share_a_long_prefix_are_cut_where_they_differ() -> None:
+    from qmtl_lock.show import short_fingerprints
+
+    a = "sha256:" + "0123456789abcdef" + "0" * 48
+    b = "sha256:" + "0123456789abcdef" + "1" * 48
+    c = "sha256:" + "f" * 64
+    assert short_fingerprints([a, b, c, a]) == {
+        a: "sha256:0123456789abcdef0…", b: "sha256:0123456789abcdef1…",
+        c: "sha256:" + "f" * 17 + "…"}  # one length for every row: the column stays aligned
+    assert short_fingerprints([c]) == {c: "sha256:ffffffffffff…"}
