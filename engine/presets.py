@@ -391,7 +391,8 @@ def load_registry(catalog_paths: Iterable[str | Path] = (),
             text = read_yaml_text(p)
         except FileNotFoundError:
             raise PresetError(f"preset catalog {str(p)!r} does not exist", path=str(p),
-                              fix="fix the path under `presets:` in seamless.yaml") from None
+                              fix="fix the path (under `presets:` in seamless.yaml, or of "
+                              "--presets)") from None
         registry.add_catalog(load_yaml(text, str(p)), base_dir=str(p.resolve().parent))
     for name, text in (extra or {}).items():
         registry.add_catalog(load_yaml(text, name), base_dir=".")

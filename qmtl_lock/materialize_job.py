@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qmtl_engine import TimeRange, ceil_to, iso, to_ms
+from qmtl_engine import PresetRegistry, TimeRange, ceil_to, iso, load_registry, to_ms
 
-from qmtl_lock.manifest import DEFAULT_STORE
+from qmtl_lock.manifest import DEFAULT_STORE, _catalog_paths, parse_manifest, read_manifest_text
 from qmtl_lock.redact import redact_text
 
 
@@ -54,15 +54,16 @@ class MaterializeSeamlessJob:
     contract_version: str
     retention_class: str = "default"
     artifact_dir: str | Path | None = None  # the store; default .seamless/store here
-    presets: tuple[str, ...] = ()  # extra catalog files
+    presets: tuple[str, ...] = ()  # extra catalog files, merged over the project's
+    manifest: Path | None = None  # the project's seamless.yaml: its catalogs and classes apply
 
     def run(self) -> MaterializeReport:
-        from qmtl_engine import Engine, InputError, Request, Store, coverage_end, load_registry
+        from qmtl_engine import Engine, InputError, Request, Store, coverage_end
 
         from qmtl_lock.resolve import clock_from_env
 
         self._check_arguments()
-        registry = load_registry(self.presets)
+        registry = self._registry()
         preset = registry.get(self.preset)
         if self.contract_version != preset.data.contract.version:
             raise InputError(
@@ -89,6 +90,18 @@ class MaterializeSeamlessJob:
             store=redact_text(store_url),
         )
 
+
+    def _registry(self) -> PresetRegistry:
+        """The built-in presets, the catalogs under ``presets:`` of the project's seamless.yaml
+        (as ``resolve`` sees them), then the ``presets`` files in order. Only the catalogs and
+        retention classes of seamless.yaml are read: its datasets need not be valid here."""
+        if self.manifest is None or not self.manifest.is_file():
+            return load_registry(self.presets)
+        manifest, doc = parse_manifest(read_manifest_text(self.manifest), str(self.manifest))
+        registry = load_registry([*_catalog_paths(manifest, doc, self.manifest.parent),
+                                  *self.presets])
+        registry.add_retention_classes(manifest.retention_classes, doc=doc)
+        return registry
 
     def _check_arguments(self) -> None:
         """The manifest's rules for a symbol and a start or end hold here too: a symbol names
