@@ -452,6 +452,10 @@ class _Runner:
         the_plan = engine.plan(request, previous=previous)
         if self.dry_run:
             fetch = len(the_plan.to_fetch)
+            if fetch == 0 and task.old is not None and task.detail.startswith("--update") \
+                    and TimeRange(*task.old.coverage_bounds) == task.coverage:
+                # --update that moves nothing: as a real run would report it
+                return _Outcome(task, Change(name, symbol, "unchanged"))
             detail = task.detail or "snapshot missing from the store"
             action: Action = "restored" if task.reason == "unchanged" else task.reason
             return _Outcome(task, Change(name, symbol, action,

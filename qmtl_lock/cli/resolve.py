@@ -142,12 +142,15 @@ def _print(result: ResolveResult, *, dry_run: bool, as_json: bool) -> None:
                    "lock": str(result.lock_path),
                    "changes": [c.to_dict() for c in result.changes]})
         return
-    for change in result.changes:
-        if change.action != "unchanged" or dry_run:
-            echo(change.line())
-            for step in change.plan:
-                echo(f"    {step}")
+    # Only what moves is printed, in a dry run too (--json lists every symbol).
+    moved = [c for c in result.changes if c.action != "unchanged"]
+    for change in moved:
+        echo(change.line())
+        for step in change.plan:
+            echo(f"    {step}")
     if dry_run:
+        if not moved:
+            echo(f"{result.lock_path} is up to date")
         echo("dry run: nothing fetched, seamless.lock not written")
     elif result.wrote:
         echo(f"wrote {result.lock_path}")
