@@ -46,6 +46,8 @@ ACCEPT: dict[str, str] = {
     "off_grid_ts": "check `interval_ms`, `timezone` and the vendor's bar-open convention",
     "gap_bars": "choose the right `calendar`; declare known outages under the dataset's "
                 "`accepted_gaps`",
+    "off_calendar_bars": "nothing to do if the vendor trades then; otherwise choose the "
+                         "`calendar` the market keeps (the bars are kept either way)",
     "non_finite": "fix the file; a preset that does not block it pins the NaN",
     "negative_value": "fix the file; a preset that does not block it pins the value",
     "ohlc_inconsistent": "check the column mapping (e.g. `low` and `high` swapped, or `close` "

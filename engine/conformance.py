@@ -584,6 +584,12 @@ def conform(
         for accepted in accepted_gaps:  # declared closures and outages are not counted
             missing = missing[(missing < accepted.start) | (missing >= accepted.end)]
         report.add("gap_bars", int(missing.size), missing)
+        # Bars the calendar has no slot for (a Friday 17:00 New York bar under 24x5) are real
+        # trades the vendor sent: kept, and counted so the calendar choice can be checked.
+        slot = np.searchsorted(expected, t)
+        slot[slot == expected.size] = 0
+        off = (expected[slot] != t) if expected.size else np.ones(t.size, dtype=bool)
+        report.add("off_calendar_bars", int(off.sum()), t[off])
 
     arrays = [pa.array(t, type=pa.timestamp("ms", tz="UTC"))]
     arrays += [pa.array(cols[n], type=pa.float64()) for n in names]

@@ -17,6 +17,7 @@ FLAG_DOCS: dict[str, str] = {
     "duplicate_ts": "one timestamp with different values (the last row is kept)",
     "off_grid_ts": "timestamps not on the interval grid (rows dropped)",
     "gap_bars": "bars the calendar expects that are missing",
+    "off_calendar_bars": "bars at times the calendar says the market is closed (kept)",
     "non_finite": "rows with NaN or infinite values",
     "negative_value": "rows with a negative price or volume",
     "ohlc_inconsistent": "rows where high < max(open, close), low > min(open, close) or high < low",

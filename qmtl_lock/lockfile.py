@@ -49,6 +49,11 @@ Timestamp = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(
 _RESERVED = {"null", "true", "false", "yes", "no", "on", "off", "y", "n", "~", "now_"}
 
 
+# Conformance flags added after locks were written: listed only once counted, so the lock of data
+# without them keeps its bytes (every other flag is listed, zero or not).
+WRITTEN_ONCE_COUNTED = frozenset({"off_calendar_bars"})
+
+
 @dataclass(frozen=True)
 class SymbolEntry:
     """What was resolved for one symbol. Equality of ``dataset_fingerprint`` is identity."""
@@ -76,7 +81,8 @@ class SymbolEntry:
             "as_of": iso(self.as_of),
             "rows": self.rows,
             "partitions": self.partitions,
-            "conformance_flags": dict(sorted(self.conformance_flags.items())),
+            "conformance_flags": {k: v for k, v in sorted(self.conformance_flags.items())
+                                  if v or k not in WRITTEN_ONCE_COUNTED},
             "sla": dict(self.sla),
             "retention_class": self.retention_class,
             "expires_at": iso(self.expires_at) if self.expires_at is not None else None,

@@ -50,7 +50,7 @@ DATA_IS_WRONG = {
     "non_finite", "negative_value", "ohlc_inconsistent", "repeated_bars",
 }
 SAFE = {"dtype_cast", "ts_unit_inferred", "ts_timezone_normalized", "unsorted_ts",
-        "duplicate_rows", "out_of_range"}
+        "duplicate_rows", "out_of_range", "off_calendar_bars"}
 
 Row = tuple[float, float, float, float, float]
 
@@ -155,6 +155,7 @@ class Case:
     kept: list[int]  # bar times of the output
     hints: TsHints = field(default_factory=TsHints)
     samples: list[int | str] | None = None  # expected samples of the case's flag
+    calendar: str = "24x7"
 
 
 def _missing_column() -> pa.Table:
@@ -254,6 +255,9 @@ CASES: dict[str, Case] = {
                               samples=[ALL[2]]),
     "repeated_bars": Case(_repeated_bars, {"repeated_bars": 3}, ALL, samples=ALL[3:]),
     "out_of_range": Case(_out_of_range, {"out_of_range": 2}, ALL, samples=[T0 - H, W.end]),
+    # 24x5 keeps New Year's Day closed: six bars the calendar has no slot for, kept
+    "off_calendar_bars": Case(lambda: table(ALL), {"off_calendar_bars": 6}, ALL,
+                              samples=ALL[:5], calendar="24x5"),
 }
 
 
@@ -266,7 +270,7 @@ def test_every_flag_has_a_case() -> None:
 @pytest.mark.parametrize("flag", FLAG_NAMES)
 def test_flag(flag: str) -> None:
     case = CASES[flag]
-    out, report, _ = run(case.build(), hints=case.hints)
+    out, report, _ = run(case.build(), hints=case.hints, calendar=case.calendar)
     assert report.nonzero() == case.counts
     assert times(out) == case.kept
     if case.samples is not None:
@@ -277,7 +281,7 @@ def test_flag(flag: str) -> None:
 def test_strict_blocks_wrong_data_and_passes_normalizations(
         flag: str, strict: ConformancePreset, permissive: ConformancePreset) -> None:
     case = CASES[flag]
-    _, report, _ = run(case.build(), hints=case.hints)
+    _, report, _ = run(case.build(), hints=case.hints, calendar=case.calendar)
     expected = {f: n for f, n in case.counts.items() if f in DATA_IS_WRONG}
     assert blocking(report, strict) == expected
     assert (flag in DATA_IS_WRONG) == (flag in blocking(report, strict))
