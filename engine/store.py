@@ -16,6 +16,7 @@ twice lands on the same name, and :meth:`Store.check_object` re-hashes an object
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -197,8 +198,8 @@ class Store:
     def _publish(self, path: str, data: bytes) -> None:
         try:
             self._publish_once(path, data)
-        except FileNotFoundError:  # a cooperating writer removed the folder (a job's) meanwhile
-            self._publish_once(path, data)
+        except (FileNotFoundError, FileExistsError):  # a cooperating writer removed (or made)
+            self._publish_once(path, data)              # the folder, a job's, meanwhile
 
     def _publish_once(self, path: str, data: bytes) -> None:
         parent = posixpath.dirname(path)
@@ -306,9 +307,12 @@ class Store:
         """Forget job ``key``: its checkpoint and every object it staged (a cooperating writer
         of the same request that removed them first is no failure)."""
         staged = self._path("jobs", f"{key}.staged")
-        with contextlib.suppress(FileNotFoundError):
+        try:
             if self.fs.exists(staged):
                 self.fs.rm(staged, recursive=True)
+        except OSError as exc:  # another writer of the request is adding or removing files
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+                raise
         with contextlib.suppress(FileNotFoundError):
             self.delete_job(key)
 
