@@ -171,9 +171,11 @@ def main() -> None:
     print("\n== summary (last run) ==")
     print(summary)
     print(wall)
-    if args.write_readme:
-        command = "python benchmarks/run_all.py " + " ".join(sys.argv[1:])
-        write_readme(readme_section(command.strip(), goals_table, summary, wall))
+    if args.write_readme:  # the command that reproduces the figures, without where they went
+        shown = [a for i, a in enumerate(sys.argv[1:])
+                 if a != "--json" and (i == 0 or sys.argv[i] != "--json")]
+        command = " ".join(["python benchmarks/run_all.py", *shown])
+        write_readme(readme_section(command, goals_table, summary, wall))
     if args.json is not None:
         args.json.write_text(json.dumps({"goals": goals, "summary": rows, "results": results},
                                         indent=1))

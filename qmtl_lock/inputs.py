@@ -23,6 +23,7 @@ command line can use them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -167,13 +168,14 @@ def record_digest(manifest: Path, digest: str, *, create: bool) -> None:
     if not create and not path.parent.is_dir():
         return
     kept = [digest, *(d for d in recorded_digests(manifest) if d != digest)][:KEEP_DIGESTS]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text("".join(f"{d}\n" for d in kept), encoding="ascii")
         os.replace(tmp, path)
     except OSError:
-        return
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def current_lock(manifest: Path) -> CurrentLock | None:
