@@ -1,7 +1,8 @@
 """The inputs that decide seamless.lock, read as bytes, and the light path their digest gives.
 
 What ``check`` reads is seamless.yaml, the preset catalogs it loads (the built-in one and those
-under ``presets:``), seamless.lock, and the qmtl-lock release that reads them. When resolve (or
+under ``presets:``), seamless.lock, and the code that reads them (the release and its source
+files, :func:`code_stamp`). When resolve (or
 check's full path) finds a lock in sync with its inputs, and a plain resolve would leave it as it
 is (:func:`qmtl_lock.check.lock_digest` says when), it records the digest of all of these, the
 lock's whole text included, in ``.seamless/in-sync.digests`` beside seamless.yaml. When the digest
@@ -74,7 +75,7 @@ class Inputs:
     def digest(self, lock_text: bytes) -> str:
         """``sha256:…`` of these inputs and the lock's text. Every part is length-prefixed, so
         no two different inputs run together alike."""
-        parts = [_SCHEME, __version__.encode(), self.manifest, self.builtin,
+        parts = [_SCHEME, __version__.encode(), code_stamp(), self.manifest, self.builtin,
                  str(len(self.catalogs)).encode()]
         for name, data in self.catalogs:
             parts += [name.encode(), data]
@@ -84,6 +85,29 @@ class Inputs:
             h.update(b"%d:" % len(part))
             h.update(part)
         return "sha256:" + h.hexdigest()
+
+
+def code_stamp() -> bytes:
+    """The Python files of qmtl-lock and of its engine, by path, size and modification time.
+    The code decides check's verdict as much as the files do, and a checkout is edited without
+    a new version: a digest recorded by other code must not match. Stat calls only (a few
+    hundred microseconds); the digests stay on this machine, so times may go into them."""
+    import qmtl_engine
+
+    found: list[str] = []
+    for root in (Path(__file__).parent, Path(qmtl_engine.__file__).parent):
+        _stat_sources(str(root), found)
+    return "\n".join(sorted(found)).encode()
+
+
+def _stat_sources(folder: str, found: list[str]) -> None:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir() and entry.name != "__pycache__":
+                _stat_sources(entry.path, found)
+            elif entry.name.endswith(".py"):
+                st = entry.stat()
+                found.append(f"{entry.path} {st.st_size} {st.st_mtime_ns}")
 
 
 def read_inputs(manifest: Path) -> Inputs | None:

@@ -132,6 +132,15 @@ def test_every_input_is_in_the_digest(resolved: Project, monkeypatch: pytest.Mon
                dataclasses.replace(found, catalogs=(("d.yaml", b"version: 1\n"),)).digest(body)]
     monkeypatch.setattr(inputs, "__version__", "0.0.0+other")
     changed.append(found.digest(body))
+    monkeypatch.undo()
+    assert found.digest(body) == digest
+    edited = Path(inputs.__file__).with_name("symbols.py")  # any source file of qmtl-lock
+    stat = edited.stat()
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    try:
+        changed.append(found.digest(body))
+    finally:
+        os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert len({digest, *changed}) == 1 + len(changed)
 
 
