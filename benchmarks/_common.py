@@ -30,7 +30,12 @@ START_YEAR = 2015
 
 # Determinism: the pinned clock is used in-process and handed to every subprocess.
 os.environ["QMTL_LOCK_NOW"] = NOW
-ENV = {**os.environ, "QMTL_LOCK_NOW": NOW, "CI": "1"}
+# Subprocesses keep compiled bytecode, as an installed package does (pip compiles it): with
+# PYTHONDONTWRITEBYTECODE set and an editable checkout, every start-up would compile qmtl_lock
+# from source while the references import compiled packages. The cache lives outside the tree.
+PYCACHE = Path(tempfile.gettempdir()) / "qmtl-bench-pycache"
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+       "QMTL_LOCK_NOW": NOW, "CI": "1", "PYTHONPYCACHEPREFIX": str(PYCACHE)}
 
 PYTHON = sys.executable
 
@@ -125,24 +130,27 @@ def median_time(fn: Callable[[], Any], runs: int) -> float:
     return statistics.median(timed(fn)[0] for _ in range(runs))
 
 
-def run_cmd(cmd: Sequence[str], cwd: Path | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cmd(cmd: Sequence[str], cwd: Path | None = None, check: bool = True,
+            codes: Sequence[int] = (0,)) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd``; with ``check``, stop the benchmark unless it exits with one of ``codes``."""
     proc = subprocess.run(list(cmd), cwd=cwd, env=ENV, capture_output=True, text=True)
-    if check and proc.returncode != 0:
+    if check and proc.returncode not in codes:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
                          f"{proc.stdout}\n{proc.stderr}")
     return proc
 
 
 def median_cmds(cmds: dict[str, Sequence[str]], runs: int, cwd: Path | None = None,
-                warmup: int = 1) -> dict[str, float]:
+                warmup: int = 1, codes: dict[str, Sequence[int]] | None = None,
+                ) -> dict[str, float]:
     """Median wall time of each real subprocess, run round-robin (after ``warmup`` discarded
-    rounds), so that load from elsewhere on the machine hits every command alike."""
+    rounds, which also fill the bytecode cache), so that load from elsewhere on the machine hits
+    every command alike. ``codes`` names the exit codes a command may end with (default 0)."""
     samples: dict[str, list[float]] = {name: [] for name in cmds}
     for i in range(warmup + runs):
         for name, cmd in cmds.items():
             t0 = time.perf_counter()
-            run_cmd(cmd, cwd)
+            run_cmd(cmd, cwd, codes=(codes or {}).get(name, (0,)))
             if i >= warmup:
                 samples[name].append(time.perf_counter() - t0)
     return {name: statistics.median(ts) for name, ts in samples.items()}
@@ -155,6 +163,9 @@ class Row:
     value: str
     reference: str = ""
     ratio: str = ""
+    goal: str = ""  # for a goal of issue 11: "<= 1.5x", and whether this run met it
+    x: float | None = None  # the ratio as a number (run_all.py takes min-max over runs)
+    limit: float | None = None  # the goal's bound on x
 
 
 @dataclass
@@ -167,6 +178,15 @@ class Report:
 
     def row(self, metric: str, value: str, reference: str = "", ratio: str = "") -> None:
         self.rows.append(Row(metric, value, reference, ratio))
+
+    def goal(self, metric: str, value: float, reference_name: str, reference: float,
+             limit: float, unit: Callable[[float], str] | None = None) -> None:
+        """A goal of issue 11: ``value / reference`` must stay at or below ``limit``. Both are
+        measured in the same run; run_all.py collects every goal row of every script."""
+        show = unit or secs
+        x = value / reference
+        self.rows.append(Row(metric, show(value), f"{reference_name} {show(reference)}",
+                             f"{x:.2f}x", goal_text(x, limit), x, limit))
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -183,8 +203,15 @@ class Report:
                                              "notes": self.notes}, indent=1))
 
 
-def table(rows: list[dict[str, str]], columns: Sequence[str] = ("metric", "value", "reference",
-                                                                 "ratio")) -> str:
+def goal_text(x: float, limit: float) -> str:
+    return f"<= {limit:g}x: " + ("met" if x <= limit else "NOT met")
+
+
+def table(rows: list[dict[str, Any]], columns: Sequence[str] = ("metric", "value", "reference",
+                                                                "ratio", "goal")) -> str:
+    """The rows as an aligned text table; columns empty in every row are left out."""
+    columns = [c for i, c in enumerate(columns)
+               if i == 0 or any(r.get(c) not in (None, "") for r in rows)]
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip(),
              "  ".join("-" * widths[c] for c in columns)]

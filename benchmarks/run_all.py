@@ -1,29 +1,42 @@
 """Run every benchmark, each in its own subprocess, and print a compact summary table.
 
-    python benchmarks/run_all.py              # 10 years of 1-minute bars (~5.26M rows)
-    python benchmarks/run_all.py --years 1    # quick run
+    python benchmarks/run_all.py                      # 10 years of 1-minute bars (~5.26M rows)
+    python benchmarks/run_all.py --years 1            # quick run
     python benchmarks/run_all.py --only verify check
+    python benchmarks/run_all.py --repeat 3 --write-readme   # min-max of 3 runs into README.md
+
+Every goal of issue 11 that a script measures (a row with a bound, see ``Report.goal``) is printed
+as its ratio to a reference measured in the same run; with ``--repeat N`` each script runs N
+times and the goals show the median ratio and its min-max over the runs. ``--write-readme``
+replaces the marked section of benchmarks/README.md with this run's tables, so the figures there
+are never typed by hand.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import ENV, PYTHON, parser, secs, table
+from _common import ENV, PYTHON, goal_text, parser, secs, table
 
 HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+BEGIN, END = "<!-- run_all.py: begin -->", "<!-- run_all.py: end -->"
 SCRIPTS = ("resolve", "verify", "memory", "check")
 
 # The rows that go into the summary, by script: (metric as printed by the script, short label).
+# Goal rows go into the goals table without being listed here.
 SUMMARY = {
     "resolve": [
-        ("first resolve", "resolve (empty store)"),
         ("first resolve rows/s", "resolve rows/s"),
         ("  in resolve: conformance", "  share: conformance"),
         ("no-op resolve (in-process)", "no-op resolve, in-process"),
@@ -44,51 +57,128 @@ SUMMARY = {
         ("tracemalloc peak (Python+numpy)", "tracemalloc peak"),
     ],
     "check": [
-        ("qmtl-lock check", "`qmtl-lock check`"),
-        ("  check above bare start-up", "  above bare start-up"),
-        ("    of which YAML parsing (load_yaml)", "  YAML parsing in check()"),
+        ("  bound of diff: python -c 'import click, qmtl_lock.lockfile, qmtl_engine.store'",
+         "  bound of diff: import lockfile+store"),
+        ("  bound of no-op resolve: python -c 'import click, qmtl_engine.store'",
+         "  bound of no-op resolve: import store"),
+        ("  check, full path (no digest recorded)", "`qmtl-lock check`, full path"),
+        ("  diff vs the full path of check", "  diff vs full check"),
         ("forbidden modules imported", "  forbidden imports"),
+        ("  `check` builds models (pydantic)", "  check builds models"),
+        ("  `resolve` builds models (pydantic)", "  no-op resolve builds models"),
+        ("  `--help` imports command modules", "  --help imports commands"),
     ],
 }
 
 
-def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="+", choices=SCRIPTS, default=list(SCRIPTS))
-    args = p.parse_args()
-    started = time.perf_counter()
-    results: dict[str, dict[str, Any]] = {}
-    times: dict[str, float] = {}
+def run_scripts(names: list[str], years: int, repeat: int) -> tuple[dict[str, list[Any]],
+                                                                     dict[str, float]]:
+    """Each script's JSON result, once per repeat, and its wall time over all repeats."""
+    results: dict[str, list[Any]] = {name: [] for name in names}
+    times = dict.fromkeys(names, 0.0)
     with tempfile.TemporaryDirectory(prefix="qmtl-bench-all-") as tmp:
-        for name in args.only:
-            out = Path(tmp) / f"{name}.json"
-            cmd = [PYTHON, str(HERE / f"bench_{name}.py"), "--years", str(args.years),
-                   "--json", str(out)]
-            print(f"\n### bench_{name}.py --years {args.years}", flush=True)
-            t0 = time.perf_counter()
-            code = subprocess.call(cmd, env=ENV)
-            times[name] = time.perf_counter() - t0
-            if code != 0:
-                print(f"bench_{name}.py failed with exit code {code}", file=sys.stderr)
-                sys.exit(code)
-            results[name] = json.loads(out.read_text())
+        for i in range(repeat):
+            for name in names:
+                out = Path(tmp) / f"{name}-{i}.json"
+                cmd = [PYTHON, str(HERE / f"bench_{name}.py"), "--years", str(years),
+                       "--json", str(out)]
+                print(f"\n### bench_{name}.py --years {years}"
+                      + (f" (run {i + 1} of {repeat})" if repeat > 1 else ""), flush=True)
+                t0 = time.perf_counter()
+                code = subprocess.call(cmd, env=ENV)
+                times[name] += time.perf_counter() - t0
+                if code != 0:
+                    print(f"bench_{name}.py failed with exit code {code}", file=sys.stderr)
+                    sys.exit(code)
+                results[name].append(json.loads(out.read_text()))
+    return results, times
 
+
+def goal_rows(results: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every goal row of every script: the run with the median ratio, and min-max over runs."""
     rows = []
-    for name in args.only:
-        by_metric = {r["metric"]: r for r in results[name]["rows"]}
+    for name, runs in results.items():
+        metrics = [r["metric"] for r in runs[0]["rows"] if r.get("limit") is not None]
+        for metric in metrics:
+            found = [r for run in runs for r in run["rows"] if r["metric"] == metric]
+            found.sort(key=lambda r: r["x"])
+            mid, limit = found[(len(found) - 1) // 2], found[0]["limit"]
+            xs = [r["x"] for r in found]
+            spread = f"{min(xs):.2f}-{max(xs):.2f}x" if len(xs) > 1 else ""
+            status = goal_text(max(xs), limit)  # met only if met in every run
+            rows.append({"bench": name, "goal": f"{metric} <= {limit:g}x", "value": mid["value"],
+                         "reference": mid["reference"], "ratio": f"{statistics.median(xs):.2f}x",
+                         "min-max": spread, "result": status.split(": ")[1],
+                         "runs": len(xs)})
+    return rows
+
+
+def summary_rows(results: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The listed rows of each script's last run."""
+    rows = []
+    for name, runs in results.items():
+        by_metric = {r["metric"]: r for r in runs[-1]["rows"]}
         for metric, label in SUMMARY[name]:
             r = by_metric.get(metric)
             if r is not None:
                 rows.append({"bench": name, "metric": label, "value": r["value"],
                              "reference": r["reference"], "ratio": r["ratio"]})
+    return rows
+
+
+def readme_section(command: str, goals: str, summary: str, wall: str) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = (f"{os.cpu_count()} cores, {platform.machine()}, Python "
+               f"{platform.python_version()}, load average "
+               + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    return "\n".join([
+        BEGIN,
+        f"`{command}` on {when} ({machine}). Written by the script; do not edit by hand.",
+        "", "Goals of issue 11 (ratio: median over the runs; met only if met in every run):", "",
+        "```", goals, "```", "", "Summary (last run):", "", "```", summary, wall, "```", END])
+
+
+def write_readme(section: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{README} has no section marked {BEGIN} ... {END}")
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    README.write_text(head + section + tail, encoding="utf-8")
+    print(f"wrote the marked section of {README}")
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", choices=SCRIPTS, default=list(SCRIPTS))
+    p.add_argument("--repeat", type=int, default=1, help="run each script N times (min-max)")
+    p.add_argument("--write-readme", action="store_true",
+                   help="rewrite the marked section of benchmarks/README.md with this run")
+    args = p.parse_args()
+    started = time.perf_counter()
+    results, times = run_scripts(args.only, args.years, max(args.repeat, 1))
+    goals = goal_rows(results)
+    rows = summary_rows(results)
     total = time.perf_counter() - started
-    print(f"\n== summary: {args.years} year(s) of 1-minute bars, one symbol "
-          f"(ratios against references measured in the same run) ==")
-    print(table(rows, ("bench", "metric", "value", "reference", "ratio")))
-    print("wall time: " + ", ".join(f"{n} {secs(t)}" for n, t in times.items())
-          + f"; total {secs(total)}")
+    goals_table = table(goals, ("bench", "goal", "value", "reference", "ratio", "min-max",
+                                "result"))
+    summary = table(rows, ("bench", "metric", "value", "reference", "ratio"))
+    wall = ("wall time: " + ", ".join(f"{n} {secs(t)}" for n, t in times.items())
+            + f"; total {secs(total)}")
+    print(f"\n== goals of issue 11: {args.years} year(s) of 1-minute bars, one symbol, "
+          f"{args.repeat} run(s) (ratios against references measured in the same run) ==")
+    print(goals_table)
+    print("\n== summary (last run) ==")
+    print(summary)
+    print(wall)
+    if args.write_readme:  # the command that reproduces the figures, without where they went
+        shown = [a for i, a in enumerate(sys.argv[1:])
+                 if a != "--json" and (i == 0 or sys.argv[i] != "--json")]
+        command = " ".join(["python benchmarks/run_all.py", *shown])
+        write_readme(readme_section(command, goals_table, summary, wall))
     if args.json is not None:
-        args.json.write_text(json.dumps({"summary": rows, "results": results}, indent=1))
+        args.json.write_text(json.dumps({"goals": goals, "summary": rows, "results": results},
+                                        indent=1))
 
 
 if __name__ == "__main__":

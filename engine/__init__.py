@@ -34,7 +34,9 @@ _EXPORTS: dict[str, str] = {
     # flags
     "FLAG_NAMES": "flags",
     # calendars
-    "get_calendar": "calendars",
+    "get_calendar": "calendars", "is_listed_calendar": "calendar_names",
+    # the built-in catalog file (read without the catalog models)
+    "builtin_catalog_bytes": "builtin",
     # materialization
     "Engine": "materialize", "MaterializeResult": "materialize", "Plan": "materialize",
     "Request": "materialize", "check_symbols": "materialize",
@@ -61,6 +63,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from qmtl_engine.builtin import builtin_catalog_bytes
+    from qmtl_engine.calendar_names import is_listed_calendar
     from qmtl_engine.calendars import get_calendar
     from qmtl_engine.clock import Clock, FixedClock, SystemClock
     from qmtl_engine.coverage import closed_before, coverage_end
@@ -176,12 +180,14 @@ __all__ = [
     "TimeRange",
     "VerifyOutcome",
     "YAMLFileError",
+    "builtin_catalog_bytes",
     "ceil_to",
     "check_partition",
     "check_symbols",
     "closed_before",
     "coverage_end",
     "get_calendar",
+    "is_listed_calendar",
     "iso",
     "load_registry",
     "load_yaml",

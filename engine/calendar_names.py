@@ -28,9 +28,15 @@ EXCHANGE_CALENDARS = frozenset({
 })
 
 
+def is_listed_calendar(name: str) -> bool:
+    """True when ``name`` is known from the lists here, so that whether a catalog naming it is
+    valid does not depend on which calendar library is installed."""
+    return name in BUILTIN_CALENDARS or name in EXCHANGE_CALENDARS
+
+
 def is_known_calendar(name: str) -> bool:
     """True when :func:`qmtl_engine.calendars.get_calendar` can give the calendar ``name``."""
-    if name in BUILTIN_CALENDARS or name in EXCHANGE_CALENDARS:
+    if is_listed_calendar(name):
         return True
     try:
         xcals = importlib.import_module("exchange_calendars")

@@ -457,6 +457,39 @@ def _row_hashes(columns: list[np.ndarray]) -> np.ndarray:
     return h
 
 
+def _in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Which ``keys`` are in ``values`` (sorted); fastest when ``keys`` are sorted too."""
+    if not values.size:
+        return np.zeros(keys.size, dtype=bool)
+    pos = np.searchsorted(values, keys)
+    pos[pos == values.size] = 0
+    return values[pos] == keys
+
+
+def _repeated(hashes: np.ndarray, ordered: np.ndarray, memory: RowMemory | None) -> np.ndarray:
+    """The rows (in time order) whose hash an earlier row has, or the previous partition's.
+
+    ``ordered`` is ``hashes`` sorted. Repeats are rare, so the sorted hashes settle the usual
+    case alone (no value twice, none remembered): neither a stable sort of all rows nor a
+    search with unsorted keys. Only rows holding a value seen twice are then put in time order,
+    to spare the first of each.
+    """
+    repeated = np.zeros(hashes.size, dtype=bool)
+    twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if twice.size:
+        rows = np.flatnonzero(_in_sorted(twice, hashes))
+        values = hashes[rows]
+        order = np.argsort(values, kind="stable")
+        later = np.zeros(rows.size, dtype=bool)
+        later[order[1:]] = values[order][1:] == values[order][:-1]
+        repeated[rows[later]] = True
+    if memory is not None and memory.hashes.size:
+        known = ordered[_in_sorted(memory.hashes, ordered)]
+        if known.size:
+            repeated |= _in_sorted(np.unique(known), hashes)
+    return repeated
+
+
 def _value_column(table: pa.Table, name: str, report: ConformanceReport) -> np.ndarray:
     n = table.num_rows
     if name not in table.column_names:
@@ -530,10 +563,15 @@ def conform(
     idx = np.flatnonzero(keep)
     t = ts.ms[idx]
     descents = t[1:] < t[:-1]
-    report.add("unsorted_ts", int(descents.sum()), t[1:][descents])
-    order = np.argsort(t, kind="stable")
-    idx, t = idx[order], t[order]
-    cols = {name: v[idx] for name, v in values.items()}
+    unsorted = int(descents.sum())
+    report.add("unsorted_ts", unsorted, t[1:][descents])
+    if unsorted:  # stable: equal times keep the source's order (the last row wins below)
+        order = np.argsort(t, kind="stable")
+        idx, t = idx[order], t[order]
+    if idx.size == table.num_rows and not unsorted:  # every row kept, in order: no copies
+        cols = dict(values)
+    else:
+        cols = {name: v[idx] for name, v in values.items()}
 
     same = t[1:] == t[:-1]
     if same.any():
@@ -562,17 +600,8 @@ def conform(
     hashes = _row_hashes([o, h, lo, c, vol])
     eligible = ~((o == h) & (h == lo) & (lo == c) & (vol == 0))
     eh = hashes[eligible]
-    # One stable sort serves both checks: a row repeats if an earlier row (in time) has the
-    # same hash, or if the previous partition's sorted hashes contain it.
-    order = np.argsort(eh, kind="stable")
-    ordered = eh[order]
-    later_copy = np.zeros(len(eh), dtype=bool)
-    later_copy[order[1:]] = ordered[1:] == ordered[:-1]
-    repeated = later_copy
-    if memory is not None and memory.hashes.size:
-        pos = np.searchsorted(memory.hashes, eh)
-        pos[pos == memory.hashes.size] = 0
-        repeated = repeated | (memory.hashes[pos] == eh)
+    ordered = np.sort(eh)  # serves both checks and the memory of the next partition
+    repeated = _repeated(eh, ordered, memory)
     report.add("repeated_bars", int(repeated.sum()), t[eligible][repeated])
 
     expected = calendar.expected(window, interval_ms)

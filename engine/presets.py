@@ -14,11 +14,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from qmtl_engine.builtin import builtin_catalog_bytes, builtin_data_dir
 from qmtl_engine.calendar_names import BUILTIN_CALENDARS, EXCHANGE_CALENDARS, is_known_calendar
 from qmtl_engine.errors import PresetError, YAMLFileError
 from qmtl_engine.flags import FLAG_NAMES
@@ -369,11 +369,7 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
 
 
 def builtin_catalog_text() -> str:
-    return resources.files("qmtl_engine").joinpath("data/presets.yaml").read_text(encoding="utf-8")
-
-
-def builtin_data_dir() -> str:
-    return str(Path(str(resources.files("qmtl_engine").joinpath("data"))))
+    return builtin_catalog_bytes().decode("utf-8")
 
 
 def load_registry(catalog_paths: Iterable[str | Path] = (),

@@ -1,19 +1,24 @@
 """``check``: is seamless.lock up to date with seamless.yaml and the presets? Reads no data.
 
-Meant for pre-commit hooks and CI, so it imports neither pyarrow nor fsspec. The result is true
-when there is drift; each :class:`Drift` names the dataset, what changed and how to fix it.
+Meant for pre-commit hooks and CI, so it imports neither pyarrow nor fsspec, and when the digest
+of the lock and its inputs as they are on disk was recorded in sync, it answers from that alone,
+without the pydantic models (:mod:`qmtl_lock.inputs`; :func:`lock_digest` says when a digest is
+recorded). The result is true when there is drift; each :class:`Drift` names the dataset, what
+changed and how to fix it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qmtl_engine import iso
+from qmtl_lock.inputs import LOCK_NAME, current_lock, plain_store, record_digest
 
-from qmtl_lock.lockfile import Lockfile, read_lock
-from qmtl_lock.manifest import REQUEST_KEYS, LoadedManifest, load_manifest
+if TYPE_CHECKING:
+    from qmtl_lock.inputs import Inputs
+    from qmtl_lock.lockfile import Lockfile
+    from qmtl_lock.manifest import LoadedManifest
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,14 @@ def check(manifest_path: str | Path = "seamless.yaml", *, strict: bool = False) 
 
     With ``strict``, recorded SLA violations count as drift too.
     """
-    loaded = load_manifest(manifest_path)
+    path = Path(manifest_path)
+    current = current_lock(path)
+    if current is not None and not (strict and current.may_record_violation()):
+        return CheckResult(manifest=path, lock=path.with_name(LOCK_NAME))
+    from qmtl_lock.lockfile import read_lock
+    from qmtl_lock.manifest import load_manifest
+
+    loaded = load_manifest(path)
     result = CheckResult(manifest=loaded.path, lock=loaded.lock_path)
     if not loaded.lock_path.exists():
         result.drifts.append(Drift("*", "missing-lock", f"{loaded.lock_path} does not exist",
@@ -60,6 +72,8 @@ def check(manifest_path: str | Path = "seamless.yaml", *, strict: bool = False) 
         return result
     lock = read_lock(loaded.lock_path)
     result.drifts.extend(compare(loaded, lock, strict=strict))
+    if not result.drifts:  # the next check of the same bytes answers without the models
+        remember_in_sync(loaded, lock, create=False)
     return result
 
 
@@ -112,8 +126,95 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
     return drifts
 
 
+def lock_digest(loaded: LoadedManifest, lock: Lockfile) -> str | None:
+    """The digest of ``lock`` (as resolve renders it) and of the inputs ``loaded`` was built
+    from, to record as in sync; None when the light path could not stand in for the full one on
+    them, that is unless
+
+    - the bytes the models were built from are known (:attr:`LoadedManifest.inputs`);
+    - :func:`compare` finds no drift, so the light ``check`` has nothing to report;
+    - a plain resolve would write this very lock again (:func:`_resolves_to_itself`), so the
+      light no-op resolve has nothing to do;
+    - the store read from the manifest's text without YAML, if any, is the model's
+      (:func:`qmtl_lock.inputs.plain_store`);
+    - every catalog names only calendars listed in the engine: whether another one is valid
+      depends on the installed calendar library, which no digest covers.
+
+    The digest covers the rendered text, so it matches a lock on disk only if a plain resolve
+    would write that lock byte for byte.
+    """
+    from qmtl_engine import is_listed_calendar
+
+    inputs = loaded.inputs
+    if inputs is None or compare(loaded, lock) or not _resolves_to_itself(loaded, lock):
+        return None
+    if plain_store(inputs.manifest) not in (None, loaded.manifest.store):
+        return None
+    calendars = _catalog_calendars(inputs)
+    if calendars is None or not all(is_listed_calendar(c) for c in calendars):
+        return None
+    return inputs.digest(_text(lock).encode())
+
+
+def _text(lock: Lockfile) -> str:
+    from qmtl_lock.lockfile import render_lines
+
+    return "\n".join(render_lines(lock)) + "\n"
+
+
+def _resolves_to_itself(loaded: LoadedManifest, lock: Lockfile) -> bool:
+    """Whether a plain resolve that finds every snapshot in the store writes ``lock`` again.
+    Such a resolve keeps the entry of each symbol asked for (moving it to a changed retention
+    class), drops any other, and writes each dataset's request and preset digest anew; so the
+    lock must render as that assembly does."""
+    from qmtl_lock.lockfile import DatasetEntry, Lockfile
+
+    again = {}
+    for name, ds in loaded.datasets.items():
+        entry = lock.datasets.get(name)
+        if entry is None or not set(ds.spec.symbols) <= set(entry.symbols):
+            return False
+        kept = {s: entry.symbols[s] for s in ds.spec.symbols}
+        if any(sym.retention_class != ds.spec.retention_class for sym in kept.values()):
+            return False
+        again[name] = DatasetEntry(ds.request_dict(), ds.preset.digest(), kept)
+    return _text(Lockfile(datasets=again)) == _text(lock)
+
+
+def remember_in_sync(loaded: LoadedManifest, lock: Lockfile, *, create: bool = True) -> None:
+    """Record :func:`lock_digest` beside seamless.yaml when there is one (see
+    :func:`qmtl_lock.inputs.record_digest` for ``create``)."""
+    digest = lock_digest(loaded, lock)
+    if digest is not None:
+        record_digest(loaded.path, digest, create=create)
+
+
+def _catalog_calendars(inputs: Inputs) -> set[str] | None:
+    """Every calendar that a data preset of the built-in or a user catalog names; None when a
+    catalog is not shaped as the registry read it (it cannot be, once loaded: no digest then)."""
+    from qmtl_engine import YAMLFileError, load_yaml
+
+    found: set[str] = set()
+    for where, text in [("<built-in presets.yaml>", inputs.builtin), *inputs.catalogs]:
+        try:
+            doc = load_yaml(text.decode("utf-8"), where).data
+        except (YAMLFileError, UnicodeDecodeError):
+            return None
+        presets = (doc.get("data_presets") or {}) if isinstance(doc, dict) else None
+        if not isinstance(presets, dict):
+            return None
+        for preset in presets.values():
+            calendar = preset.get("calendar", "24x7") if isinstance(preset, dict) else None
+            if not isinstance(calendar, str):
+                return None
+            found.add(calendar)
+    return found
+
+
 def _request_drift(name: str, want: dict[str, Any], have: dict[str, Any]) -> list[Drift]:
     """Each request key whose value in seamless.yaml differs from the locked request."""
+    from qmtl_lock.manifest import REQUEST_KEYS
+
     drifts = []
     for key in REQUEST_KEYS:
         if want.get(key) != have.get(key):
@@ -131,6 +232,8 @@ def _entry_drift(name: str, symbol: str, sym: Any, ds: Any, strict: bool,
                  range_asked: bool) -> list[Drift]:
     """Problems of one locked symbol. Coverage is compared only when the request's range is
     the one the lock recorded: otherwise the request drift already explains the difference."""
+    from qmtl_engine import iso
+
     out = []
     start, end = sym.coverage_bounds
     # A fixed end that was still in the future at as_of is pinned up to the last closed bar.

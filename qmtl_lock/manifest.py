@@ -31,12 +31,16 @@ from qmtl_engine import (
 )
 
 from qmtl_lock.errors import ManifestError
+from qmtl_lock.inputs import (  # the file names live in the light module; re-exported here
+    DEFAULT_STORE,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    Inputs,
+    read_inputs,
+    resolve_store_url,
+)
+from qmtl_lock.symbols import symbol_problem
 
-MANIFEST_NAME = "seamless.yaml"
-LOCK_NAME = "seamless.lock"
-DEFAULT_STORE = ".seamless/store"
-
-_SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=^-]*(/[A-Za-z0-9][A-Za-z0-9._:=^-]*)?$")
 _DATASET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 When = date | datetime | str
@@ -131,15 +135,6 @@ def _type_problem(value: Any) -> DateProblem:
     kind = "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) \
         else type(value).__name__
     return DateProblem(f"{kind} is not a date")
-
-
-def symbol_problem(symbol: object) -> str | None:
-    """Why ``symbol`` cannot be a symbol (None: it can). Symbols name files of some sources, so
-    the rule keeps them free of path tricks: no ``..``, at most one ``/``."""
-    if not isinstance(symbol, str) or not _SYMBOL_RE.match(symbol) or ".." in symbol:
-        return (f"invalid symbol {symbol!r}: use letters, digits and . _ - : = ^ "
-                "(one / allowed, as in BTC/USDT)")
-    return None
 
 
 class AcceptedGap(BaseModel):
@@ -287,6 +282,9 @@ class LoadedManifest:
     registry: PresetRegistry
     datasets: dict[str, DatasetRequest]
     doc: LocatedYAML
+    # The bytes these models were built from, read just before and after loading them (so no
+    # edit in between goes unseen); None when they could not be. resolve digests them.
+    inputs: Inputs | None = None
 
     @property
     def root(self) -> Path:
@@ -299,14 +297,6 @@ class LoadedManifest:
     @property
     def store_url(self) -> str:
         return resolve_store_url(self.manifest.store, self.root)
-
-
-def resolve_store_url(url: str, base: Path) -> str:
-    """The store a project names: URLs and absolute paths as they are, a relative path taken
-    from the folder of seamless.yaml (so commands run from anywhere find the same store)."""
-    if "://" in url or url.startswith("/"):
-        return url
-    return str((base / url).resolve())
 
 
 def _date_key(loc: list[Any]) -> int | None:
@@ -376,30 +366,22 @@ def read_manifest_text(path: str | Path) -> str:
         raise ManifestError(exc.what, path=exc.path, line=exc.line, fix=exc.fix) from None
 
 
-def find_manifest(start: Path | None = None) -> Path | None:
-    """The nearest seamless.yaml in ``start`` (default: the current folder) or its parents,
-    as git and uv find their files; None when there is none up to the file system's root."""
-    import os
-
-    start = start or Path(".")
-    here = start.resolve()
-    for folder in (here, *here.parents):
-        candidate = folder / MANIFEST_NAME
-        if candidate.is_file():  # as the user would write it from ``start``: ../seamless.yaml
-            return start / os.path.relpath(candidate, here)
-    return None
-
-
 def load_manifest(path: str | Path = MANIFEST_NAME) -> LoadedManifest:
     """Read and validate seamless.yaml, including presets, contract versions and ranges."""
     p = Path(path)
+    inputs = read_inputs(p)  # read before the models are, see LoadedManifest.inputs
     manifest, doc = parse_manifest(read_manifest_text(p), str(p))
     registry = load_registry(_catalog_paths(manifest, doc, p.parent))
     registry.add_retention_classes(manifest.retention_classes, doc=doc)
     datasets: dict[str, DatasetRequest] = {}
     for name, spec in manifest.datasets.items():
         datasets[name] = _validate_dataset(name, spec, registry, doc)
-    return LoadedManifest(p, manifest, registry, datasets, doc)
+    # A file changed while it was loaded (the models may hold either version), or the light
+    # reader tells the catalogs otherwise than the models: no digest may vouch for these bytes.
+    if inputs is not None and (read_inputs(p) != inputs
+                               or inputs.catalog_names != list(manifest.presets)):
+        inputs = None
+    return LoadedManifest(p, manifest, registry, datasets, doc, inputs)
 
 
 def _catalog_paths(manifest: Manifest, doc: LocatedYAML, root: Path) -> list[str]:

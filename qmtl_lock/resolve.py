@@ -280,6 +280,10 @@ def _resolve(loaded: LoadedManifest, *, datasets: Collection[str], update: bool,
                                 or ["the lock's text differs from what resolve would write"])
         wrote = False if dry_run else write_lock(lock_path, new_lock)
         runner.forget_pinned(outcomes, new_lock)
+        if not dry_run:  # lets check and the next no-op resolve answer without the models
+            from qmtl_lock.check import remember_in_sync
+
+            remember_in_sync(loaded, new_lock)
     finally:
         runner.release()
     return ResolveResult(changes, new_lock, wrote, dry_run, lock_path, reports)

@@ -23,7 +23,7 @@ from qmtl_lock.lockfile import (
     render,
     write_lock,
 )
-from qmtl_lock.manifest import _SYMBOL_RE
+from qmtl_lock.symbols import SYMBOL_RE as _SYMBOL_RE
 
 FP_A = "sha256:" + "a1" * 32
 FP_B = "sha256:" + "b2" * 32

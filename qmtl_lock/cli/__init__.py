@@ -2,10 +2,11 @@
 
 The group follows click's LazyGroup pattern ("Advanced: lazily loading subcommands"): it knows
 each command's name and ``module:attribute`` (:data:`COMMANDS`) and imports a command's module
-only when that command runs (``--help`` of the group imports them all, for their short help).
-Command modules import heavy modules (pyarrow, fsspec, jsonschema, deepdiff, the pydantic
-models) inside the command, so ``check`` stays fast enough for a pre-commit hook. Exit codes and
-error output are in :mod:`qmtl_lock.cli.output`.
+only when that command runs. ``--help`` of the group lists the commands from :data:`SUMMARIES`
+(the first paragraph of each command's help, kept equal by tests/test_cli_light.py), so it
+imports none of them. Command modules import heavy modules (pyarrow, fsspec, jsonschema, the
+pydantic models) inside the command, so ``check`` stays fast enough for a pre-commit hook. Exit
+codes and error output are in :mod:`qmtl_lock.cli.output`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import click
+from click.utils import make_default_short_help
 
 COMMANDS: Mapping[str, str] = {
     "check": "qmtl_lock.cli.check:check_command",
@@ -32,13 +34,43 @@ COMMANDS: Mapping[str, str] = {
 }
 
 
+# The first paragraph of each command's help: what `qmtl-lock --help` lists.
+SUMMARIES: Mapping[str, str] = {
+    "check": "Check that seamless.lock matches seamless.yaml and the presets (reads no data).",
+    "diff": "Show what changed between two locks, down to the changed partitions.",
+    "gc": "Delete store data that no kept lock pins and retention no longer protects.",
+    "init": "Write a starter seamless.yaml and git-ignore the store.",
+    "materialize": "Materialize one preset and symbol into the store, without a lock; print "
+                   "the report.",
+    "merge-driver": "Git merge driver for seamless.lock: merges per dataset and symbol.",
+    "presets": "List the presets (built-in and from seamless.yaml) with their definitions.",
+    "repair": "Move corrupted store files aside and fetch again only the partitions they held.",
+    "resolve": "Materialize what is missing or changed and write seamless.lock.",
+    "schemas": "Print (or write) the JSON Schemas of seamless.yaml, seamless.lock and preset "
+               "catalogs.",
+    "show": "Show what is locked: coverage, rows, fingerprint, flags, expiry.",
+    "verify": "Re-read the store and re-hash it against the lock.",
+}
+
+
 class LazyCommands(MutableMapping[str, click.Command]):
     """A group's commands by name; a lazy one is imported from its ``module:attribute`` the
-    first time it is looked up. Listing the names or testing ``in`` imports nothing."""
+    first time it is looked up. Listing the names, testing ``in`` or asking for the short help
+    of a command with a summary imports nothing."""
 
-    def __init__(self, lazy: Mapping[str, str], loaded: Mapping[str, click.Command]) -> None:
+    def __init__(self, lazy: Mapping[str, str], loaded: Mapping[str, click.Command],
+                 summaries: Mapping[str, str] | None = None) -> None:
         self._lazy = dict(lazy)
         self._loaded = dict(loaded)
+        self._summaries = dict(summaries or {})
+
+    def short_help(self, name: str, limit: int) -> str | None:
+        """What the group's help lists for ``name`` (as click shortens it), or None when the
+        command is hidden."""
+        if name in self._lazy and name not in self._loaded and name in self._summaries:
+            return make_default_short_help(self._summaries[name], limit).strip()
+        command = self[name]
+        return None if command.hidden else command.get_short_help_str(limit)
 
     def __getitem__(self, name: str) -> click.Command:
         if name not in self._loaded:
@@ -47,6 +79,7 @@ class LazyCommands(MutableMapping[str, click.Command]):
 
     def __setitem__(self, name: str, command: click.Command) -> None:
         self._lazy.pop(name, None)
+        self._summaries.pop(name, None)
         self._loaded[name] = command
 
     def __delitem__(self, name: str) -> None:
@@ -82,12 +115,26 @@ class LazyGroup(click.Group):
     """
 
     def __init__(self, *args: Any, lazy_subcommands: Mapping[str, str] | None = None,
-                 **kwargs: Any) -> None:
+                 summaries: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.commands = LazyCommands(lazy_subcommands or {}, self.commands)
+        self.commands = LazyCommands(lazy_subcommands or {}, self.commands, summaries)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, with each short help from :meth:`LazyCommands.short_help`."""
+        commands = self.commands
+        names = self.list_commands(ctx)
+        if not isinstance(commands, LazyCommands) or not names:
+            super().format_commands(ctx, formatter)
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)  # click's spacing
+        rows = [(name, text) for name in names
+                if (text := commands.short_help(name, limit)) is not None]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, lazy_subcommands=COMMANDS,
+@click.group(cls=LazyGroup, lazy_subcommands=COMMANDS, summaries=SUMMARIES,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qmtl-lock")
 def cli() -> None:

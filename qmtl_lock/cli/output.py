@@ -39,7 +39,7 @@ def _nearest_manifest(ctx: click.Context, param: click.Parameter, value: Path | 
     """Without ``--manifest``, the nearest seamless.yaml here or in a parent folder."""
     if value is not None:
         return value
-    from qmtl_lock.manifest import MANIFEST_NAME, find_manifest
+    from qmtl_lock.inputs import MANIFEST_NAME, find_manifest  # light: no pydantic models
 
     return find_manifest() or Path(MANIFEST_NAME)
 

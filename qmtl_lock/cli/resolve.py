@@ -75,8 +75,6 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
                     metrics_file: Path | None, report_file: Path | None, verbose: bool,
                     as_json: bool) -> None:
     """Materialize what is missing or changed and write seamless.lock."""
-    from qmtl_lock.resolve import resolve
-
     if verbose:
         _log_to_stderr()
     if locked and frozen:
@@ -86,6 +84,20 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
     def go() -> int:
         for option, path in (("--metrics-file", metrics_file), ("--report", report_file)):
             _check_writable(option, path)  # before any work: the lock and store stay as they are
+        plain = not (datasets or update or refresh or frozen or dry_run or as_json
+                     or metrics_file or report_file)
+        if plain:  # the light path of a no-op resolve: no model built, no data read
+            from qmtl_lock.inputs import LOCK_NAME, nothing_to_resolve
+            from qmtl_lock.project_lock import writing_lock
+
+            # as the full path does, it waits for another resolve of the project to finish
+            with writing_lock(manifest.parent, timeout_s=lock_timeout,
+                              on_wait=lambda text: echo(text, err=True)):
+                if nothing_to_resolve(manifest):
+                    echo(f"{manifest.with_name(LOCK_NAME)} is up to date")
+                    return EXIT_OK
+        from qmtl_lock.resolve import resolve
+
         metrics = None
         if metrics_file is not None:
             from qmtl_engine import RunMetrics

@@ -11,8 +11,8 @@ The result is true when the locks differ. One module per step: :mod:`~qmtl_lock.
 reads the two sides (a file, or the lock at a git revision) and the store;
 :mod:`~qmtl_lock.diff.compare` and :mod:`~qmtl_lock.diff.partitions` compute a
 :class:`~qmtl_lock.diff.result.LockDiff`; :mod:`~qmtl_lock.diff.render` gives the human review
-form (:meth:`LockDiff.to_dict` is the ``--json`` form). Heavy modules (deepdiff, and
-pyarrow/fsspec through the store) are imported only when used.
+form (:meth:`LockDiff.to_dict` is the ``--json`` form). Heavy modules (pyarrow and fsspec,
+through the store) are imported only when used.
 """
 
 from __future__ import annotations

@@ -102,41 +102,39 @@ def coverage_change(old: tuple[int, int], new: tuple[int, int]) -> str | None:
 
 
 def field_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[FieldChange]:
-    """Changed values between two nested mappings, by dotted path (deepdiff does the walk).
+    """Changed values between two nested mappings, by dotted path, sorted by path.
 
-    A list is one value: a change inside it reports the whole list, old and new.
+    Mappings are walked key by key; anything else is one value, compared with its type once
+    something differs (``1`` and ``1.0`` render differently in a lock). A list is one value
+    too: a change inside it reports the whole list, old and new.
     """
-    if old == new:
+    if old == new:  # as the entries compare: a change of type alone is no change
         return []
-    from deepdiff import DeepDiff
-    from deepdiff.helper import NotPresent
-
-    found: dict[str, FieldChange] = {}
-    for levels in DeepDiff(dict(old), dict(new), view="tree").values():
-        for level in levels:
-            path: list[Any] = list(level.path(output_format="list"))
-            cut = next((i for i, p in enumerate(path) if isinstance(p, int)), None)
-            if cut is not None:  # collapse to the list itself
-                path = path[:cut]
-                o_val, n_val = _get(old, path), _get(new, path)
-            else:
-                o_val, n_val = level.t1, level.t2
-            text = ".".join(str(p) for p in path)
-            if isinstance(o_val, NotPresent) or o_val is _ABSENT:
-                found[text] = FieldChange(text, "added", None, n_val)
-            elif isinstance(n_val, NotPresent) or n_val is _ABSENT:
-                found[text] = FieldChange(text, "removed", o_val, None)
-            else:
-                found[text] = FieldChange(text, "changed", o_val, n_val)
-    return [found[k] for k in sorted(found)]
+    found: list[FieldChange] = []
+    _walk(old, new, (), found)
+    return sorted(found, key=lambda f: f.path)
 
 
-_ABSENT = object()
+def _walk(old: Mapping[str, Any], new: Mapping[str, Any], at: tuple[str, ...],
+          found: list[FieldChange]) -> None:
+    for key in sorted(set(old) | set(new), key=str):
+        path = ".".join((*at, str(key)))
+        if key not in old:
+            found.append(FieldChange(path, "added", None, new[key]))
+        elif key not in new:
+            found.append(FieldChange(path, "removed", old[key], None))
+        elif isinstance(old[key], Mapping) and isinstance(new[key], Mapping):
+            _walk(old[key], new[key], (*at, str(key)), found)
+        elif not _same(old[key], new[key]):
+            found.append(FieldChange(path, "changed", old[key], new[key]))
 
 
-def _get(data: Any, path: list[Any]) -> Any:
-    for key in path:
-        if not isinstance(data, Mapping) or key not in data:
-            return _ABSENT
-        data = data[key]
-    return data
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same types all the way down (``==`` alone takes 1 for 1.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)

@@ -34,14 +34,23 @@ def lock_at_revision(rev: str, path: Path) -> tuple[Lockfile, str, list[str]]:
 
 
 def store_for(manifest: Path, store_url: str | None) -> tuple[Store | None, list[str]]:
-    """The store holding the snapshot manifests (``--store``, else the manifest's), and notes."""
-    from qmtl_lock.manifest import load_manifest
+    """The store holding the snapshot manifests (``--store``, else the manifest's), and notes.
+
+    Only the manifest's ``store`` is read: the rest of it does not matter to a diff, and the
+    models would cost more than the diff itself."""
+    from qmtl_lock.inputs import store_url as manifest_store
 
     notes: list[str] = []
     url = store_url
     if manifest.exists() and not url:
         try:
-            url = load_manifest(manifest).store_url
+            url = manifest_store(manifest.read_bytes(), manifest)
+            if url is None:  # not YAML, or no text: the manifest's own error says so
+                from qmtl_lock.manifest import load_manifest
+
+                url = load_manifest(manifest).store_url
+        except OSError as exc:
+            notes.append(f"{manifest} could not be read, so its store is not used: {exc}")
         except QmtlLockError as exc:
             notes.append(f"{manifest} could not be read, so its store is not used: {exc.what}")
     store: Store | None = None
