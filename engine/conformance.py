@@ -534,21 +534,54 @@ def conform(
     """
     report = ConformanceReport()
     table = batch.table
+    ts = _read_times(batch, window, report)
+    names = [*VALUE_COLUMNS, *(c.name for c in contract.optional if c.name in table.column_names)]
+    values = {name: _value_column(table, name, report) for name in names}
+    idx, t, unsorted = _rows_to_keep(table, ts, window, interval_ms, report)
+    if idx.size == table.num_rows and not unsorted:  # every row kept, in order: no copies
+        cols = dict(values)
+    else:
+        cols = {name: v[idx] for name, v in values.items()}
+    t, cols = _without_duplicates(t, cols, report)
+    _value_flags(t, cols, names, report)
+    o, h, lo, c, vol = (cols[n] for n in VALUE_COLUMNS)
+    hashes = _row_hashes([o, h, lo, c, vol])
+    eligible = ~((o == h) & (h == lo) & (lo == c) & (vol == 0))
+    eh = hashes[eligible]
+    ordered = np.sort(eh)  # serves both checks and the memory of the next partition
+    repeated = _repeated(eh, ordered, memory)
+    report.add("repeated_bars", int(repeated.sum()), t[eligible][repeated])
+    _calendar_flags(t, window, interval_ms, calendar, accepted_gaps, report)
+
+    arrays = [pa.array(t, type=pa.timestamp("ms", tz="UTC"))]
+    arrays += [pa.array(cols[n], type=pa.float64()) for n in names]
+    out = pa.Table.from_arrays(arrays, names=[TS, *names])
+    firsts = np.ones(ordered.size, dtype=bool)
+    firsts[1:] = ordered[1:] != ordered[:-1]
+    return out, report, RowMemory(ordered[firsts])
+
+
+def _read_times(batch: RawBatch, window: TimeRange, report: ConformanceReport) -> NormalizedTs:
+    """The normalized timestamps; a batch without any readable time column is refused."""
+    table = batch.table
     if TS not in table.column_names:
         report.add("missing_column", 1)
         raise ConformanceError(report, blocking={"missing_column": 1},
                                partition=window.label())
     try:
-        ts = normalize_ts(table[TS], batch.hints, report)
+        return normalize_ts(table[TS], batch.hints, report)
     except ValueError as exc:
         report.add("invalid_timestamp", table.num_rows)
         err = ConformanceError(report, blocking={"invalid_timestamp": table.num_rows},
                                partition=window.label())
         err.what += f" ({exc})"
         raise err from None
-    names = [*VALUE_COLUMNS, *(c.name for c in contract.optional if c.name in table.column_names)]
-    values = {name: _value_column(table, name, report) for name in names}
 
+
+def _rows_to_keep(table: pa.Table, ts: NormalizedTs, window: TimeRange, interval_ms: int,
+                  report: ConformanceReport) -> tuple[np.ndarray, np.ndarray, int]:
+    """Indices and times (sorted, stable) of rows with a valid, in-window, on-grid time; and
+    how many descents the source order had."""
     invalid = np.flatnonzero(~ts.valid)
     report.add("invalid_timestamp", invalid.size, _raw_values(table[TS], invalid[:SAMPLE_SIZE]))
     keep = ts.valid.copy()
@@ -559,37 +592,40 @@ def conform(
     off_grid = keep & ((ts.ms % interval_ms != 0) | ts.sub_ms)
     report.add("off_grid_ts", int(off_grid.sum()), ts.ms[off_grid])
     keep &= ~off_grid
-
     idx = np.flatnonzero(keep)
     t = ts.ms[idx]
     descents = t[1:] < t[:-1]
     unsorted = int(descents.sum())
     report.add("unsorted_ts", unsorted, t[1:][descents])
-    if unsorted:  # stable: equal times keep the source's order (the last row wins below)
+    if unsorted:  # stable: equal times keep the source's order (the last row wins later)
         order = np.argsort(t, kind="stable")
         idx, t = idx[order], t[order]
-    if idx.size == table.num_rows and not unsorted:  # every row kept, in order: no copies
-        cols = dict(values)
-    else:
-        cols = {name: v[idx] for name, v in values.items()}
+    return idx, t, unsorted
 
+
+def _without_duplicates(t: np.ndarray, cols: dict[str, np.ndarray], report: ConformanceReport,
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Keep the last row of each run of equal times; count exact copies and conflicts."""
     same = t[1:] == t[:-1]
-    if same.any():
-        equal = np.ones(len(same), dtype=bool)
-        for v in cols.values():
-            b = _bits(v)
-            equal &= b[1:] == b[:-1]
-        report.add("duplicate_rows", int((same & equal).sum()), t[1:][same & equal])
-        report.add("duplicate_ts", int((same & ~equal).sum()), t[1:][same & ~equal])
-        last = np.append(~same, True)  # keep the last row of each run of equal timestamps
-        t = t[last]
-        cols = {name: v[last] for name, v in cols.items()}
+    if not same.any():
+        return t, cols
+    equal = np.ones(len(same), dtype=bool)
+    for v in cols.values():
+        b = _bits(v)
+        equal &= b[1:] == b[:-1]
+    report.add("duplicate_rows", int((same & equal).sum()), t[1:][same & equal])
+    report.add("duplicate_ts", int((same & ~equal).sum()), t[1:][same & ~equal])
+    last = np.append(~same, True)
+    return t[last], {name: v[last] for name, v in cols.items()}
 
+
+def _value_flags(t: np.ndarray, cols: dict[str, np.ndarray], names: list[str],
+                 report: ConformanceReport) -> None:
+    """Non-finite, negative and OHLC-inconsistent rows."""
     o, h, lo, c, vol = (cols[n] for n in VALUE_COLUMNS)
-    stacked = [cols[n] for n in names]
     bad = np.zeros(len(t), dtype=bool)
-    for v in stacked:
-        bad |= ~np.isfinite(v)
+    for n in names:
+        bad |= ~np.isfinite(cols[n])
     report.add("non_finite", int(bad.sum()), t[bad])
     negative = (o < 0) | (h < 0) | (lo < 0) | (c < 0) | (vol < 0)
     report.add("negative_value", int(negative.sum()), t[negative])
@@ -597,32 +633,23 @@ def conform(
         inconsistent = (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (h < lo)
     report.add("ohlc_inconsistent", int(inconsistent.sum()), t[inconsistent])
 
-    hashes = _row_hashes([o, h, lo, c, vol])
-    eligible = ~((o == h) & (h == lo) & (lo == c) & (vol == 0))
-    eh = hashes[eligible]
-    ordered = np.sort(eh)  # serves both checks and the memory of the next partition
-    repeated = _repeated(eh, ordered, memory)
-    report.add("repeated_bars", int(repeated.sum()), t[eligible][repeated])
 
+def _calendar_flags(t: np.ndarray, window: TimeRange, interval_ms: int, calendar: Calendar,
+                    accepted_gaps: Sequence[TimeRange], report: ConformanceReport) -> None:
+    """Bars the calendar expects that are missing (gaps), and bars it has no slot for."""
     expected = calendar.expected(window, interval_ms)
-    if not np.array_equal(expected, t):  # t is sorted and unique here
-        pos = np.searchsorted(t, expected)
-        pos[pos == t.size] = 0
-        present = (t[pos] == expected) if t.size else np.zeros(expected.size, dtype=bool)
-        missing = expected[~present]
-        for accepted in accepted_gaps:  # declared closures and outages are not counted
-            missing = missing[(missing < accepted.start) | (missing >= accepted.end)]
-        report.add("gap_bars", int(missing.size), missing)
-        # Bars the calendar has no slot for (a Friday 17:00 New York bar under 24x5) are real
-        # trades the vendor sent: kept, and counted so the calendar choice can be checked.
-        slot = np.searchsorted(expected, t)
-        slot[slot == expected.size] = 0
-        off = (expected[slot] != t) if expected.size else np.ones(t.size, dtype=bool)
-        report.add("off_calendar_bars", int(off.sum()), t[off])
-
-    arrays = [pa.array(t, type=pa.timestamp("ms", tz="UTC"))]
-    arrays += [pa.array(cols[n], type=pa.float64()) for n in names]
-    out = pa.Table.from_arrays(arrays, names=[TS, *names])
-    firsts = np.ones(ordered.size, dtype=bool)
-    firsts[1:] = ordered[1:] != ordered[:-1]
-    return out, report, RowMemory(ordered[firsts])
+    if np.array_equal(expected, t):  # t is sorted and unique here
+        return
+    pos = np.searchsorted(t, expected)
+    pos[pos == t.size] = 0
+    present = (t[pos] == expected) if t.size else np.zeros(expected.size, dtype=bool)
+    missing = expected[~present]
+    for accepted in accepted_gaps:  # declared closures and outages are not counted
+        missing = missing[(missing < accepted.start) | (missing >= accepted.end)]
+    report.add("gap_bars", int(missing.size), missing)
+    # Bars the calendar has no slot for (a Friday 17:00 New York bar under 24x5) are real
+    # trades the vendor sent: kept, and counted so the calendar choice can be checked.
+    slot = np.searchsorted(expected, t)
+    slot[slot == expected.size] = 0
+    off = (expected[slot] != t) if expected.size else np.ones(t.size, dtype=bool)
+    report.add("off_calendar_bars", int(off.sum()), t[off])
