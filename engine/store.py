@@ -258,22 +258,10 @@ class Store:
     def check_staged(self, key: str, digest: str, *, partition: str | None = None) -> pa.Table:
         """:meth:`check_object` for what job ``key`` staged under ``digest``, or, when it staged
         nothing there, for the published object."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         path = self.staged_path(key, digest)
         if not self.fs.exists(path):
             return self.check_object(digest, partition=partition)
-        try:
-            with self.fs.open(path, "rb") as f:
-                table = pq.ParquetFile(f).read()
-            actual = partition_digest(table).value
-        except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
-            actual = f"<unreadable: {exc}>"
-        if actual != digest:
-            raise ObjectCorrupted(path=self.display(path), expected=digest, actual=actual,
-                                  partition=partition)
-        return table
+        return self._check_file(path, digest, partition=partition)
 
     def bytes_written_for(self, key: str) -> int:
         """Bytes of objects job ``key`` wrote in this process (for metrics)."""
@@ -317,10 +305,12 @@ class Store:
             self.delete_job(key)
 
     def read_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
+        return self._read_file(self.object_path(digest), digest, partition=partition)
+
+    def _read_file(self, path: str, digest: str, *, partition: str | None) -> pa.Table:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = self.object_path(digest)
         try:
             with self.fs.open(path, "rb") as f:
                 # ParquetFile, not read_table: the latter imports pyarrow.dataset and pandas
@@ -340,17 +330,21 @@ class Store:
         :class:`ObjectMissing`, or :class:`ObjectCorrupted` for unreadable Parquet, data with no
         canonical form and content that hashes to another digest.
         """
+        return self._check_file(self.object_path(digest), digest, partition=partition)
+
+    def _check_file(self, path: str, digest: str, *, partition: str | None) -> pa.Table:
+        """Read the partition file at ``path``, re-hash it and compare with ``digest``."""
         import pyarrow as pa
 
-        table = self.read_object(digest, partition=partition)
+        table = self._read_file(path, digest, partition=partition)
         try:
             actual = partition_digest(table)
         except (ValueError, TypeError, pa.ArrowException) as exc:
-            raise ObjectCorrupted(path=self.display(self.object_path(digest)), expected=digest,
+            raise ObjectCorrupted(path=self.display(path), expected=digest,
                                   actual=f"<not canonical data: {exc}>",
                                   partition=partition) from None
         if actual.value != digest:
-            raise ObjectCorrupted(path=self.display(self.object_path(digest)), expected=digest,
+            raise ObjectCorrupted(path=self.display(path), expected=digest,
                                   actual=actual.value, partition=partition)
         return table
 
