@@ -12,6 +12,7 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
     │   │       └── LockVersionError    the lock was written by a newer qmtl-lock
     │   ├── PresetError                 unknown preset, invalid catalog
     │   ├── RangeError                  impossible time range
+    │   ├── ProjectBusy                 another resolve is writing this project's lock
     │   └── GitError                    no git, not a repository, unknown revision (diff, gc)
     ├── IntegrityError                  exit 1: data differs from what was pinned
     │   ├── FingerprintMismatch         recomputed fingerprint != locked fingerprint
@@ -32,6 +33,7 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from qmtl_engine import (
@@ -110,6 +112,21 @@ class GitError(InputError):
                  revision: str | None = None) -> None:
         self.revision = revision
         super().__init__(what, where=where, fix=fix)
+
+
+class ProjectBusy(InputError):
+    """Another resolve is writing this project's seamless.lock and did not finish in time."""
+
+    def __init__(self, *, path: Path, holder: str, waited_s: float) -> None:
+        self.path = path
+        self.holder = holder
+        self.waited_s = waited_s
+        super().__init__(
+            f"another qmtl-lock resolve is writing this project's seamless.lock ({holder}); "
+            f"gave up after waiting {waited_s:g} s",
+            where=str(path),
+            fix="let it finish, then run your command again (or wait longer with "
+                "--lock-timeout SECONDS)")
 
 
 class RequestsFailed(QmtlLockError):

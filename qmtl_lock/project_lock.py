@@ -16,25 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from qmtl_engine import InputError
+from qmtl_lock.errors import ProjectBusy
 
 DEFAULT_WAIT_S = 600.0
 _POLL_S = 0.05
-
-
-class ProjectBusy(InputError):
-    """Another resolve is writing this project's seamless.lock and did not finish in time."""
-
-    def __init__(self, *, path: Path, holder: str, waited_s: float) -> None:
-        self.path = path
-        self.holder = holder
-        self.waited_s = waited_s
-        super().__init__(
-            f"another qmtl-lock resolve is writing this project's seamless.lock ({holder}); "
-            f"gave up after waiting {waited_s:g} s",
-            where=str(path),
-            fix="let it finish, then run your command again (or wait longer with "
-                "--lock-timeout SECONDS)")
 
 
 def lock_path(project_root: Path) -> Path:
