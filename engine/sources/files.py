@@ -147,6 +147,15 @@ class FilesSource(Source):
         c = self.options.complete_column
         return f"f{c}" if isinstance(c, int) else c
 
+    def _require_column(self, table: pa.Table, column: str, option: str, symbol: str,
+                        path: str) -> None:
+        """The file must hold the column the ``<option>_column`` option names."""
+        if column not in table.column_names:
+            raise SourceError(
+                f"the {option} column {column!r} is not in the file", source=self.name,
+                symbol=symbol, url=path,
+                fix=f"fix `{option}_column` in the preset's files source options")
+
     def _read_one(self, fs: Any, path: str, symbol: str) -> pa.Table:
         mapping = self._mapping()
         extras = [c for c in (self._symbol_col(), self._complete_col()) if c]
@@ -157,19 +166,11 @@ class FilesSource(Source):
         table = table.select(present)
         sym = self._symbol_col()
         if sym:
-            if sym not in table.column_names:
-                raise SourceError(
-                    f"the symbol column {sym!r} is not in the file", source=self.name,
-                    symbol=symbol, url=path,
-                    fix="fix `symbol_column` in the preset's files source options")
+            self._require_column(table, sym, "symbol", symbol, path)
             table = table.filter(pc.equal(table[sym].cast(pa.string()), symbol))
         done = self._complete_col()
         if done:
-            if done not in table.column_names:
-                raise SourceError(
-                    f"the complete column {done!r} is not in the file", source=self.name,
-                    symbol=symbol, url=path,
-                    fix="fix `complete_column` in the preset's files source options")
+            self._require_column(table, done, "complete", symbol, path)
             # Only a bar the vendor marks final is kept: an open one may still change.
             final = pc.is_in(pc.utf8_lower(pc.cast(table[done], pa.string())),
                              value_set=pa.array(["1", "true"]))
