@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from qmtl_engine import (
@@ -40,6 +40,9 @@ from qmtl_lock.inputs import (  # the file names live in the light module; re-ex
     resolve_store_url,
 )
 from qmtl_lock.symbols import symbol_problem
+
+if TYPE_CHECKING:
+    from qmtl_engine import Request
 
 _DATASET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -273,6 +276,14 @@ class DatasetRequest:
 
     def accepted_ranges(self) -> tuple[TimeRange, ...]:
         return tuple(g.range() for g in self.spec.accepted_gaps)
+
+    def engine_request(self, symbol: str, coverage: TimeRange, *, follows_now: bool) -> Request:
+        """What the engine materializes for ``symbol`` of this dataset over ``coverage``."""
+        from qmtl_engine import Request
+
+        return Request(self.preset, symbol, coverage, self.spec.contract_version,
+                       dataset=self.name, accepted_gaps=self.accepted_ranges(),
+                       follows_now=follows_now)
 
 
 @dataclass

@@ -208,12 +208,9 @@ class _Repairer:
         """The request resolve made when it pinned the entry. Not ``follows_now``: a repair
         reproduces a pinned range, how far that lags behind now is ``resolve --update``'s
         business (and a lag budget must not refuse restoring the pin)."""
-        from qmtl_engine import Request
-
         ds = self.loaded.datasets[step.dataset]
-        return Request(ds.preset, step.symbol, TimeRange(*entry.coverage_bounds),
-                       ds.spec.contract_version, dataset=step.dataset,
-                       accepted_gaps=ds.accepted_ranges())
+        return ds.engine_request(step.symbol, TimeRange(*entry.coverage_bounds),
+                                 follows_now=False)
 
     def _set_aside(self, stored: Stored, report: SymbolRepair) -> None:
         kind, name = stored

@@ -447,12 +447,8 @@ class _Runner:
                 return _Outcome(task, Change(name, symbol, "unchanged"))  # --frozen: all there
             if not task.reusable:
                 previous = None
-        from qmtl_engine import Request
-
         engine = self.engine()
-        request = Request(task.ds.preset, symbol, task.coverage, task.ds.spec.contract_version,
-                          dataset=name, accepted_gaps=task.ds.accepted_ranges(),
-                          follows_now=task.ds.end_is_now)
+        request = task.ds.engine_request(symbol, task.coverage, follows_now=task.ds.end_is_now)
         the_plan = engine.plan(request, previous=previous)
         if self.dry_run:
             fetch = len(the_plan.to_fetch)
