@@ -623,9 +623,6 @@ class Store:
         """
         return Lease(self, owner, LEASE_HEARTBEAT_S if heartbeat_s is None else heartbeat_s)
 
-    def lease_path(self, lease_id: str) -> str:
-        return self._path("leases", f"{lease_id}.json")
-
     def leases(self) -> tuple[StoredLease, ...]:
         """Every lease in the store, live or left by a holder that died, in path order.
 
