@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from qmtl_engine.errors import SourceError, without_credentials
+from qmtl_engine.ratelimit import Limiter, RateLimit, TokenBucket, limiter
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -82,40 +83,6 @@ class NotFound(PermanentError):
     """The URL does not exist (HTTP 404, or a missing file on a mirror)."""
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    """At most ``requests_per_second`` on average, with bursts of up to ``burst`` requests."""
-
-    requests_per_second: float
-    burst: int = 1
-
-
-class TokenBucket:
-    """A thread-safe token bucket; ``acquire`` blocks until a request may start."""
-
-    def __init__(self, limit: RateLimit, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.limit = limit
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens = float(limit.burst)
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = self._clock()
-                rate = self.limit.requests_per_second
-                self._tokens = min(self.limit.burst, self._tokens + (now - self._last) * rate)
-                self._last = now
-                if self._tokens >= 1 - 1e-9:  # float refill can land a hair under 1
-                    self._tokens -= 1
-                    return
-                wait = (1 - self._tokens) / rate
-            self._sleep(wait)
-
-
 @dataclass
 class FetchStats:
     requests: int = 0
@@ -155,8 +122,14 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         max_retry_after_s: float = MAX_RETRY_AFTER_S,
         source: str | None = None,
+        limit_key: str | None = None,
     ) -> None:
-        self.bucket = TokenBucket(rate_limit, sleep=sleep) if rate_limit else None
+        # With a ``limit_key`` (the endpoint) every client of the run shares one limiter, so the
+        # limit holds across symbols, threads and workers; without one it is this client's own.
+        self.bucket: Limiter | None = None
+        if rate_limit is not None:
+            self.bucket = (limiter(limit_key, rate_limit) if limit_key is not None
+                           else TokenBucket(rate_limit, sleep=sleep))
         self.max_attempts = max_attempts
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s

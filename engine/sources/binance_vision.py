@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import threading
 import time
 import zipfile
 import zlib
@@ -64,7 +63,6 @@ from qmtl_engine.http import (
     NotFound,
     PermanentError,
     RateLimit,
-    TokenBucket,
     TransientError,
 )
 from qmtl_engine.ranges import (
@@ -100,23 +98,6 @@ _READ = {"ts": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5, "quot
 _US_THRESHOLD = 10**14  # open times above this are microseconds (ms reach it in year 5138)
 _SYMBOL_RE = re.compile(r"^[A-Z0-9_]+$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-
-# One token bucket per host and profile for the whole process: the engine builds a source per
-# symbol, and `resolve --jobs N` runs N of them at once; the profile is the host's, not theirs.
-_BUCKETS: dict[tuple[str, float, int], TokenBucket] = {}
-_BUCKETS_LOCK = threading.Lock()
-
-
-def _shared_bucket(base_url: str, limit: RateLimit) -> TokenBucket:
-    parts = urlsplit(base_url)
-    key = (f"{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}",
-           limit.requests_per_second, limit.burst)
-    with _BUCKETS_LOCK:
-        bucket = _BUCKETS.get(key)
-        if bucket is None:
-            bucket = _BUCKETS[key] = TokenBucket(limit)
-        return bucket
-
 
 @dataclass(frozen=True)
 class ArchiveFile:
@@ -251,10 +232,14 @@ class BinanceVisionSource(Source):
             path = Path(base)
             base = str(path if path.is_absolute() else Path(base_dir) / path)
         self.base_url = base
+        # One limiter per host for the whole run: the engine builds a source per partition
+        # task, and `--jobs N` or a cluster runs many at once; the profile is the host's.
+        parts = urlsplit(base)
+        shared = (f"binance_vision:{parts.scheme}://{parts.hostname or ''}:{parts.port or ''}"
+                  if sleep is None and _is_url(base) else None)
         self.http: HttpClient = options.client(DEFAULT_RATE_LIMIT, source=self.name,
+                                               limit_key=shared,
                                                **({"sleep": sleep} if sleep else {}))
-        if sleep is None and self.http.bucket is not None and _is_url(base):
-            self.http.bucket = _shared_bucket(base, self.http.bucket.limit)
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
 
     @classmethod

@@ -46,8 +46,9 @@ from typing import Any, ClassVar, Self, TypeVar
 import pyarrow as pa
 from qmtl_engine.conformance import RawBatch, TsHints
 from qmtl_engine.errors import MissingDependency, PresetError, SourceError
-from qmtl_engine.http import FetchStats, RateLimit, TokenBucket
+from qmtl_engine.http import FetchStats
 from qmtl_engine.ranges import TimeRange, format_interval
+from qmtl_engine.ratelimit import Limiter, RateLimit, TokenBucket, limiter
 from qmtl_engine.sources.base import Source
 from qmtl_engine.sources.options import CcxtOptions, SourceOptions
 from tenacity import (
@@ -104,7 +105,7 @@ class CcxtSource(Source):
         self._exchange = exchange
         self._sleep = sleep
         self._clock = clock
-        self._bucket: TokenBucket | None = None
+        self._bucket: Limiter | None = None
         self._bucket_ready = False
         self._symbols: dict[str, str] = {}
         self.stats = FetchStats()
@@ -131,7 +132,7 @@ class CcxtSource(Source):
         return self._exchange
 
     @property
-    def bucket(self) -> TokenBucket | None:
+    def bucket(self) -> Limiter | None:
         if not self._bucket_ready:
             limit = self.options.rate_limit
             if limit is not None:
@@ -139,8 +140,13 @@ class CcxtSource(Source):
             else:
                 ms = float(getattr(self.exchange, "rateLimit", 0) or 0)
                 rate = RateLimit(1000.0 / ms, 1) if ms > 0 else None
-            self._bucket = (TokenBucket(rate, clock=self._clock, sleep=self._sleep)
-                            if rate else None)
+            if rate is None:
+                self._bucket = None
+            elif self._clock is time.monotonic and self._sleep is time.sleep:
+                # one limiter per exchange for the whole run: every symbol, thread and worker
+                self._bucket = limiter(f"ccxt:{self.options.exchange}", rate)
+            else:
+                self._bucket = TokenBucket(rate, clock=self._clock, sleep=self._sleep)
             self._bucket_ready = True
         return self._bucket
 

@@ -39,6 +39,7 @@ ticker that did not trade) is an empty batch: conformance counts the gap against
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -122,8 +123,13 @@ class PolygonSource(Source):
             headers = {"Accept": "application/json"}
             if self.options.auth == "header":
                 headers["Authorization"] = f"Bearer {key}"
+            # One limiter per endpoint and API key for the whole run (every symbol, thread and
+            # worker): Polygon counts requests per key. The key enters only as a short digest.
+            shared = None if self._sleep is not time.sleep else (
+                f"polygon:{self.options.base_url}:"
+                f"{hashlib.sha256(key.encode()).hexdigest()[:12]}")
             self._client = self.options.client(DEFAULT_RATE, source=self.name, sleep=self._sleep,
-                                               headers=headers)
+                                               headers=headers, limit_key=shared)
         return self._client
 
     def _api_key(self) -> str:

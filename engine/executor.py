@@ -1,0 +1,73 @@
+"""Where partition tasks run: in this process (``local``), or on a Dask cluster (``dask``).
+
+The engine hands an executor plain functions and picklable arguments and takes back results (or
+the exceptions the functions raised) in whatever order they finish. It never asks where a task
+ran, so every executor produces the same snapshots and the same lock.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Executor(Protocol):
+    """Runs partition tasks. ``name`` is how the command line and the logs call it."""
+
+    name: str
+
+    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T],
+                      ) -> Iterator[tuple[int, R | BaseException]]:
+        """Run ``fn`` on every item and yield ``(index, result)`` as each finishes; a task that
+        raised yields the exception it raised instead of a result (the others go on)."""
+        ...
+
+    def close(self, *, cancel: bool = False) -> None:
+        """Release what the executor holds; with ``cancel``, drop tasks not yet started."""
+        ...
+
+
+class LocalExecutor:
+    """Tasks on ``jobs`` threads of this process (one: inline, in order).
+
+    Threads, not processes: Parquet encoding, hashing and the conformance checks run in pyarrow
+    and numpy, which release the GIL, and a thread shares the process's rate limiters.
+    """
+
+    name = "local"
+
+    def __init__(self, jobs: int = 1) -> None:
+        if jobs < 1:
+            raise ValueError(f"jobs must be at least 1, not {jobs}")
+        self.jobs = jobs
+        self._pool: cf.ThreadPoolExecutor | None = None
+
+    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T],
+                      ) -> Iterator[tuple[int, R | BaseException]]:
+        if self.jobs == 1 or len(items) <= 1:
+            for i, item in enumerate(items):
+                try:
+                    result: R | BaseException = fn(item)
+                except Exception as exc:  # reported as the task's outcome, like a worker's
+                    result = exc
+                yield i, result
+            return
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(self.jobs, thread_name_prefix="qmtl-lock task")
+        futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
+        try:
+            for future in cf.as_completed(futures):
+                failed = future.exception()
+                yield futures[future], failed if failed is not None else future.result()
+        finally:  # the consumer stopped early (Ctrl-C, or it gave up): start nothing more
+            for future in futures:
+                future.cancel()
+
+    def close(self, *, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
