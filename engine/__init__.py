@@ -31,6 +31,8 @@ _EXPORTS: dict[str, str] = {
     "ObjectCorrupted": "errors", "ObjectMissing": "errors", "PresetError": "errors",
     "QmtlLockError": "errors", "RangeError": "errors", "SLAExceeded": "errors",
     "SourceError": "errors", "StoreError": "errors", "YAMLFileError": "errors",
+    # executors: where partition tasks run
+    "Executor": "executor", "LocalExecutor": "executor",
     # flags
     "FLAG_NAMES": "flags",
     # calendars
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
         StoreError,
         YAMLFileError,
     )
+    from qmtl_engine.executor import Executor, LocalExecutor
     from qmtl_engine.flags import FLAG_NAMES
     from qmtl_engine.materialize import Engine, MaterializeResult, Plan, Request, check_symbols
     from qmtl_engine.metrics import RunMetrics
@@ -143,11 +146,13 @@ __all__ = [
     "Clock",
     "ConformanceError",
     "Engine",
+    "Executor",
     "FingerprintMismatch",
     "FixedClock",
     "InputError",
     "IntegrityError",
     "Lease",
+    "LocalExecutor",
     "LocatedYAML",
     "MaterializationError",
     "MaterializeResult",

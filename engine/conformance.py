@@ -556,9 +556,37 @@ def conform(
     arrays = [pa.array(t, type=pa.timestamp("ms", tz="UTC"))]
     arrays += [pa.array(cols[n], type=pa.float64()) for n in names]
     out = pa.Table.from_arrays(arrays, names=[TS, *names])
+    return out, report, RowMemory(_distinct(ordered))
+
+
+def _distinct(ordered: np.ndarray) -> np.ndarray:
     firsts = np.ones(ordered.size, dtype=bool)
     firsts[1:] = ordered[1:] != ordered[:-1]
-    return out, report, RowMemory(ordered[firsts])
+    return ordered[firsts]
+
+
+def _eligible_hashes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Row hashes and times of the rows of a canonical table that repeated bars are looked for
+    in (flat zero-volume fills are not): what :func:`conform` hashes, from the stored columns."""
+    cols = [np.asarray(table[n].to_numpy(zero_copy_only=False), dtype=np.float64)
+            for n in VALUE_COLUMNS]
+    o, h, lo, c, vol = cols
+    eligible = ~((o == h) & (h == lo) & (lo == c) & (vol == 0))
+    ts = np.asarray(table[TS].cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return _row_hashes(cols)[eligible], ts[eligible]
+
+
+def row_keys(table: pa.Table) -> np.ndarray:
+    """The distinct row hashes of a canonical partition table, sorted: the :class:`RowMemory`
+    that :func:`conform` returns for the rows it kept, rebuilt from a stored partition."""
+    return _distinct(np.sort(_eligible_hashes(table)[0]))
+
+
+def repeated_times(table: pa.Table, keys: np.ndarray) -> np.ndarray:
+    """The times of the rows of a canonical table whose hash is one of ``keys`` (sorted), in
+    time order: which bars repeat the previous partition's."""
+    hashes, ts = _eligible_hashes(table)
+    return ts[_in_sorted(keys, hashes)]
 
 
 def _read_times(batch: RawBatch, window: TimeRange, report: ConformanceReport) -> NormalizedTs:

@@ -15,15 +15,22 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class Skipped(Exception):
+    """The outcome of a task that was not run because ``skip`` said so when its turn came."""
+
+
 class Executor(Protocol):
     """Runs partition tasks. ``name`` is how the command line and the logs call it."""
 
     name: str
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T],
+    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T], *,
+                      skip: Callable[[int], bool] | None = None,
                       ) -> Iterator[tuple[int, R | BaseException]]:
         """Run ``fn`` on every item and yield ``(index, result)`` as each finishes; a task that
-        raised yields the exception it raised instead of a result (the others go on)."""
+        raised yields the exception it raised instead of a result (the others go on). An item
+        for which ``skip(index)`` is true when its turn comes is not run: it yields
+        :class:`Skipped` (the engine skips the windows of a request that already failed)."""
         ...
 
     def close(self, *, cancel: bool = False) -> None:
@@ -46,19 +53,25 @@ class LocalExecutor:
         self.jobs = jobs
         self._pool: cf.ThreadPoolExecutor | None = None
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T],
+    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T], *,
+                      skip: Callable[[int], bool] | None = None,
                       ) -> Iterator[tuple[int, R | BaseException]]:
+        def one(i: int) -> R:
+            if skip is not None and skip(i):
+                raise Skipped(i)
+            return fn(items[i])
+
         if self.jobs == 1 or len(items) <= 1:
-            for i, item in enumerate(items):
+            for i in range(len(items)):
                 try:
-                    result: R | BaseException = fn(item)
+                    result: R | BaseException = one(i)
                 except Exception as exc:  # reported as the task's outcome, like a worker's
                     result = exc
                 yield i, result
             return
         if self._pool is None:
             self._pool = cf.ThreadPoolExecutor(self.jobs, thread_name_prefix="qmtl-lock task")
-        futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
+        futures = {self._pool.submit(one, i): i for i in range(len(items))}
         try:
             for future in cf.as_completed(futures):
                 failed = future.exception()

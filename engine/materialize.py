@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Collection, Iterator
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from qmtl_engine.errors import (
     QmtlLockError,
     SourceError,
 )
+from qmtl_engine.executor import Executor, LocalExecutor, Skipped
 from qmtl_engine.fingerprint import Fingerprint, SnapshotHeader, dataset_fingerprint
 from qmtl_engine.presets import ResolvedPreset
 from qmtl_engine.ranges import TimeRange, iso, partition_windows, window_name
@@ -80,10 +82,15 @@ class Request:
 
 @dataclass(frozen=True)
 class PlannedPartition:
+    """One window of a plan: fetched, or reused from the locked snapshot (``origin``
+    "snapshot": its flags are final) or from a resume checkpoint ("checkpoint": its flags are
+    those found within the window, and its boundary is checked again)."""
+
     window: TimeRange
     action: Literal["reuse", "fetch"]
     reused: SnapshotPartition | None = None
     why: str = ""
+    origin: Literal["snapshot", "checkpoint", ""] = ""
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ ProveFn = Callable[[SnapshotPartition], str | None]
 
 
 def plan(request: Request, *, previous: Snapshot | None = None,
-         checkpoint: dict[str, Any] | None = None, now_ms: int,
+         checkpoint: dict[str, dict[str, Any]] | None = None, now_ms: int,
          has_object: Callable[[str], bool] = lambda d: True,
          prove: ProveFn = lambda part: "nothing was given to prove its object") -> Plan:
     """Decide which partitions to reuse and which to fetch. Reads nothing but its arguments
@@ -158,13 +165,14 @@ def plan(request: Request, *, previous: Snapshot | None = None,
         span = (window.start, window.end)
         old = locked.get(span)
         if old is not None and has_object(old.digest):
-            out.append(PlannedPartition(window, "reuse", old, "in the locked snapshot"))
+            out.append(PlannedPartition(window, "reuse", old, "in the locked snapshot",
+                                        "snapshot"))
         elif span in done:
             entry = done[span]
             refused = entry if isinstance(entry, str) else prove(entry)
             if refused is None and isinstance(entry, SnapshotPartition):
                 out.append(PlannedPartition(window, "reuse", entry,
-                                            "finished before an interruption"))
+                                            "finished before an interruption", "checkpoint"))
                 continue
             name = window_name(window, request.preset.partition)
             log.warning("checkpoint entry refused dataset=%s symbol=%s partition=%s: %s; "
@@ -181,12 +189,12 @@ def _same_series(header: SnapshotHeader, request: Request) -> bool:
         request.preset.id, request.symbol, request.contract_ref, request.preset.interval_ms)
 
 
-def _checkpoint_entries(request: Request, checkpoint: dict[str, Any] | None,
+def _checkpoint_entries(request: Request, checkpoint: dict[str, dict[str, Any]] | None,
                         ) -> dict[tuple[int, int], SnapshotPartition | str]:
     """The checkpoint's finished windows: the entry, or why it cannot be this request's."""
     key = request.job_key()
     out: dict[tuple[int, int], SnapshotPartition | str] = {}
-    for span, value in ((checkpoint or {}).get("done") or {}).items():
+    for span, value in (checkpoint or {}).items():
         try:
             start, end = (int(x) for x in str(span).split("-"))
             part = SnapshotPartition(start, end, int(value["rows"]), str(value["digest"]),
@@ -250,7 +258,7 @@ class Engine:
         request = closed_request(request, now)
         key = request.job_key()
         previous = self._finished(request, key) or previous
-        return plan(request, previous=previous, checkpoint=self.store.read_job(key),
+        return plan(request, previous=previous, checkpoint=self.store.read_checkpoints(key),
                     now_ms=now, has_object=self.store.has_object,
                     prove=lambda part: self._prove(request, key, part))
 
@@ -279,7 +287,7 @@ class Engine:
 
         name = window_name(TimeRange(part.start, part.end), request.preset.partition)
         try:
-            table = self.store.check_staged(key, part.digest, partition=name)
+            table = self.store.check_object(part.digest, partition=name)
         except IntegrityError as exc:
             return exc.what
         if table.num_rows != part.rows:
@@ -302,22 +310,25 @@ class Engine:
         self._require_materialize()
         return self.apply(self.plan(request, previous=previous), progress=progress)
 
-    def apply(self, the_plan: Plan, *, progress: ProgressFn | None = None) -> MaterializeResult:
-        """Carry out a plan partition by partition: reuse, or fetch, conform, stage and
-        checkpoint; then, when no partition was refused, publish the objects and the snapshot.
-        Memory stays that of one partition whatever the length of the range."""
+    def apply(self, the_plan: Plan, *, progress: ProgressFn | None = None,
+              executor: Executor | None = None) -> MaterializeResult:
+        """Carry out one plan (see :meth:`run`) and return its result, or raise its error."""
+        for _, outcome in self.run([the_plan], executor=executor, progress=progress):
+            if isinstance(outcome, QmtlLockError):
+                raise outcome
+            return outcome
+        raise InputError("the plan produced no result", fix="make the plan with Engine.plan")
+
+    def run(self, plans: Sequence[Plan], *, executor: Executor | None = None,
+            progress: ProgressFn | None = None) -> Iterator[RunOutcome]:
+        """Carry out ``plans``: every window to fetch becomes a task on ``executor`` (default:
+        one at a time, here), which fetches, conforms, stores and checkpoints it; each plan is
+        finalized here as soon as its last window is in, and yielded as ``(index, result)``,
+        or ``(index, error)`` when it failed (the other plans go on). Memory stays that of the
+        windows in flight, whatever the length of the ranges."""
         self._require_materialize()
-        run = _Application(self, the_plan)
-        for i, step in enumerate(the_plan.partitions):
-            part = run.reuse(step) if step.reused is not None else run.fetch(step)
-            if part is not None:
-                run.parts.append(part)
-            if progress is not None:
-                progress(the_plan.request, i + 1, len(the_plan.partitions))
-            run.timer.checkpoint()
-        if run.refused:
-            raise run.refusal()
-        return run.publish()
+        executor = executor or LocalExecutor(1)
+        return _run_plans(self, plans, executor, progress)
 
     # -- read: the strategy path is qmtl_engine.read, which never loads the machinery above ----
     def iter_verified(self, fingerprint: str, *, dataset: str | None = None,
@@ -341,129 +352,342 @@ class Engine:
                                              window=window, snapshot=snapshot)
 
 
-class _Application:
-    """The state of one :meth:`Engine.apply`: what was fetched, refused and checkpointed."""
+# -- the one path: partition tasks, then a finalize per request ---------------------------------
+#
+# Every executor runs the same two functions: :func:`run_partition` fetches, conforms and stores
+# one window wherever the executor puts it, and returns a small outcome; :func:`_finalize`, on
+# the caller's side, runs the checks that span partitions, the blocking rules and the coverage
+# and lag budgets, and publishes the snapshot. Nothing a task returns depends on where it ran,
+# so the snapshot, and the lock, are the same under every executor by construction.
 
-    def __init__(self, engine: Engine, the_plan: Plan) -> None:
-        request = the_plan.request
-        preset = request.preset
-        stable_end = closed_before(preset, engine.clock.now_ms())
-        if request.coverage.end > stable_end:  # a plan not made by plan(), or another clock
-            raise InputError(
-                f"the plan for {request.where()} reaches {iso(request.coverage.end)}, past the "
-                f"last closed bar {iso(stable_end)}",
-                fix="make the plan with Engine.plan, which stops at the last closed bar")
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """One window of one request, as an executor ships it (picklable: no open files, no
+    secrets; the store and the source are rebuilt from their settings where the task runs)."""
+
+    store: Store
+    request: Request
+    window: TimeRange
+    key: str  # the request's job key
+    source_key: str  # which cached source may serve it (preset, definition, symbol)
+    clock: Clock
+    source_factory: Callable[[ResolvedPreset], Source]
+
+
+@dataclass
+class PartitionOutcome:
+    """What one fetched window produced. ``digest`` is None when its own flags refused it (it
+    was not stored); ``keys`` are the window's distinct row hashes, for repeated bars across a
+    boundary; the report holds the flags found within the window."""
+
+    window: TimeRange
+    rows: int
+    digest: str | None
+    report: ConformanceReport
+    keys: Any  # numpy uint64 array, sorted and distinct
+    violations: dict[str, str]
+    elapsed_ms: float
+    bytes_written: int = 0
+    source_requests: int = 0
+    retries: int = 0
+
+
+_sources = threading.local()  # per thread: a source is used by one task at a time
+_SOURCES_PER_THREAD = 4
+
+
+def _source_for(task: PartitionTask) -> Source:
+    """The source of ``task``'s request, built once per thread and reused by the next windows
+    of the same symbol (an exchange's market list or a file's index is loaded once)."""
+    cache: dict[tuple[int, str], Source] = getattr(_sources, "cache", None) or {}
+    _sources.cache = cache
+    found = cache.pop((id(task.source_factory), task.source_key), None)
+    if found is None:
+        found = task.source_factory(task.request.preset)
+        found.use_clock(task.clock)
+    cache[(id(task.source_factory), task.source_key)] = found  # most recent last
+    while len(cache) > _SOURCES_PER_THREAD:
+        cache.pop(next(iter(cache)))
+    return found
+
+
+def forget_sources() -> None:
+    """Drop the sources this thread keeps for the next windows (at the end of a run)."""
+    _sources.cache = {}
+
+
+def _source_stats(source: Source) -> tuple[int, int]:
+    stats = getattr(getattr(source, "client", None), "stats", None) or getattr(
+        source, "stats", None)
+    return getattr(stats, "requests", 0), getattr(stats, "retries", 0)
+
+
+def run_partition(task: PartitionTask) -> PartitionOutcome:
+    """Fetch, conform and store one window; record it as finished for the job.
+
+    The budgets of the request's SLA apply to this window's fetch. The checkpoint is written
+    before a budget is checked, so a window that finished late is still kept for the rerun.
+    """
+    request, window = task.request, task.window
+    preset = request.preset
+    contract = get_contract(preset.data.contract.name, request.contract_version)
+    calendar = get_calendar(preset.data.calendar)
+    source = _source_for(task)
+    requests_before, retries_before = _source_stats(source)
+    timer = SLATimer(preset.sla, task.clock, dataset=request.dataset, symbol=request.symbol)
+    with timer.phase("backfill"):
+        table, report, memory = _fetch_and_conform(source, request, window, contract, calendar,
+                                                   None)
+    name = window_name(window, preset.partition)
+    log.info("conformed dataset=%s symbol=%s partition=%s rows=%d flags=%s",
+             request.dataset, request.symbol, name, table.num_rows,
+             ",".join(f"{k}:{v}" for k, v in sorted(report.nonzero().items())) or "-")
+    digest, written = None, 0
+    if not blocking(report, preset.conformance):
+        with timer.phase("storage"):
+            found, written = task.store.store_object(table)
+            digest = found.value
+            part = SnapshotPartition(window.start, window.end, table.num_rows, digest,
+                                     report.nonzero())
+            task.store.write_checkpoint(task.key, window.start, window.end, {
+                "request": request.where(), "rows": part.rows, "digest": part.digest,
+                "flags": part.flags, "seal": checkpoint_seal(task.key, part)})
+    timer.checkpoint()  # fail_fast raises here; what finished above stays for the rerun
+    requests_after, retries_after = _source_stats(source)
+    return PartitionOutcome(
+        window, table.num_rows, digest, report, memory.hashes, dict(timer.violations),
+        timer.elapsed_ms(), written, requests_after - requests_before,
+        retries_after - retries_before)
+
+
+class _Finalize:
+    """The per-request step after its tasks: cross-partition checks, rules, snapshot."""
+
+    def __init__(self, engine: Engine, the_plan: Plan, outcomes: dict[int, PartitionOutcome],
+                 as_of: int) -> None:
         self.engine, self.store, self.plan = engine, engine.store, the_plan
-        self.request, self.preset = request, preset
-        self.contract = get_contract(preset.data.contract.name, request.contract_version)
-        self.calendar = get_calendar(preset.data.calendar)
-        self.source = engine.source_factory(preset) if the_plan.to_fetch else None
-        if self.source is not None:
-            self.source.use_clock(engine.clock)
-        self.timer = SLATimer(preset.sla, engine.clock, dataset=request.dataset,
-                              symbol=request.symbol)
-        self.key = request.job_key()
-        self.checkpoint = self.store.read_job(self.key) or {"request": request.where(),
-                                                            "done": {}}
-        self.total = ConformanceReport()
-        self.refused: dict[str, int] = {}
-        self.first_refused: str | None = None
-        self.parts: list[SnapshotPartition] = []
-        self.memory: RowMemory | None = None
-        self.fetched = 0
+        self.request = the_plan.request
+        self.preset = self.request.preset
+        self.outcomes = outcomes
+        self.as_of = as_of
 
-    def reuse(self, step: PlannedPartition) -> SnapshotPartition | None:
-        part = step.reused
-        self.memory = None  # the cross-partition checks start again after a reused window
-        if part is not None:
-            self.total.merge(ConformanceReport.from_counts(part.flags))
-        return part
+    def _keys(self, i: int) -> Any:
+        """The distinct row hashes of partition ``i`` (read from the store when reused)."""
+        from qmtl_engine.conformance import row_keys
 
-    def fetch(self, step: PlannedPartition) -> SnapshotPartition | None:
-        """Fetch and conform one window; stage and checkpoint it unless a flag blocks (then, or
-        after an earlier refusal, keep scanning for a complete report but store nothing)."""
-        if self.source is None:  # plan() and apply() disagree: a bug, not bad data
-            raise InputError(f"the plan for {self.request.where()} fetches a window but no "
-                             "source was made for it", fix="make the plan with Engine.plan")
+        if i in self.outcomes:
+            return self.outcomes[i].keys
+        step = self.plan.partitions[i]
+        if step.reused is None:  # a bug: every fetched window has an outcome
+            raise InputError(f"partition {i} of {self.request.where()} has no outcome",
+                             fix="make the plan with Engine.plan")
         name = window_name(step.window, self.preset.partition)
-        with self.timer.phase("backfill"):
-            table, report, self.memory = _fetch_and_conform(
-                self.source, self.request, step.window, self.contract, self.calendar,
-                self.memory)
-        self.fetched += 1
-        self.total.merge(report)
-        log.info("conformed dataset=%s symbol=%s partition=%s rows=%d flags=%s",
-                 self.request.dataset, self.request.symbol, name, table.num_rows,
-                 ",".join(f"{k}:{v}" for k, v in sorted(report.nonzero().items())) or "-")
-        blocked = blocking(report, self.preset.conformance)
-        for flag, count in blocked.items():
-            self.refused[flag] = self.refused.get(flag, 0) + count
-        if blocked:
-            self.first_refused = self.first_refused or name
-        if self.refused:
-            return None
-        with self.timer.phase("storage"):
-            digest = self.store.stage_object(self.key, table)
-            part = SnapshotPartition(step.window.start, step.window.end, table.num_rows,
-                                     digest.value, report.nonzero())
-            self.checkpoint["done"][f"{step.window.start}-{step.window.end}"] = {
-                "rows": part.rows, "digest": part.digest, "flags": part.flags,
-                "seal": checkpoint_seal(self.key, part)}
-            self.store.write_job(self.key, self.checkpoint)
-        return part
+        return row_keys(self.store.check_object(step.reused.digest, partition=name))
 
-    def refusal(self) -> ConformanceError:
-        """The error of a refused request, after its staged objects are discarded (a refused
-        request leaves nothing in the store)."""
-        self.store.discard_job(self.key)
+    def _digest(self, i: int) -> str | None:
+        """Partition ``i``'s object (None: refused by its own flags, so not stored)."""
+        if i in self.outcomes:
+            return self.outcomes[i].digest
+        reused = self.plan.partitions[i].reused
+        return reused.digest if reused is not None else None
+
+    def _rows(self, i: int) -> int:
+        if i in self.outcomes:
+            return self.outcomes[i].rows
+        reused = self.plan.partitions[i].reused
+        return reused.rows if reused is not None else 0
+
+    def _boundary(self, i: int, prev_keys: Any, keys: Any) -> ConformanceReport:
+        """Repeated bars of partition ``i`` that repeat a bar of partition ``i - 1``."""
+        import numpy as np
+        from qmtl_engine.conformance import repeated_times
+
+        report = ConformanceReport()
+        common = np.intersect1d(prev_keys, keys, assume_unique=True)
+        if common.size:
+            times: Any = ()
+            digest = self._digest(i)
+            if digest is not None:  # the times of the first few, as every flag shows them
+                step = self.plan.partitions[i]
+                name = window_name(step.window, self.preset.partition)
+                times = repeated_times(self.store.check_object(digest, partition=name), common)
+            report.add("repeated_bars", int(common.size), times)
+        return report
+
+    def run(self) -> MaterializeResult:
+        total, refused = ConformanceReport(), dict[str, int]()
+        first_refused: str | None = None
+        parts: list[SnapshotPartition] = []
+        violations: dict[str, str] = {}
+        prev_keys: Any = None
+        for i, step in enumerate(self.plan.partitions):
+            outcome = self.outcomes.get(i)
+            report = outcome.report if outcome is not None else ConformanceReport.from_counts(
+                step.reused.flags if step.reused is not None else {})
+            if outcome is not None:
+                for phase, detail in outcome.violations.items():
+                    violations[phase] = detail
+            # Flags of a window from the locked snapshot are final; a fetched or checkpointed
+            # window holds only what was found within it, so its first boundary is checked.
+            if step.origin != "snapshot" and i > 0:
+                keys = self._keys(i)
+                prev_keys = self._keys(i - 1) if prev_keys is None else prev_keys
+                report = _merged(report, self._boundary(i, prev_keys, keys))
+                prev_keys = keys
+            else:
+                prev_keys = None
+            blocked = blocking(report, self.preset.conformance)
+            for flag, count in blocked.items():
+                refused[flag] = refused.get(flag, 0) + count
+            if blocked and first_refused is None:
+                first_refused = window_name(step.window, self.preset.partition)
+            total.merge(report)
+            digest = self._digest(i)
+            if digest is not None:
+                parts.append(SnapshotPartition(step.window.start, step.window.end,
+                                               self._rows(i), digest, report.nonzero()))
+        if refused:
+            raise self._refusal(total, refused, first_refused)
+        return self._publish(total, parts, violations)
+
+    def _refusal(self, total: ConformanceReport, refused: dict[str, int],
+                 first: str | None) -> ConformanceError:
+        """The error of a refused request, once what its tasks wrote is taken back (DESIGN
+        §4: a refused request leaves nothing in the store, though its windows were stored as
+        each passed its own checks)."""
+        self.store.discard_job(self.request.job_key())
+        self.store.remove_created([o.digest for o in self.outcomes.values()
+                                   if o.digest is not None and o.bytes_written])
         preset_name = self.preset.data.conformance_preset
-        err = ConformanceError(self.total, blocking=self.refused, symbol=self.request.symbol,
-                               partition=self.first_refused, preset=preset_name)
-        err.where = (f"{self.request.where()}, first in partition {self.first_refused}, "
+        err = ConformanceError(total, blocking=refused, symbol=self.request.symbol,
+                               partition=first, preset=preset_name)
+        err.where = (f"{self.request.where()}, first in partition {first}, "
                      f"conformance preset {preset_name}")
-        unreadable = self.total.sample_texts("invalid_timestamp")
-        if "invalid_timestamp" in self.refused and unreadable:
+        unreadable = total.sample_texts("invalid_timestamp")
+        if "invalid_timestamp" in refused and unreadable:
             err.what += f"; timestamps that cannot be read, first: {', '.join(unreadable)}"
         return err
 
-    def publish(self) -> MaterializeResult:
-        """Check coverage and lag, publish objects, snapshot and its reference; the result."""
-        request, preset, timer = self.request, self.preset, self.timer
-        expected = sum(self.calendar.count(p.window, preset.interval_ms)
+    def _publish(self, total: ConformanceReport, parts: list[SnapshotPartition],
+                 violations: dict[str, str]) -> MaterializeResult:
+        """Check coverage and lag, publish the snapshot and its reference; the result."""
+        request, preset = self.request, self.preset
+        timer = SLATimer(preset.sla, self.engine.clock, dataset=request.dataset,
+                         symbol=request.symbol)
+        timer.violations.update(violations)
+        expected = sum(get_calendar(preset.data.calendar).count(p.window, preset.interval_ms)
                        for p in self.plan.partitions)  # per partition: memory stays flat
-        coverage_ratio = 1.0 - self.total.counts["gap_bars"] / expected if expected else 1.0
-        timer.check_coverage(coverage_ratio)
+        completion = 1.0 - total.counts["gap_bars"] / expected if expected else 1.0
+        timer.check_coverage(completion)
         if request.follows_now:
             timer.check_lag(request.coverage.end)
         header = request.header()
-        fingerprint = dataset_fingerprint(header, [p.ref() for p in self.parts])
-        snapshot = Snapshot(fingerprint.value, header, self.parts, partition=preset.partition)
-        with timer.phase("storage"):
-            self.store.publish_staged(self.key, [p.digest for p in self.parts])
-            self.store.put_snapshot(snapshot)
-            self.store.write_ref(self.key, snapshot.fingerprint, request=request.where())
-            self.store.discard_job(self.key)
-        timer.checkpoint()
-        return self._result(snapshot, coverage_ratio)
-
-    def _result(self, snapshot: Snapshot, completion: float) -> MaterializeResult:
-        stats = getattr(getattr(self.source, "client", None), "stats", None)
-        parts, request = self.parts, self.request
+        fingerprint = dataset_fingerprint(header, [p.ref() for p in parts])
+        snapshot = Snapshot(fingerprint.value, header, parts, partition=preset.partition)
+        for outcome in self.outcomes.values():
+            if outcome.digest is not None and outcome.bytes_written:  # written by this run
+                self.store.note_present(outcome.digest)
+        self.store.put_snapshot(snapshot)
+        self.store.write_ref(request.job_key(), snapshot.fingerprint, request=request.where())
+        self.store.discard_job(request.job_key())
+        outcomes = list(self.outcomes.values())
+        retries = sum(o.retries for o in outcomes)
+        elapsed = sum(o.elapsed_ms for o in outcomes) + timer.elapsed_ms()
         rows = sum(p.rows for p in parts)
         log.info("materialized dataset=%s symbol=%s fingerprint=%s rows=%d fetched=%d reused=%d",
-                 request.dataset, request.symbol, snapshot.fingerprint, rows, self.fetched,
-                 len(parts) - self.fetched)
+                 request.dataset, request.symbol, snapshot.fingerprint, rows, len(outcomes),
+                 len(parts) - len(outcomes))
         return MaterializeResult(
-            completion=completion,
-            retries=getattr(stats, "retries", 0), source_requests=getattr(stats, "requests", 0),
-            attempts=1 + getattr(stats, "retries", 0),
-            bytes_written=self.store.bytes_written_for(self.key),
-            fingerprint=snapshot.fingerprint, coverage=request.coverage,
-            rows=rows, partitions=len(parts),
-            flags=dict(sorted(self.total.counts.items())), report=self.total,
-            sla=self.timer.result(), as_of=self.engine.clock.now_ms(), fetched=self.fetched,
-            reused=len(parts) - self.fetched, checkpoint_key=self.key, snapshot=snapshot,
-        )
+            fingerprint=snapshot.fingerprint, coverage=request.coverage, rows=rows,
+            partitions=len(parts), flags=dict(sorted(total.counts.items())), report=total,
+            sla=SLAResult(preset.sla.total_deadline_ms, round(elapsed),
+                          "; ".join(timer.violations.values()) or None),
+            as_of=self.as_of, fetched=len(outcomes), reused=len(parts) - len(outcomes),
+            checkpoint_key=request.job_key(), attempts=1 + retries, completion=completion,
+            retries=retries, source_requests=sum(o.source_requests for o in outcomes),
+            bytes_written=sum(o.bytes_written for o in outcomes), snapshot=snapshot)
+
+
+def _merged(a: ConformanceReport, b: ConformanceReport) -> ConformanceReport:
+    out = ConformanceReport()
+    out.merge(a)
+    out.merge(b)
+    return out
+
+
+RunOutcome = tuple[int, "MaterializeResult | QmtlLockError"]
+
+
+def _run_plans(engine: Engine, plans: Sequence[Plan], executor: Executor,
+               progress: ProgressFn | None) -> Iterator[RunOutcome]:
+    """:meth:`Engine.run`: every fetched window of every plan through ``executor``; each plan
+    finalized as soon as its last window is in."""
+    as_of = engine.clock.now_ms()  # once for the run: every request of it is as of one time
+    tasks: list[PartitionTask] = []
+    owner: list[tuple[int, int]] = []  # (plan, partition) of each task
+    for p, the_plan in enumerate(plans):
+        _check_closed(engine, the_plan)
+        request = the_plan.request
+        source_key = json.dumps([request.preset.id, request.preset.digest(), request.symbol])
+        for i, step in enumerate(the_plan.partitions):
+            if step.action == "fetch":
+                tasks.append(PartitionTask(engine.store, request, step.window,
+                                           request.job_key(), source_key, engine.clock,
+                                           engine.source_factory))
+                owner.append((p, i))
+    waiting = [len(pl.to_fetch) for pl in plans]
+    outcomes: list[dict[int, PartitionOutcome]] = [{} for _ in plans]
+    failed: list[dict[int, QmtlLockError]] = [{} for _ in plans]
+    for p, count in enumerate(waiting):  # nothing to fetch: only the reused windows to judge
+        if count == 0:
+            yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of)
+    try:
+        # A window that failed skips the windows of its request not started yet: they would
+        # hit the same source, budget or data (the other requests go on; every window that
+        # finished stays checkpointed for the rerun).
+        skip = lambda t: bool(failed[owner[t][0]])  # noqa: E731
+        for t, result in executor.map_unordered(run_partition, tasks, skip=skip):
+            p, i = owner[t]
+            if isinstance(result, QmtlLockError):
+                failed[p][i] = result
+            elif isinstance(result, Skipped):
+                pass
+            elif isinstance(result, BaseException):
+                raise result  # a bug or an interrupt, not a failure of the data: stop
+            else:
+                outcomes[p][i] = result
+            waiting[p] -= 1
+            if progress is not None:
+                done = len(plans[p].partitions) - waiting[p]
+                progress(plans[p].request, done, len(plans[p].partitions))
+            if waiting[p] == 0:
+                yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of)
+    finally:
+        forget_sources()
+
+
+def _finish(engine: Engine, the_plan: Plan, outcomes: dict[int, PartitionOutcome],
+            failed: dict[int, QmtlLockError], as_of: int) -> MaterializeResult | QmtlLockError:
+    """The result of one request, or why it failed: its first failed window in time order
+    (the same error whatever order the executor finished them in)."""
+    if failed:
+        return failed[min(failed)]
+    try:
+        return _Finalize(engine, the_plan, outcomes, as_of).run()
+    except QmtlLockError as exc:
+        return exc
+
+
+def _check_closed(engine: Engine, the_plan: Plan) -> None:
+    request = the_plan.request
+    stable_end = closed_before(request.preset, engine.clock.now_ms())
+    if request.coverage.end > stable_end:  # a plan not made by plan(), or another clock
+        raise InputError(
+            f"the plan for {request.where()} reaches {iso(request.coverage.end)}, past the "
+            f"last closed bar {iso(stable_end)}",
+            fix="make the plan with Engine.plan, which stops at the last closed bar")
+
 
 
 def _source_from_registry(preset: ResolvedPreset) -> Source:

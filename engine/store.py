@@ -4,19 +4,27 @@
 
     <store>/objects/<aa>/<partition digest hex>.parquet   partition data, immutable
     <store>/snapshots/<aa>/<fingerprint hex>.json         snapshot manifests, immutable
-    <store>/jobs/<job key>.json                           resume checkpoints
-    <store>/jobs/<job key>.staged/<hex>.parquet           objects of an unfinished job
+    <store>/jobs/<job key>/<start>-<end>.json             one resume checkpoint per finished window
+    <store>/refs/<job key>.json                           a request's finished snapshot
+    <store>/leases/<uuid>.json                            running resolves (gc keeps their work)
     <store>/quarantine/<UTC time>/<path above>            corrupted files set aside by repair
 
-Every write goes to a temporary name first and is then moved into place, so a reader never sees
-half a file. An object's name is the digest of its canonical content, so writing the same content
-twice lands on the same name, and :meth:`Store.check_object` re-hashes an object against its name.
+Immutable things are written with an exclusive create: a hard link of a complete temporary file
+on a local disk, ``If-None-Match: *`` on object storage (s3fs ``mode="create"``). "Already
+exists" means another writer stored the same content under the same name: success. So a reader
+never sees half a file, writers of one request cooperate without staging or moving files, and
+one fetched partition costs one write of its object and one of its checkpoint. Mutable things
+are small, one per unit, and replaced whole (a rename on a local disk, one PUT elsewhere).
+An object's name is the digest of its canonical content, and :meth:`Store.check_object` re-hashes
+an object against its name.
+
+Checkpoints of version 1 (``jobs/<key>.json`` and ``jobs/<key>.staged/``, before objects were
+written in place) are no longer read; :meth:`Store.inventory` still lists them so gc removes them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -26,7 +34,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,7 +66,7 @@ from qmtl_engine.ranges import PartitionScheme, TimeRange, partition_windows, wi
 SNAPSHOT_VERSION = 2
 READABLE_SNAPSHOT_VERSIONS = (1, 2)
 SCHEMES: tuple[PartitionScheme, ...] = ("day", "month", "year")
-JOB_VERSION = 1
+JOB_VERSION = 2  # one object per finished window (version 1: one file per job)
 REF_VERSION = 1
 
 
@@ -168,8 +176,7 @@ class Store:
                              "file://..., s3://bucket/prefix or gcs://bucket/prefix") from None
         self.fs = fs
         self.root = root.rstrip("/") or "/"
-        self._written: dict[str, int] = {}
-        self._written_lock = threading.Lock()
+        self._present: set[str] = set()  # objects known to be stored (see note_present)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -186,37 +193,75 @@ class Store:
         hexd = Fingerprint(fingerprint).hex
         return self._path("snapshots", hexd[:2], f"{hexd}.json")
 
-    def job_path(self, key: str) -> str:
-        return self._path("jobs", f"{key}.json")
-
     def display(self, path: str) -> str:
         """A path as the user would write it (with the protocol for non-local stores)."""
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         return path if protocol in ("file", "local") else f"{protocol}://{path.lstrip('/')}"
 
-    # -- publishing ------------------------------------------------------------------------------
-    def _publish(self, path: str, data: bytes) -> None:
-        try:
-            self._publish_once(path, data)
-        except (FileNotFoundError, FileExistsError):  # a cooperating writer removed (or made)
-            self._publish_once(path, data)              # the folder, a job's, meanwhile
+    # -- writing -------------------------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        """Whether the store is a folder on a local disk (hard links, renames and folders)."""
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return protocol in ("file", "local")
 
-    def _publish_once(self, path: str, data: bytes) -> None:
+    def _temporary(self, path: str) -> str:
         parent = posixpath.dirname(path)
-        self.fs.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
+        os.makedirs(parent, exist_ok=True)  # local only: an object store has no folders
+        return posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+
+    def _create(self, path: str, data: bytes) -> bool:
+        """Write an immutable file with an exclusive create; False when the name is taken
+        (another writer stored the same content). One request on object storage; never a
+        folder, a bucket or a move."""
+        if not self.is_local:
+            try:
+                self.fs.pipe_file(path, data, mode="create")  # S3: If-None-Match: *
+            except FileExistsError:
+                return False
+            return True
+        tmp = self._temporary(path)
         try:
-            self.fs.mv(tmp, path)
-        except Exception:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            try:
+                os.link(tmp, path)  # atomic, and refuses a name that exists
+            except FileExistsError:
+                return False
+            return True
+        finally:
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(tmp)
+                os.unlink(tmp)
+
+    def _publish(self, path: str, data: bytes) -> None:
+        """Replace a small mutable file whole: a rename on a local disk, one PUT elsewhere, so
+        a reader sees the old bytes or the new, never half of them."""
+        if not self.is_local:
+            self.fs.pipe_file(path, data)
+            return
+        tmp = self._temporary(path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     # -- objects -------------------------------------------------------------------------------
     def has_object(self, digest: str) -> bool:
-        return bool(self.fs.exists(self.object_path(digest)))
+        if digest in self._present:
+            return True
+        found = bool(self.fs.exists(self.object_path(digest)))
+        if found:
+            self._present.add(digest)
+        return found
+
+    def note_present(self, digest: str) -> None:
+        """Record that object ``digest`` is known to be in the store (a task of this run wrote
+        it), so publishing a snapshot that names it asks the store nothing."""
+        self._present.add(digest)
 
     @staticmethod
     def _parquet_bytes(table: pa.Table) -> bytes:
@@ -230,79 +275,48 @@ class Store:
         return bytes(sink.getvalue().to_pybytes())
 
     def put_object(self, table: pa.Table, digest: Fingerprint | None = None) -> Fingerprint:
-        """Store a canonical partition table under its digest; a no-op when already there."""
+        """Store a canonical partition table under its digest; see :meth:`store_object`."""
+        return self.store_object(table, digest)[0]
+
+    def store_object(self, table: pa.Table, digest: Fingerprint | None = None,
+                     ) -> tuple[Fingerprint, int]:
+        """Store a canonical partition table under its digest, with one exclusive create (no
+        look first: on object storage that would be a second request). Returns the digest and
+        the bytes written (0 when another writer had stored it)."""
         digest = digest or partition_digest(table)
+        data = self._parquet_bytes(table)
         path = self.object_path(digest.value)
-        if not self.fs.exists(path):
-            self._publish(path, self._parquet_bytes(table))
-        return digest
+        written = len(data) if self._create(path, data) else self._settle(path, digest, data)
+        if written:  # ours: known to be there. Another writer's may yet be removed by it (a
+            self._present.add(digest.value)  # refused request takes back what it wrote)
+        return digest, written
 
-    # -- staging: objects of a job that has not passed every check yet --------------------------
-    def staged_path(self, key: str, digest: str) -> str:
-        return self._path("jobs", f"{key}.staged", f"{Fingerprint(digest).hex}.parquet")
-
-    def stage_object(self, key: str, table: pa.Table) -> Fingerprint:
-        """Write a partition where only job ``key`` sees it, until :meth:`publish_staged`.
-
-        A staged file already under that name is written over: it may be left from an earlier
-        run with other bytes, and :meth:`publish_staged` moves staged files without re-reading.
-        """
-        digest = partition_digest(table)
-        if not self.has_object(digest.value):
-            data = self._parquet_bytes(table)
-            self._publish(self.staged_path(key, digest.value), data)
-            with self._written_lock:
-                self._written[key] = self._written.get(key, 0) + len(data)
-        return digest
-
-    def check_staged(self, key: str, digest: str, *, partition: str | None = None) -> pa.Table:
-        """:meth:`check_object` for what job ``key`` staged under ``digest``, or, when it staged
-        nothing there, for the published object."""
-        path = self.staged_path(key, digest)
-        if not self.fs.exists(path):
-            return self.check_object(digest, partition=partition)
-        return self._check_file(path, digest, partition=partition)
-
-    def bytes_written_for(self, key: str) -> int:
-        """Bytes of objects job ``key`` wrote in this process (for metrics)."""
-        with self._written_lock:
-            return self._written.pop(key, 0)
-
-    def publish_staged(self, key: str, digests: list[str]) -> None:
-        """Move the staged objects of job ``key`` to their content-addressed names.
-
-        Another writer of the same request (another machine or project on this store) may be
-        publishing the same files at the same moment: a staged file that is gone because it
-        moved it, or a final name it took first, is the same content and counts as published.
-        """
+    def remove_created(self, digests: Collection[str]) -> None:
+        """Take back objects a refused request wrote (they are named by nothing). An object
+        another request needs is written again by that request, or its snapshot is refused
+        for the missing object, never published without it."""
         for digest in digests:
-            staged = self.staged_path(key, digest)
-            final = self.object_path(digest)
-            if self.fs.exists(final):
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm(staged)
-                continue
-            if not self.fs.exists(staged):
-                continue  # never staged by this job: put_snapshot says if it is missing
-            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-            try:
-                self.fs.mv(staged, final)
-            except FileNotFoundError:
-                if not self.fs.exists(final):
-                    raise
+            self._present.discard(digest)
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self.object_path(digest))
 
-    def discard_job(self, key: str) -> None:
-        """Forget job ``key``: its checkpoint and every object it staged (a cooperating writer
-        of the same request that removed them first is no failure)."""
-        staged = self._path("jobs", f"{key}.staged")
+    def _settle(self, path: str, digest: Fingerprint, data: bytes) -> int:
+        """The name was taken: prove the stored object is that content (a file damaged or
+        planted under the name must not be pinned), and put the right bytes in its place when it
+        is not. Returns the bytes written."""
         try:
-            if self.fs.exists(staged):
-                self.fs.rm(staged, recursive=True)
-        except OSError as exc:  # another writer of the request is adding or removing files
-            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
-                raise
-        with contextlib.suppress(FileNotFoundError):
-            self.delete_job(key)
+            self._check_file(path, digest.value, partition=None)
+            return 0
+        except ObjectMissing:  # removed since (gc of an earlier copy): create it again
+            return len(data) if self._create(path, data) else 0
+        except ObjectCorrupted as exc:
+            try:  # set aside, never deleted (as repair does): someone may want to look at it
+                moved = self.quarantine(digest.value, kind="object", at_ms=_wall_ms())
+            except ObjectMissing:
+                moved = "(gone meanwhile)"
+            _log.warning("store object %s was corrupted (%s): moved to %s, and the fetched "
+                         "content written in its place", self.display(path), exc.actual, moved)
+            return len(data) if self._create(path, data) else self._settle(path, digest, data)
 
     def read_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
         return self._read_file(self.object_path(digest), digest, partition=partition)
@@ -367,10 +381,9 @@ class Store:
         return bool(self.fs.exists(self.snapshot_path(fingerprint)))
 
     def put_snapshot(self, snapshot: Snapshot) -> None:
-        """Publish a snapshot manifest. Every object it names must already exist."""
-        path = self.snapshot_path(snapshot.fingerprint)
-        if self.fs.exists(path):
-            return
+        """Publish a snapshot manifest with an exclusive create (one there already is the same
+        manifest: a fingerprint names its content). Every object it names must exist; objects
+        this Store wrote or saw are not asked for again."""
         missing = [p.digest for p in snapshot.partitions if not self.has_object(p.digest)]
         if missing:
             raise ObjectMissing(
@@ -379,7 +392,7 @@ class Store:
                 path=self.display(self.object_path(missing[0])),
             )
         data = json.dumps(snapshot.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
-        self._publish(path, data)
+        self._create(self.snapshot_path(snapshot.fingerprint), data)
 
     def get_snapshot(self, fingerprint: str) -> Snapshot:
         path = self.snapshot_path(fingerprint)
@@ -428,28 +441,68 @@ class Store:
         """Fingerprints of every snapshot manifest in the store."""
         return self._iter_names("snapshots", ".json")
 
-    # -- job checkpoints -----------------------------------------------------------------------
-    def read_job(self, key: str) -> dict[str, Any] | None:
-        path = self.job_path(key)
+    # -- job checkpoints: one small object per finished window ----------------------------------
+    #   <store>/jobs/<job key>/<start>-<end>.json
+    def job_folder(self, key: str) -> str:
+        return self._path("jobs", key)
+
+    def checkpoint_path(self, key: str, start: int, end: int) -> str:
+        return self._path("jobs", key, f"{start}-{end}.json")
+
+    def write_checkpoint(self, key: str, start: int, end: int, entry: dict[str, Any]) -> None:
+        """Record one finished window of job ``key``: its own small object, so writers of
+        other windows (threads, workers, machines) never rewrite each other's."""
+        payload = {"job_version": JOB_VERSION, "start": start, "end": end, **entry}
+        self._publish(self.checkpoint_path(key, start, end),
+                      json.dumps(payload, sort_keys=True).encode())
+
+    def read_checkpoints(self, key: str) -> dict[str, dict[str, Any]]:
+        """Every finished window of job ``key`` by ``"<start>-<end>"``. A window whose file is
+        torn, of another version or not named for its own window is left out: a checkpoint is
+        only an optimisation (and what it names is proven before it is reused)."""
+        folder = self.job_folder(key)
+        if not self.is_local:
+            self.fs.invalidate_cache(folder)  # another writer may have added windows
         try:
-            with self.fs.open(path, "rb") as f:
-                data: dict[str, Any] = json.loads(f.read())
+            paths = self.fs.find(folder) if self.fs.exists(folder) else []
         except FileNotFoundError:
-            return None
-        except ValueError:
-            return None  # a torn checkpoint is only a lost optimisation: start over
-        if data.get("job_version") != JOB_VERSION:
-            return None
-        return data
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for path in sorted(paths):
+            name = posixpath.basename(path)
+            if name.startswith(".tmp-") or not name.endswith(".json"):
+                continue
+            try:
+                with self.fs.open(path, "rb") as f:
+                    data = json.loads(f.read())
+            except (FileNotFoundError, ValueError, UnicodeDecodeError):
+                continue
+            if not isinstance(data, dict) or data.get("job_version") != JOB_VERSION:
+                continue
+            span = name.removesuffix(".json")
+            if span != f"{data.get('start')}-{data.get('end')}":
+                continue
+            found[span] = data
+        return found
 
-    def write_job(self, key: str, data: dict[str, Any]) -> None:
-        payload = {"job_version": JOB_VERSION, **data}
-        self._publish(self.job_path(key), json.dumps(payload, sort_keys=True).encode())
+    def discard_job(self, key: str) -> None:
+        """Forget job ``key``'s checkpoints, once its snapshot is published (one request on
+        object storage; a cooperating writer of the same request that removed them first is
+        no failure)."""
+        folder = self.job_folder(key)
+        if self.is_local:
+            import shutil
 
-    def delete_job(self, key: str) -> None:
-        path = self.job_path(key)
-        if self.fs.exists(path):
-            self.fs.rm(path)
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        self.fs.invalidate_cache(folder)
+        try:
+            paths = self.fs.find(folder)
+        except FileNotFoundError:
+            return
+        if paths:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(paths)
 
     # -- references: a request's finished snapshot, until a lock pins it -------------------------
     #   <store>/refs/<job key>.json   {"ref_version": 1, "fingerprint": ..., "request": ...}
@@ -482,6 +535,7 @@ class Store:
             self.fs.rm(self.ref_path(key))
 
     def delete(self, path: str) -> None:
+        self._present.clear()  # what was known to be stored may be what goes
         self.fs.rm(path)
 
     # -- listing, removing and copying what is stored (gc) ---------------------------------------
@@ -528,19 +582,24 @@ class Store:
         return found
 
     def _jobs(self, temporaries: list[StoredFile]) -> tuple[StoredJob, ...]:
-        """Checkpoints ``jobs/<key>.json`` and staged objects ``jobs/<key>.staged/…``, by key."""
+        """Jobs by key: window checkpoints ``jobs/<key>/…``, and the checkpoint
+        ``jobs/<key>.json`` and staged objects ``jobs/<key>.staged/…`` of version 1."""
         checkpoints: dict[str, StoredFile] = {}
         staged: dict[str, list[StoredFile]] = {}
+        windows: dict[str, list[StoredFile]] = {}
         for rel, f in self._listed("jobs").items():
             parts = rel.split("/")
-            if len(parts) == 2 and parts[1].startswith(".tmp-"):
+            if parts[-1].startswith(".tmp-"):
                 temporaries.append(f)
             elif len(parts) == 2 and parts[1].endswith(".json"):
                 checkpoints[parts[1].removesuffix(".json")] = f
             elif len(parts) >= 3 and parts[1].endswith(".staged"):
                 staged.setdefault(parts[1].removesuffix(".staged"), []).append(f)
-        return tuple(StoredJob(key, checkpoints.get(key), tuple(staged.get(key, ())))
-                     for key in sorted(set(checkpoints) | set(staged)))
+            elif len(parts) == 3:
+                windows.setdefault(parts[1], []).append(f)
+        return tuple(StoredJob(key, checkpoints.get(key), tuple(staged.get(key, ())),
+                               tuple(windows.get(key, ())))
+                     for key in sorted(set(checkpoints) | set(staged) | set(windows)))
 
     def _within(self, path: str) -> str:
         """A path relative to the root, as :meth:`inventory` lists it, on the filesystem."""
@@ -551,6 +610,7 @@ class Store:
 
     def remove(self, path: str) -> None:
         """Remove one listed file. Raises FileNotFoundError when it is already gone."""
+        self._present.clear()
         self.fs.rm(self._within(path))
 
     def remove_folder(self, path: str) -> None:
@@ -594,6 +654,7 @@ class Store:
         :class:`ObjectMissing` when there is no such file.
         """
         src = self.object_path(name) if kind == "object" else self.snapshot_path(name)
+        self._present.discard(name)
         if not self.fs.exists(src):
             raise ObjectMissing(f"no {kind} {name} in the store to move aside",
                                 path=self.display(src))
@@ -685,11 +746,13 @@ class StoredFile:
 
 @dataclass(frozen=True)
 class StoredJob:
-    """A resume checkpoint (``jobs/<key>.json``) and its staged objects (``jobs/<key>.staged/``)."""
+    """A job's resume checkpoints: one file per finished window (``jobs/<key>/``), or, from
+    version 1, one checkpoint (``jobs/<key>.json``) and staged objects (``jobs/<key>.staged/``)."""
 
     key: str
     checkpoint: StoredFile | None
     staged: tuple[StoredFile, ...] = ()
+    windows: tuple[StoredFile, ...] = ()
 
     @property
     def name(self) -> str:
@@ -698,13 +761,19 @@ class StoredJob:
 
     @property
     def staged_folder(self) -> str:
-        """The folder of its staged objects, relative to the store root."""
+        """The folder of its staged objects (version 1), relative to the store root."""
         return posixpath.join("jobs", f"{self.key}.staged")
+
+    @property
+    def windows_folder(self) -> str:
+        """The folder of its window checkpoints, relative to the store root."""
+        return posixpath.join("jobs", self.key)
 
     @property
     def mtime_ms(self) -> int | None:
         """When the job last wrote anything (None if any file time is unknown)."""
-        files = ([self.checkpoint] if self.checkpoint else []) + list(self.staged)
+        files = ([self.checkpoint] if self.checkpoint else []) + list(self.staged) + list(
+            self.windows)
         times = [f.mtime_ms for f in files]
         if not times or any(t is None for t in times):
             return None
@@ -759,7 +828,7 @@ LEASE_VERSION = 1
 LEASE_HEARTBEAT_S = 60.0  # how often a holder refreshes its lease
 LEASE_TIMEOUT_MS = 10 * 60_000  # a lease not refreshed for this long has lost its holder
 
-_lease_log = logging.getLogger("qmtl_lock.store")
+_lease_log = _log = logging.getLogger("qmtl_lock.store")
 
 
 def _wall_ms() -> int:

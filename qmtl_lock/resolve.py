@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +40,7 @@ from qmtl_lock.manifest import DATA_KEYS, DatasetRequest, LoadedManifest, load_m
 from qmtl_lock.project_lock import DEFAULT_WAIT_S, writing_lock
 
 if TYPE_CHECKING:
-    from qmtl_engine import MaterializeResult, RunMetrics
+    from qmtl_engine import Executor, MaterializeResult, RunMetrics
 
 Action = Literal["unchanged", "restored", "added", "updated", "extended", "removed", "held",
                  "restated"]
@@ -228,6 +227,7 @@ def resolve(
     metrics: RunMetrics | None = None,
     lock_timeout_s: float = DEFAULT_WAIT_S,
     on_wait: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
 ) -> ResolveResult:
     """Resolve the manifest into its lock; see the module docstring.
 
@@ -236,7 +236,9 @@ def resolve(
     materialization errors (exit 3) and :class:`UpstreamChanged` when a pinned fingerprint no
     longer reproduces; in every failure the previous lock is left untouched. A resolve that may
     write the lock waits for any other one of the same project (``on_wait`` is told), and
-    raises :class:`~qmtl_lock.project_lock.ProjectBusy` after ``lock_timeout_s``.
+    raises :class:`~qmtl_lock.project_lock.ProjectBusy` after ``lock_timeout_s``. Windows are
+    fetched on ``executor`` (a Dask cluster, say) when one is given, else on ``jobs`` threads;
+    the lock is the same either way.
     """
     loaded = load_manifest(manifest_path)
     _refuse_unknown(loaded, datasets)
@@ -245,12 +247,14 @@ def resolve(
     with writer:
         return _resolve(loaded, datasets=datasets, update=update, refresh=refresh,
                         locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
-                        clock=clock or clock_from_env(), progress=progress, metrics=metrics)
+                        clock=clock or clock_from_env(), progress=progress, metrics=metrics,
+                        executor=executor)
 
 
 def _resolve(loaded: LoadedManifest, *, datasets: Collection[str], update: bool, refresh: bool,
              locked: bool, frozen: bool, dry_run: bool, jobs: int, clock: Clock,
-             progress: ProgressFactory | None, metrics: RunMetrics | None) -> ResolveResult:
+             progress: ProgressFactory | None, metrics: RunMetrics | None,
+             executor: Executor | None = None) -> ResolveResult:
     """:func:`resolve` once the manifest is read and the project's lock writer is held."""
     lock_path = loaded.lock_path
     old_lock = read_lock(lock_path) if lock_path.exists() else None
@@ -267,7 +271,8 @@ def _resolve(loaded: LoadedManifest, *, datasets: Collection[str], update: bool,
         kept, tasks, changes = _plan_tasks(loaded, old_lock, set(datasets), update,
                                            clock.now_ms(), refresh=refresh)
     _refuse_one_file_for_many_symbols(tasks)
-    runner = _Runner(loaded, clock, frozen=frozen, dry_run=dry_run, progress=progress)
+    runner = _Runner(loaded, clock, frozen=frozen, dry_run=dry_run, progress=progress,
+                     executor=executor)
     try:  # the store lease, taken when the first materialization starts, lasts until the lock
         outcomes = runner.run_all(tasks, jobs)  # pins the result
         reports = _fold(outcomes, kept, changes, metrics)
@@ -366,7 +371,7 @@ class _Runner:
     engine and pyarrow are not imported for a no-op)."""
 
     def __init__(self, loaded: LoadedManifest, clock: Clock, *, frozen: bool, dry_run: bool,
-                 progress: ProgressFactory | None) -> None:
+                 progress: ProgressFactory | None, executor: Executor | None = None) -> None:
         from qmtl_engine import Store
 
         self.loaded = loaded
@@ -374,6 +379,7 @@ class _Runner:
         self.frozen = frozen
         self.dry_run = dry_run
         self.progress = progress
+        self.executor = executor  # None: `jobs` threads here, made for the run
         self.store = Store(loaded.store_url)
         self._engine: Any = None
         self._engine_lock = threading.Lock()
@@ -381,30 +387,69 @@ class _Runner:
 
     def run_all(self, tasks: list[_Task], jobs: int) -> list[_Outcome]:
         """Run every task (a failure does not stop the others, so that one run reports every
-        failing symbol); raise the failure, or :class:`RequestsFailed` for several."""
+        failing symbol); raise the failure, or :class:`RequestsFailed` for several.
+
+        Each task is planned here; the windows to fetch of every plan then go through one
+        engine run on the executor (``jobs`` threads unless one was given), in priority order.
+        """
         ordered = sorted(tasks, key=lambda t: (_PRIORITY_RANK[t.ds.spec.priority], t.ds.name,
                                                t.symbol))
-        if jobs > 1 and len(ordered) > 1:
-            pool = ThreadPoolExecutor(max_workers=jobs)
+        results: dict[int, _Outcome | QmtlLockError] = {}
+        pending: list[tuple[int, Any, Any]] = []  # (task number, engine Request, Plan)
+        for n, task in enumerate(ordered):
             try:
-                results = list(pool.map(self._run_or_fail, ordered))
-            finally:  # on Ctrl-C, symbols not started yet are not started at all
-                pool.shutdown(wait=True, cancel_futures=True)
-        else:
-            results = [self._run_or_fail(t) for t in ordered]
-        failures = sorted(((t.ds.name, t.symbol, r) for t, r in zip(ordered, results, strict=True)
-                           if isinstance(r, QmtlLockError)), key=lambda f: (f[0], f[1]))
+                prepared = self.prepare(task)
+            except QmtlLockError as exc:
+                results[n] = exc
+                continue
+            if isinstance(prepared, _Outcome):
+                results[n] = prepared
+            else:
+                pending.append((n, *prepared))
+        if pending:
+            self._run_plans(ordered, pending, jobs, results)
+        failures = sorted(((t.ds.name, t.symbol, r) for n, t in enumerate(ordered)
+                           if isinstance(r := results[n], QmtlLockError)),
+                          key=lambda f: (f[0], f[1]))
         if len(failures) == 1:
             raise failures[0][2]
         if failures:
             raise RequestsFailed(failures, total=len(ordered))
-        return [r for r in results if isinstance(r, _Outcome)]
+        return [r for _, r in sorted(results.items()) if isinstance(r, _Outcome)]
 
-    def _run_or_fail(self, task: _Task) -> _Outcome | QmtlLockError:
+    def _run_plans(self, ordered: list[_Task], pending: list[tuple[int, Any, Any]], jobs: int,
+                   results: dict[int, _Outcome | QmtlLockError]) -> None:
+        from qmtl_engine import LocalExecutor
+
+        executor = self.executor or LocalExecutor(jobs)
+        ticks: dict[int, Callable[[int, int], None]] = {}
+
+        def progress(request: Any, done: int, total: int) -> None:
+            k = by_request[id(request)]
+            if self.progress is not None:
+                task = ordered[pending[k][0]]
+                tick = ticks.get(k) or ticks.setdefault(
+                    k, self.progress(f"{task.ds.name}/{task.symbol}"))
+                tick(done, total)
+
+        plans = [the_plan for _, _, the_plan in pending]
+        by_request = {id(the_plan.request): k for k, the_plan in enumerate(plans)}
         try:
-            return self.run(task)
-        except QmtlLockError as exc:
-            return exc
+            for k, outcome in self.engine().run(plans, executor=executor, progress=progress):
+                n, request, _ = pending[k]
+                if isinstance(outcome, QmtlLockError):
+                    results[n] = outcome
+                    continue
+                try:
+                    judged = self._judge(ordered[n], outcome)
+                except QmtlLockError as exc:
+                    results[n] = exc
+                    continue
+                judged.request, judged.result = request, outcome
+                results[n] = judged
+        finally:  # on Ctrl-C, windows not started yet are not started at all
+            if self.executor is None:
+                executor.close(cancel=True)
 
     def engine(self) -> Any:
         with self._engine_lock:
@@ -435,7 +480,9 @@ class _Runner:
             self._lease.__exit__(None, None, None)
             self._lease = None
 
-    def run(self, task: _Task) -> _Outcome:
+    def prepare(self, task: _Task) -> _Outcome | tuple[Any, Any]:
+        """The outcome of a task that needs no data (unchanged, or a dry run), or the engine
+        request and plan of one that does."""
         name, symbol = task.ds.name, task.symbol
         previous = None
         if task.old is not None and self.store.has_snapshot(task.old.dataset_fingerprint):
@@ -462,11 +509,7 @@ class _Runner:
                                          f"{detail}; would fetch {fetch} of "
                                          f"{len(the_plan.partitions)} partitions",
                                          the_plan.describe()))
-        tick = self.progress(f"{name}/{symbol}") if self.progress else None
-        result = engine.apply(the_plan, progress=(lambda r, d, t: tick(d, t)) if tick else None)
-        outcome = self._judge(task, result)
-        outcome.request, outcome.result = request, result
-        return outcome
+        return request, the_plan
 
     def _judge(self, task: _Task, result: MaterializeResult) -> _Outcome:
         """What a materialization means for the lock entry of its task."""

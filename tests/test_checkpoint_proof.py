@@ -1,10 +1,10 @@
-"""A resume checkpoint or a staged object never puts wrong data into a snapshot.
+"""A resume checkpoint or a planted object never puts wrong data into a snapshot.
 
 The attack of issue 9: after a clean resolve, ETHUSDT's January partition is written into
-BTCUSDT's resume checkpoint (``jobs/<key>.json``), BTCUSDT's snapshot and the lock are deleted,
-and ``qmtl-lock resolve`` runs again. Before the fix it pinned ETH's January as BTC's, and
-``verify`` and ``Lock.load`` accepted it. Each poisoning below must end with BTC's own data
-pinned, the same fingerprint as the clean resolve, and the refused entry fetched again.
+BTCUSDT's resume checkpoint (``jobs/<key>/<window>.json``), BTCUSDT's snapshot and the lock
+are deleted, and ``qmtl-lock resolve`` runs again. Before the fix it pinned ETH's January as
+BTC's, and ``verify`` and ``Lock.load`` accepted it. Each poisoning below must end with BTC's own
+data pinned, the same fingerprint as the clean resolve, and the refused entry fetched again.
 """
 
 from __future__ import annotations
@@ -50,17 +50,13 @@ class Scene:
         entry: dict[str, object] = {"rows": part.rows, "digest": part.digest, "flags": part.flags}
         if seal is not None:
             entry["seal"] = seal
-        self.store.write_job(self.key, {"request": "crypto/BTCUSDT",
-                                        "done": {f"{span.start}-{span.end}": entry}})
+        entry["request"] = "crypto/BTCUSDT"
+        self.store.write_checkpoint(self.key, span.start, span.end, entry)
 
-    def stage(self, name: SnapshotPartition, content: SnapshotPartition) -> None:
-        """Leave ``content``'s rows staged under ``name``'s digest, the object not published."""
+    def plant(self, name: SnapshotPartition, content: SnapshotPartition) -> None:
+        """Put ``content``'s rows in the store under ``name``'s digest."""
         table = self.store.read_object(content.digest)
-        self.store.delete(self.store.object_path(name.digest))
-        path = self.store.staged_path(self.key, name.digest)
-        self.store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with self.store.fs.open(path, "wb") as f:
-            f.write(Store._parquet_bytes(table))
+        self.store.fs.pipe_file(self.store.object_path(name.digest), Store._parquet_bytes(table))
 
 
 def sealed(scene: Scene, part: SnapshotPartition) -> str:
@@ -79,13 +75,13 @@ def _btc_entry_edited_to_eth(s: Scene) -> None:  # sealed for BTC, then its dige
     s.write_entry(replace(s.btc[0], digest=s.eth[0].digest), seal=sealed(s, s.btc[0]))
 
 
-def _staged_wrong_content(s: Scene) -> None:  # the right entry; ETH's rows under BTC's name
+def _object_wrong_content(s: Scene) -> None:  # the right entry; ETH's rows under BTC's name
     s.write_entry(s.btc[0], seal=sealed(s, s.btc[0]))
-    s.stage(s.btc[0], s.eth[0])
+    s.plant(s.btc[0], s.eth[0])
 
 
-def _stale_staged_file(s: Scene) -> None:  # no entry: the fetch must not keep that file
-    s.stage(s.btc[0], s.eth[0])
+def _planted_object(s: Scene) -> None:  # no entry: the fetch must not keep that file
+    s.plant(s.btc[0], s.eth[0])
 
 
 def _other_window_forged_seal(s: Scene) -> None:  # February's object under January's window
@@ -105,8 +101,8 @@ POISONINGS: dict[str, tuple[Callable[[Scene], None], str | None]] = {
     "eth-entry-with-its-seal": (_eth_entry_with_its_own_seal,
                                 "its seal does not match this request"),
     "btc-entry-edited-to-eth": (_btc_entry_edited_to_eth, "its seal does not match this request"),
-    "staged-wrong-content": (_staged_wrong_content, "store object is corrupted"),
-    "stale-staged-file": (_stale_staged_file, None),
+    "object-wrong-content": (_object_wrong_content, "store object is corrupted"),
+    "planted-object": (_planted_object, None),
     "other-window-forged-seal": (_other_window_forged_seal,
                                  "outside the window or off the interval grid"),
     "row-count-forged-seal": (_row_count_forged_seal, "rows, the checkpoint says"),
@@ -142,7 +138,7 @@ def btc_plan(output: str) -> list[str]:
 
 
 @pytest.mark.parametrize("poisoning", list(POISONINGS))
-def test_a_poisoned_checkpoint_or_staged_object_is_never_pinned(
+def test_a_poisoned_checkpoint_or_planted_object_is_never_pinned(
         resolved: Project, scene: Scene, poisoning: str,
         caplog: pytest.LogCaptureFixture) -> None:
     poison, why = POISONINGS[poisoning]

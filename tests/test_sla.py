@@ -73,8 +73,11 @@ def test_within_budget_records_elapsed_and_no_violation() -> None:
 
 
 def test_fail_fast_total_deadline_raises_with_its_data() -> None:
+    """The budgets hold for each partition fetch (a multi-year range on a slow store must not
+    fail a budget meant for one fetch): 1 s per yearly window fits 1.5 s, 2 s does not."""
+    assert run(preset_with(total_deadline_ms=1_500), fetch_ms=1_000).sla.violation is None
     with pytest.raises(SLAExceeded) as info:
-        run(preset_with(total_deadline_ms=1_500), fetch_ms=1_000)
+        run(preset_with(total_deadline_ms=1_500), fetch_ms=2_000)
     err = info.value
     assert (err.phase, err.budget_ms, err.elapsed_ms) == ("total", 1_500, 2_000)
     assert (err.dataset, err.symbol) == ("d", "BTCUSDT")
@@ -82,8 +85,9 @@ def test_fail_fast_total_deadline_raises_with_its_data() -> None:
 
 
 def test_fail_fast_backfill_budget() -> None:
+    assert run(preset_with(max_wait_backfill_ms=250), fetch_ms=100).sla.violation is None
     with pytest.raises(SLAExceeded) as info:
-        run(preset_with(max_wait_backfill_ms=250), fetch_ms=100)
+        run(preset_with(max_wait_backfill_ms=250), fetch_ms=300)
     assert info.value.phase == "backfill" and info.value.elapsed_ms == 300
 
 
@@ -94,22 +98,39 @@ def test_storage_budget_counts_only_store_time() -> None:
     assert result.sla.violation is None
 
 
-def test_fail_fast_writes_nothing() -> None:
+def test_fail_fast_keeps_the_window_that_finished_late_and_skips_the_rest() -> None:
+    """A failed deadline never discards finished work: the late window is stored and
+    checkpointed, the windows after it are not fetched, and the rerun fetches only those."""
     clock = FixedClock(NOW)
     inner = make_source("synthetic", {"seed": 1}, base_dir=".")
-    store = Store("memory://sla-nothing")
-    engine = Engine(store, clock=clock, source_factory=lambda p: SlowSource(inner, clock, 1_000))
+    store = Store("memory://sla-late")
+    fetched: list[TimeRange] = []
+
+    class Counting(SlowSource):
+        def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
+            fetched.append(window)
+            return super().fetch(symbol, window, interval_ms)
+
+    engine = Engine(store, clock=clock, source_factory=lambda p: Counting(inner, clock, 2_000))
     request = Request(preset_with(total_deadline_ms=1_500), "X",
                       TimeRange(to_ms("2021-01-01"), to_ms("2024-01-01")), "v1")
     with pytest.raises(SLAExceeded):
         engine.materialize(request)
-    assert list(store.iter_objects()) == [] and list(store.iter_snapshots()) == []
+    assert len(fetched) == 1 and len(list(store.iter_objects())) == 1
+    assert list(store.iter_snapshots()) == []
+    assert len(store.read_checkpoints(request.job_key())) == 1
+
+    fetched.clear()
+    patient = Engine(store, clock=clock, source_factory=lambda p: Counting(inner, clock, 1_000))
+    result = patient.materialize(request)
+    assert (result.fetched, result.reused, len(fetched)) == (2, 1, 2)
+    assert store.read_checkpoints(request.job_key()) == {}
 
 
 def test_partial_fill_records_the_violation_and_writes() -> None:
     result = run(preset_with(total_deadline_ms=1_500, on_violation="partial_fill"),
-                 fetch_ms=1_000)
-    assert result.sla.violation == "total deadline exceeded: 3000 ms spent, budget 1500 ms"
+                 fetch_ms=2_000)
+    assert result.sla.violation == "total deadline exceeded: 2000 ms spent, budget 1500 ms"
     assert result.fingerprint.startswith("sha256:")
 
 

@@ -439,31 +439,39 @@ def test_flags_are_kept_but_not_hashed(store: Store) -> None:
 
 # -- job checkpoints --------------------------------------------------------------------------
 
-def test_job_checkpoint_write_read_delete(store: Store) -> None:
+def test_job_checkpoints_are_one_object_per_window(store: Store) -> None:
     key = "a" * 32
-    assert store.read_job(key) is None
-    store.write_job(key, {"done": {"1-2": {"rows": 3}}})
-    assert store.read_job(key) == {"job_version": 1, "done": {"1-2": {"rows": 3}}}
-    store.write_job(key, {"done": {}})  # replaced, not appended
-    assert store.read_job(key) == {"job_version": 1, "done": {}}
-    assert store.job_path(key) == posixpath.join(store.root, "jobs", f"{key}.json")
-    store.delete_job(key)
-    assert store.read_job(key) is None
-    store.delete_job(key)  # deleting twice is harmless
+    assert store.read_checkpoints(key) == {}
+    store.write_checkpoint(key, 1, 2, {"rows": 3})
+    store.write_checkpoint(key, 2, 5, {"rows": 4})
+    assert store.read_checkpoints(key) == {
+        "1-2": {"job_version": 2, "start": 1, "end": 2, "rows": 3},
+        "2-5": {"job_version": 2, "start": 2, "end": 5, "rows": 4}}
+    store.write_checkpoint(key, 1, 2, {"rows": 7})  # a window written again is replaced
+    assert store.read_checkpoints(key)["1-2"]["rows"] == 7
+    assert store.checkpoint_path(key, 1, 2) == posixpath.join(store.root, "jobs", key,
+                                                              "1-2.json")
+    store.discard_job(key)
+    assert store.read_checkpoints(key) == {}
+    store.discard_job(key)  # discarding twice is harmless
 
 
-@pytest.mark.parametrize("content", [b'{"job_version": 1, "done": {"1-2', b"", b"\xff\xfe{"])
-def test_torn_checkpoint_reads_as_none(store: Store, content: bytes) -> None:
+@pytest.mark.parametrize("content", [b'{"job_version": 2, "start": 1, "end', b"", b"\xff\xfe{"])
+def test_a_torn_window_checkpoint_is_left_out(store: Store, content: bytes) -> None:
     key = "torn"
-    store.write_job(key, {"done": {}})
-    store.fs.pipe_file(store.job_path(key), content)
-    assert store.read_job(key) is None
+    store.write_checkpoint(key, 1, 2, {"rows": 3})
+    store.write_checkpoint(key, 2, 3, {"rows": 1})
+    store.fs.pipe_file(store.checkpoint_path(key, 1, 2), content)
+    assert list(store.read_checkpoints(key)) == ["2-3"]
 
 
-def test_checkpoint_of_another_version_reads_as_none(store: Store) -> None:
-    store.write_job("old", {})
-    store.fs.pipe_file(store.job_path("old"), json.dumps({"job_version": 0}).encode())
-    assert store.read_job("old") is None
+def test_a_window_checkpoint_of_another_version_or_window_is_left_out(store: Store) -> None:
+    store.write_checkpoint("old", 1, 2, {})
+    store.fs.pipe_file(store.checkpoint_path("old", 1, 2), json.dumps({"job_version": 1}).encode())
+    store.write_checkpoint("old", 2, 3, {})
+    store.fs.pipe_file(store.checkpoint_path("old", 2, 3),  # names another window than its own
+                       json.dumps({"job_version": 2, "start": 5, "end": 6}).encode())
+    assert store.read_checkpoints("old") == {}
 
 
 # -- publishing and listing -------------------------------------------------------------------
@@ -472,8 +480,8 @@ def test_no_temporary_files_remain(store: Store) -> None:
     snap = make_snapshot(store, [bars(T0, 10), bars(T0 + DAY_MS, 10, seed=3)])
     store.put_snapshot(snap)
     store.put_object(bars(T0, 10))  # again: a no-op
-    store.write_job("k", {"done": {}})
-    store.write_job("k", {"done": {"x": 1}})
+    store.write_checkpoint("k", 1, 2, {"rows": 1})
+    store.write_checkpoint("k", 1, 2, {"rows": 2})
     names = [posixpath.basename(p) for p in every_file(store)]
     assert not [n for n in names if n.startswith(".tmp-") or "tmp" in n], names
     assert len(names) == 2 + 1 + 1
@@ -486,7 +494,7 @@ def test_iter_objects_and_snapshots_list_what_was_written(store: Store) -> None:
     two = make_snapshot(store, [bars(T0, 10), bars(T0 + DAY_MS, 10, seed=2)], symbol="X")
     store.put_snapshot(one)
     store.put_snapshot(two)
-    store.write_job("k", {})
+    store.write_checkpoint("k", 1, 2, {})
     digests = {p.digest for s in (one, two) for p in s.partitions}
     assert len(digests) == 3  # the first partition is shared
     assert set(store.iter_objects()) == digests

@@ -343,3 +343,8 @@ def _plan_job(draft: _Draft, job: StoredJob) -> None:
                                       f"staged objects of a stale job, last written {last}",
                                       sum(f.size for f in job.staged),
                                       tuple(f.path for f in job.staged)))
+    if job.windows:
+        draft.actions.append(GcAction("job", job.windows_folder,
+                                      f"checkpoints of a stale job, last written {last}",
+                                      sum(f.size for f in job.windows),
+                                      tuple(f.path for f in job.windows)))
