@@ -590,7 +590,9 @@ class _Finalize:
                 self.store.note_present(outcome.digest)
         self.store.put_snapshot(snapshot)
         self.store.write_ref(request.job_key(), snapshot.fingerprint, request=request.where())
-        self.store.discard_job(request.job_key())
+        self.store.discard_job(request.job_key(), [  # the windows checkpointed, by this run
+            (s.window.start, s.window.end) for s in self.plan.partitions  # or an earlier one
+            if s.action == "fetch" or s.origin == "checkpoint"])
         outcomes = list(self.outcomes.values())
         retries = sum(o.retries for o in outcomes)
         elapsed = sum(o.elapsed_ms for o in outcomes) + timer.elapsed_ms()

@@ -202,8 +202,7 @@ class Store:
     @property
     def is_local(self) -> bool:
         """Whether the store is a folder on a local disk (hard links, renames and folders)."""
-        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        return protocol in ("file", "local")
+        return self._protocol in ("file", "local")
 
     def _temporary(self, path: str) -> str:
         parent = posixpath.dirname(path)
@@ -248,6 +247,27 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+    def _get(self, path: str) -> bytes:
+        """A small file's bytes: one GET on object storage (opening would ask for the size
+        first, and a missing name would be looked for as a folder too)."""
+        if self._protocol in ("s3", "s3a"):
+            return bytes(self.fs.cat_file(path, max_concurrency=1))
+        return bytes(self.fs.cat_file(path))
+
+    def _list_prefix(self, folder: str) -> list[str]:
+        """Every file under ``folder`` on object storage, with one listing (an empty one is
+        no failure, and is not looked for again as a file)."""
+        parent, name = posixpath.split(folder.rstrip("/"))
+        try:
+            return list(self.fs.find(parent, prefix=f"{name}/"))
+        except FileNotFoundError:
+            return []
+
+    @property
+    def _protocol(self) -> str:
+        protocol = self.fs.protocol
+        return protocol if isinstance(protocol, str) else protocol[0]
 
     # -- objects -------------------------------------------------------------------------------
     def has_object(self, digest: str) -> bool:
@@ -461,12 +481,13 @@ class Store:
         torn, of another version or not named for its own window is left out: a checkpoint is
         only an optimisation (and what it names is proven before it is reused)."""
         folder = self.job_folder(key)
-        if not self.is_local:
+        if self.is_local:
+            if not os.path.isdir(folder):
+                return {}
+            paths = [posixpath.join(folder, n) for n in os.listdir(folder)]
+        else:
             self.fs.invalidate_cache(folder)  # another writer may have added windows
-        try:
-            paths = self.fs.find(folder) if self.fs.exists(folder) else []
-        except FileNotFoundError:
-            return {}
+            paths = self._list_prefix(folder)
         found: dict[str, dict[str, Any]] = {}
         for path in sorted(paths):
             name = posixpath.basename(path)
@@ -485,10 +506,11 @@ class Store:
             found[span] = data
         return found
 
-    def discard_job(self, key: str) -> None:
-        """Forget job ``key``'s checkpoints, once its snapshot is published (one request on
-        object storage; a cooperating writer of the same request that removed them first is
-        no failure)."""
+    def discard_job(self, key: str, windows: Collection[tuple[int, int]] | None = None) -> None:
+        """Forget job ``key``'s checkpoints once its snapshot is published: those of
+        ``windows`` when given (one request on object storage, no listing), else every one
+        found. A cooperating writer of the same request that removed them first is no
+        failure."""
         folder = self.job_folder(key)
         if self.is_local:
             import shutil
@@ -496,10 +518,10 @@ class Store:
             shutil.rmtree(folder, ignore_errors=True)
             return
         self.fs.invalidate_cache(folder)
-        try:
-            paths = self.fs.find(folder)
-        except FileNotFoundError:
-            return
+        if windows is not None:
+            paths = [self.checkpoint_path(key, start, end) for start, end in windows]
+        else:
+            paths = self._list_prefix(folder)
         if paths:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(paths)
@@ -520,8 +542,7 @@ class Store:
         """The fingerprint job ``key`` finished with, or None (no reference, or an unreadable
         one: a reference is only an optimisation, and what it names is checked on use)."""
         try:
-            with self.fs.open(self.ref_path(key), "rb") as f:
-                data = json.loads(f.read())
+            data = json.loads(self._get(self.ref_path(key)))
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             return None
         if not isinstance(data, dict) or data.get("ref_version") != REF_VERSION:

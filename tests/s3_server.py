@@ -54,24 +54,44 @@ class S3Proxy:
             def log_message(self, *args: Any) -> None:  # quiet: tests read their own output
                 pass
 
-            def _forward(self) -> None:
+            def _body(self) -> bytes | None:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    data = b""  # forwarded whole, with its length (aws-chunked stays inside)
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass  # trailers
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
+                return self.rfile.read(length) if length else None
+
+            def _forward(self) -> None:
+                body = self._body()
                 with proxy._lock:
                     proxy.counts[self.command] += 1
                     proxy.paths.append((self.command, self.path))
                 if proxy.delay_s:
                     time.sleep(proxy.delay_s)
                 conn = http.client.HTTPConnection(proxy.target, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in _HOP and k.lower() not in ("content-length",
+                                                                          "expect")}
+                if body is not None:
+                    headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
-                    if k.lower() not in _HOP and k.lower() != "content-length":
+                    # a HEAD answer has no body but says the object's length: keep it
+                    if k.lower() not in _HOP and (k.lower() != "content-length"
+                                                  or self.command == "HEAD"):
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
