@@ -59,9 +59,9 @@ ACCEPT: dict[str, str] = {
 
 # What each SLA budget measures (the model holds types and defaults).
 SLA_FIELDS: dict[str, str] = {
-    "total_deadline_ms": "wall time for one symbol's whole materialization",
-    "max_wait_storage_ms": "time spent reading and writing the store",
-    "max_wait_backfill_ms": "time spent fetching and checking data from the source",
+    "total_deadline_ms": "wall time for one partition: fetching, checking and storing it",
+    "max_wait_storage_ms": "time one partition spends writing the store",
+    "max_wait_backfill_ms": "time one partition spends fetching and checking data from the source",
     "max_wait_live_ms": "time spent on a live feed (no built-in source has one yet)",
     "min_coverage": "share of the bars the calendar expects that must be present "
                     "(1 - gap_bars / expected)",
@@ -93,7 +93,8 @@ PRESET_FIELDS: dict[str, str] = {
 }
 
 ON_VIOLATION: dict[str, str] = {
-    "fail_fast": "stop at once; nothing is written to the store or the lock (exit 3)",
+    "fail_fast": "stop the symbol at once and leave the lock as it was (exit 3); partitions that "
+                 "finished, even late, stay checkpointed, so the rerun fetches only the rest",
     "partial_fill": "write the lock with the violation recorded in its `sla`; "
                     "`qmtl-lock check --strict` then fails on it",
     "hold": "keep the previously locked data and say why (`held`); a first resolve pins the "

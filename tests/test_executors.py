@@ -1,0 +1,120 @@
+"""Every executor goes through one path (partition tasks, then a finalize per request), so the
+checks that span partitions and the lock come out the same however the windows ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from qmtl_engine import LocalExecutor, iso, to_ms
+
+from qmtl_lock.lockfile import read_lock
+from qmtl_lock.resolve import resolve
+
+NOW = "2024-06-01T00:00:00Z"
+CATALOG = """\
+version: 1
+data_presets:
+  ohlcv.vendor.crypto.1d:
+    kind: ohlcv
+    interval_ms: 86400000
+    partition: month
+    contract: {{name: ohlcv, version: v1}}
+    source: {{name: files, options: {{url: "{{symbol}}.csv", ts_format: "%Y-%m-%d"}}}}
+    sla_preset: baseline
+    conformance_preset: {conformance}
+"""
+MANIFEST = """\
+version: 1
+presets: [catalog.yaml]
+datasets:
+  daily:
+    preset: ohlcv.vendor.crypto.1d
+    symbols: [ABC]
+    start: 2024-01-01
+    end: 2024-04-01
+    contract_version: v1
+"""
+
+
+def _csv(repeat_across_boundary: bool) -> str:
+    """Daily bars of January to March 2024; February 1st may repeat January 15th's values."""
+    lines = ["ts,open,high,low,close,volume"]
+    day = to_ms("2024-01-01")
+    for i in range(91):
+        o = 100.0 + i
+        values = (o, o + 2, o - 1, o + 1, 1000.0 + i)
+        if repeat_across_boundary and i == 31:  # 2024-02-01 gets 2024-01-15's bar
+            o = 100.0 + 14
+            values = (o, o + 2, o - 1, o + 1, 1000.0 + 14)
+        lines.append(iso(day + i * 86_400_000)[:10] + "," + ",".join(f"{v:g}" for v in values))
+    return "\n".join(lines) + "\n"
+
+
+def _project(root: Path, *, conformance: str, repeat: bool = True) -> Path:
+    root.mkdir(parents=True)
+    (root / "catalog.yaml").write_text(CATALOG.format(conformance=conformance), encoding="utf-8")
+    (root / "seamless.yaml").write_text(MANIFEST, encoding="utf-8")
+    (root / "ABC.csv").write_text(_csv(repeat), encoding="utf-8")
+    return root / "seamless.yaml"
+
+
+EXECUTORS = {"inline": lambda: LocalExecutor(1), "two-threads": lambda: LocalExecutor(2)}
+
+
+@pytest.mark.parametrize("name", list(EXECUTORS))
+def test_bars_repeated_across_a_boundary_are_counted_the_same_by_every_executor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv("QMTL_LOCK_NOW", NOW)
+    reference = _project(tmp_path / "reference", conformance="permissive-dev")
+    resolve(reference)
+    manifest = _project(tmp_path / name, conformance="permissive-dev")
+    resolve(manifest, executor=EXECUTORS[name]())
+    entry = read_lock(manifest.parent / "seamless.lock").datasets["daily"].symbols["ABC"]
+    assert entry.conformance_flags["repeated_bars"] == 1
+    assert (manifest.parent / "seamless.lock").read_bytes() == (
+        reference.parent / "seamless.lock").read_bytes()
+
+
+def test_a_boundary_next_to_a_checkpointed_window_is_checked_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rerun after an interruption reuses January from its checkpoint and fetches
+    February: the repeat across their boundary is found all the same."""
+    from qmtl_engine import Engine, Store, TimeRange
+    from qmtl_engine.materialize import PartitionTask, run_partition
+
+    from qmtl_lock.manifest import load_manifest
+
+    monkeypatch.setenv("QMTL_LOCK_NOW", NOW)
+    manifest = _project(tmp_path / "p", conformance="permissive-dev")
+    loaded = load_manifest(manifest)
+    ds = loaded.datasets["daily"]
+    store = Store(loaded.store_url)
+    engine = Engine(store)
+    request = ds.engine_request("ABC", TimeRange(ds.start_ms, ds.end_ms()), follows_now=False)
+    january = engine.plan(request).partitions[0]
+    # a run that got through January only, then died
+    run_partition(PartitionTask(store, request, january.window, request.job_key(), "ABC",
+                                engine.clock, engine.source_factory))
+    rerun = engine.plan(request)
+    assert [s.origin for s in rerun.partitions] == ["checkpoint", "", ""]
+    result = engine.apply(rerun)
+    assert result.flags["repeated_bars"] == 1 and (result.fetched, result.reused) == (2, 1)
+
+
+@pytest.mark.parametrize("name", list(EXECUTORS))
+def test_a_repeat_across_a_boundary_refuses_the_later_partition(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    from qmtl_engine import ConformanceError
+
+    monkeypatch.setenv("QMTL_LOCK_NOW", NOW)
+    manifest = _project(tmp_path / name, conformance="strict-blocking")
+    with pytest.raises(ConformanceError) as info:
+        resolve(manifest, executor=EXECUTORS[name]())
+    assert info.value.blocking == {"repeated_bars": 1}
+    assert "first in partition 2024-02" in info.value.where
+    # the repeating bar, as every flag shows its first offenders
+    assert info.value.report.sample_texts("repeated_bars") == ["2024-02-01T00:00:00Z"]
+    assert not (manifest.parent / "seamless.lock").exists()
+    store = manifest.parent / ".seamless" / "store"
+    assert not [p for p in store.rglob("*") if p.is_file() and "leases" not in p.parts]
