@@ -110,7 +110,7 @@ def main() -> None:
         probe.wrap(SyntheticSource, "fetch", "source fetch")
         probe.wrap(qmtl_engine.materialize, "conform", "conformance")
         probe.wrap(qmtl_engine.store, "partition_digest", "hash (partition digest)")
-        for writer in ("put_object", "stage_object", "publish_staged"):
+        for writer in ("store_object", "write_checkpoint", "put_snapshot"):
             if hasattr(Store, writer):
                 probe.wrap(Store, writer, "store writes")
         probe.wrap(Store, "read_object", "store read_object")
