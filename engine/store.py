@@ -177,6 +177,7 @@ class Store:
         self.fs = fs
         self.root = root.rstrip("/") or "/"
         self._present: set[str] = set()  # objects known to be stored (see note_present)
+        self._folders: set[str] = set()  # local folders made (or found) by this Store
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -204,10 +205,25 @@ class Store:
         """Whether the store is a folder on a local disk (hard links, renames and folders)."""
         return self._protocol in ("file", "local")
 
-    def _temporary(self, path: str) -> str:
+    def _temporary(self, path: str, data: bytes) -> str:
+        """``data`` in a complete temporary file beside ``path`` (local only: an object store
+        has no folders). A folder another writer removed meanwhile (gc of a finished job's
+        checkpoints) is made again."""
         parent = posixpath.dirname(path)
-        os.makedirs(parent, exist_ok=True)  # local only: an object store has no folders
-        return posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        for attempt in (1, 2):
+            if parent not in self._folders or attempt == 2:
+                os.makedirs(parent, exist_ok=True)
+                self._folders.add(parent)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                return tmp
+            except FileNotFoundError:
+                self._folders.discard(parent)
+                if attempt == 2:
+                    raise
+        return tmp  # not reached: the second attempt returns or raises
 
     def _create(self, path: str, data: bytes) -> bool:
         """Write an immutable file with an exclusive create; False when the name is taken
@@ -219,10 +235,8 @@ class Store:
             except FileExistsError:
                 return False
             return True
-        tmp = self._temporary(path)
+        tmp = self._temporary(path, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
             try:
                 os.link(tmp, path)  # atomic, and refuses a name that exists
             except FileExistsError:
@@ -238,10 +252,8 @@ class Store:
         if not self.is_local:
             self.fs.pipe_file(path, data)
             return
-        tmp = self._temporary(path)
+        tmp = self._temporary(path, data)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -516,6 +528,7 @@ class Store:
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
+            self._folders.clear()
             return
         self.fs.invalidate_cache(folder)
         if windows is not None:
@@ -557,6 +570,7 @@ class Store:
 
     def delete(self, path: str) -> None:
         self._present.clear()  # what was known to be stored may be what goes
+        self._folders.clear()
         self.fs.rm(path)
 
     # -- listing, removing and copying what is stored (gc) ---------------------------------------
@@ -632,11 +646,13 @@ class Store:
     def remove(self, path: str) -> None:
         """Remove one listed file. Raises FileNotFoundError when it is already gone."""
         self._present.clear()
+        self._folders.clear()
         self.fs.rm(self._within(path))
 
     def remove_folder(self, path: str) -> None:
         """Remove a listed folder (a job's staged objects) and all it holds, if it is there."""
         full = self._within(path)
+        self._folders.clear()
         if self.fs.exists(full):
             self.fs.rm(full, recursive=True)
 
