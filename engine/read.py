@@ -17,9 +17,12 @@ Every error names the dataset and symbol (when the caller gives them) and the pa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from qmtl_engine.errors import FingerprintMismatch, IntegrityError, QmtlLockError
 from qmtl_engine.ranges import TimeRange
@@ -27,6 +30,9 @@ from qmtl_engine.store import Snapshot, SnapshotPartition, Store
 
 if TYPE_CHECKING:  # pyarrow loads when data is read, not when a lock is opened
     import pyarrow as pa
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -117,10 +123,11 @@ class PinnedReader:
                 expected=fingerprint, actual=snap.fingerprint, dataset=dataset, symbol=symbol,
                 partition="snapshot manifest",
                 fix="pass the snapshot read for this fingerprint (Store.get_snapshot), or none")
-        for part in snap.partitions:
-            if window is not None and TimeRange(part.start, part.end).intersect(window) is None:
-                continue
-            yield part, check_partition(self.store, snap, part, dataset=dataset, symbol=symbol)
+        parts = [p for p in snap.partitions
+                 if window is None or TimeRange(p.start, p.end).intersect(window) is not None]
+        yield from zip(parts, _in_order(
+            lambda part: check_partition(self.store, snap, part, dataset=dataset, symbol=symbol),
+            parts), strict=False)
 
     def verify(self, fingerprint: str, *, dataset: str | None = None,
                symbol: str | None = None) -> VerifyOutcome:
@@ -132,14 +139,20 @@ class PinnedReader:
             outcome.problems.append(exc)
             return outcome
         outcome.snapshot = snap
-        for part in snap.partitions:
-            try:
+
+        def check(part: SnapshotPartition) -> tuple[int, int] | IntegrityError:
+            try:  # only the counts are kept: memory stays that of the partitions in flight
                 table = check_partition(self.store, snap, part, dataset=dataset, symbol=symbol)
             except IntegrityError as exc:
-                outcome.problems.append(exc)
-                continue
-            outcome.rows += table.num_rows
-            outcome.bytes_hashed += table.nbytes
+                return exc
+            return table.num_rows, table.nbytes
+
+        for checked in _in_order(check, snap.partitions):
+            if isinstance(checked, IntegrityError):
+                outcome.problems.append(checked)
+            else:
+                outcome.rows += checked[0]
+                outcome.bytes_hashed += checked[1]
         return outcome
 
     def load(self, fingerprint: str, *, dataset: str | None = None, symbol: str | None = None,
@@ -153,6 +166,31 @@ class PinnedReader:
             return _empty_table()
         table = pa.concat_tables(tables)
         return _rows_within(table, window) if window is not None else table
+
+
+READ_THREADS = min(4, os.cpu_count() or 1)  # partitions read and hashed at once
+
+
+def _in_order(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """``fn`` over ``items``, results in order, with up to :data:`READ_THREADS` running at once
+    and no more than that many finished ahead of the consumer (memory stays that of a few
+    partitions). Reading a file and hashing its columns release the GIL, so one partition is
+    read while the one before is hashed, on every core. An exception is raised in order too."""
+    if READ_THREADS == 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="qmtl-lock read") as pool:
+        ahead: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                ahead.append(pool.submit(fn, item))
+                if len(ahead) > READ_THREADS:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:  # the consumer stopped (an error, or it had what it wanted): start no more
+            for future in ahead:
+                future.cancel()
 
 
 def _rows_within(table: pa.Table, window: TimeRange) -> pa.Table:
