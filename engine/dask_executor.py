@@ -183,12 +183,13 @@ class DaskExecutor:
         try:
             client.register_plugin(plugin, name=PLUGIN_NAME)
         except Exception as exc:
+            # (a worker's failure arrives as a plain Exception carrying the repr of its own)
+            reason = str(exc) if type(exc) is Exception else f"{type(exc).__name__}: {exc}"
             raise InputError(
-                f"the workers of the Dask cluster cannot run qmtl-lock tasks: "
-                f"{type(exc).__name__}: {exc}",
+                f"the workers of the Dask cluster cannot run qmtl-lock tasks: {reason}",
                 where=f"dask cluster {self.address}",
-                fix="install the same qmtl-lock, with its [dask] extra, on the scheduler and on "
-                "every worker") from None
+                fix="install this qmtl-lock, with its [dask] extra, on every worker (and the same "
+                "dask and distributed on the scheduler)") from None
 
 
 def _check_arguments(scheduler: str | None, workers: int | None,

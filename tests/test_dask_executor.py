@@ -253,6 +253,33 @@ def test_an_unreachable_scheduler_is_one_clear_error_within_seconds() -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_workers_that_cannot_import_qmtl_lock_are_one_clear_error(tmp_path: Path) -> None:
+    """A running cluster (a scheduler and a worker of their own, as `dask scheduler` and
+    `dask worker` start them) whose worker has no qmtl-lock."""
+    shadow = tmp_path / "qmtl_engine"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('no qmtl-lock on this worker')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    started = [subprocess.Popen(
+        [sys.executable, "-m", f"distributed.cli.dask_{kind}", *args, "--no-dashboard"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for kind, args in (("scheduler", ["--host", "127.0.0.1", "--port",
+                                          address.rsplit(":", 1)[1]]),
+                           ("worker", [address, "--nthreads", "1"]))]
+    try:
+        with distributed.Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+        with pytest.raises(InputError, match="cannot run qmtl-lock tasks") as caught:
+            DaskExecutor(scheduler=address)
+        assert "no qmtl-lock on this worker" in str(caught.value)
+        assert caught.value.where == f"dask cluster {address}"
+    finally:
+        for process in started:
+            process.terminate()
+            process.wait(timeout=30)
+
+
 @pytest.mark.parametrize(("kwargs", "words"), [
     ({"scheduler": "http://127.0.0.1:8786"}, "unknown address scheme"),
     ({"scheduler": "tcp://127.0.0.1:1", "workers": 2}, "either --scheduler"),
