@@ -64,6 +64,21 @@ class QmtlLockError(Exception):
             data["fix"] = self.fix
         return data
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (a Dask worker's task fails, the client reports it).
+        # The default pickling calls ``cls(*args)``, which no subclass with keyword-only data can
+        # take; and some constructors transform what they get (a URL loses its credentials), so
+        # calling one again could change the error. Rebuild without ``__init__`` instead.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[QmtlLockError], args: tuple[Any, ...],
+             state: dict[str, Any]) -> QmtlLockError:
+    """The unpickled error: ``cls`` with the message ``args`` and every attribute it had."""
+    error = cls.__new__(cls, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class InputError(QmtlLockError, ValueError):
     """The user's input (manifest, lock, preset catalog, arguments) is invalid."""

@@ -37,8 +37,8 @@ DISTRIBUTION_OF = {"yaml": "pyyaml", "prometheus_client": "prometheus-client"}
 HOSTED = {"qmtl_lock/pytest_plugin.py": frozenset({"pytest"})}
 # extras whose packages tests and tools use, not engine/ or qmtl_lock/
 TOOL_EXTRAS = frozenset({"test"})
-# extras declared ahead of the code that will import them (S3 store, dask executor)
-PREPARED_EXTRAS = frozenset({"s3", "dask"})
+# extras declared ahead of the code that will import them (S3 store)
+PREPARED_EXTRAS = frozenset({"s3"})
 
 RANK = {"typing": 0, "guarded": 1, "call": 2, "import": 3}
 
