@@ -32,7 +32,7 @@ _EXPORTS: dict[str, str] = {
     "QmtlLockError": "errors", "RangeError": "errors", "SLAExceeded": "errors",
     "SourceError": "errors", "StoreError": "errors", "YAMLFileError": "errors",
     # executors: where partition tasks run
-    "Executor": "executor", "LocalExecutor": "executor",
+    "DaskExecutor": "dask_executor", "Executor": "executor", "LocalExecutor": "executor",
     # flags
     "FLAG_NAMES": "flags",
     # calendars
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from qmtl_engine.calendars import get_calendar
     from qmtl_engine.clock import Clock, FixedClock, SystemClock
     from qmtl_engine.coverage import closed_before, coverage_end
+    from qmtl_engine.dask_executor import DaskExecutor
     from qmtl_engine.errors import (
         ConformanceError,
         FingerprintMismatch,
@@ -145,6 +146,7 @@ __all__ = [
     "Catalog",
     "Clock",
     "ConformanceError",
+    "DaskExecutor",
     "Engine",
     "Executor",
     "FingerprintMismatch",

@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from qmtl_engine import ratelimit
 from qmtl_engine.errors import InputError, MaterializationError, without_credentials
+from qmtl_engine.executor import Skipped
 from qmtl_engine.ratelimit import Limiter, RateLimit
 
 INSTALL_HINT = "pip install 'qmtl-lock[dask]'"
@@ -108,11 +109,14 @@ class DaskExecutor:
                  tb: TracebackType | None) -> None:
         self.close(cancel=error is not None)
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T],
+    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T], *,
+                      skip: Callable[[int], bool] | None = None,
                       ) -> Iterator[tuple[int, R | BaseException]]:
         """Submit every item at once; yield ``(index, result)`` as each task finishes, a task's
         exception (or a :class:`MaterializationError` for a lost task) in place of its result.
-        Stopping early cancels the tasks not yet finished."""
+        After each result, the tasks not finished for which ``skip(index)`` has become true
+        are cancelled and yield :class:`Skipped`. Stopping early cancels the tasks not yet
+        finished."""
         client = self._connected()
         if not items:
             return
@@ -123,10 +127,23 @@ class DaskExecutor:
                              key=[f"{prefix}-{i}" for i in range(len(items))])
         index = {future.key: i for i, future in enumerate(futures)}
         self._pending.update(futures)
+        told: set[Any] = set()  # keys already yielded (finished, or skipped)
         try:
             for future in distributed.as_completed(futures, loop=client.loop):
                 self._pending.discard(future)
+                if future.key in told:
+                    continue
+                told.add(future.key)
                 yield index[future.key], self._outcome(future)
+                if skip is None:
+                    continue
+                dropped = [f for f in futures if f.key not in told and skip(index[f.key])]
+                if dropped:
+                    client.cancel(dropped)
+                for f in dropped:
+                    told.add(f.key)
+                    self._pending.discard(f)
+                    yield index[f.key], Skipped(index[f.key])
         finally:  # the consumer stopped early (Ctrl-C, or it gave up): start nothing more
             left = [f for f in futures if not f.done()]
             if left and self.client is client:  # (closing has dropped them already)

@@ -49,10 +49,11 @@ class RecordingExecutor:
         self.name = inner.name
         self.shipped: list[bytes] = []
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T],
+    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T], *,
+                      skip: Callable[[int], bool] | None = None,
                       ) -> Iterator[tuple[int, R | BaseException]]:
         self.shipped += [dumps((fn, item)) for item in items]
-        return self.inner.map_unordered(fn, items)
+        return self.inner.map_unordered(fn, items, skip=skip)
 
     def close(self, *, cancel: bool = False) -> None:
         self.inner.close(cancel=cancel)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ from qmtl_lock.cli.output import (
 )
 
 if TYPE_CHECKING:
+    from qmtl_engine import Executor
+
     from qmtl_lock.resolve import ResolveResult
 
 
@@ -60,7 +63,15 @@ def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
               help="Use the lock as it is: only rebuild pinned data missing from the store.")
 @click.option("--dry-run", is_flag=True, help="Show the plan; fetch and write nothing.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Symbols materialized at once.")
+              help="Partitions fetched, checked and stored at once (local executor).")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
+              show_default=True,
+              help="Where partitions are materialized: here, or on a Dask cluster. The lock is "
+              "the same either way.")
+@click.option("--scheduler", metavar="tcp://HOST:PORT",
+              help="With --executor dask: the scheduler of an existing cluster.")
+@click.option("--workers", type=click.IntRange(1, 256), metavar="N",
+              help="With --executor dask: start N local worker processes for this run.")
 @click.option("--lock-timeout", default=600.0, show_default=True, type=click.FloatRange(0),
               metavar="SECONDS",
               help="How long to wait for another resolve of this project to finish.")
@@ -71,15 +82,30 @@ def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
 @click.option("--verbose", "-v", is_flag=True, help="Log each partition to stderr.")
 @json_option
 def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, refresh: bool,
-                    locked: bool, frozen: bool, dry_run: bool, jobs: int, lock_timeout: float,
+                    locked: bool, frozen: bool, dry_run: bool, jobs: int, executor: str,
+                    scheduler: str | None, workers: int | None, lock_timeout: float,
                     metrics_file: Path | None, report_file: Path | None, verbose: bool,
                     as_json: bool) -> None:
-    """Materialize what is missing or changed and write seamless.lock."""
+    """Materialize what is missing or changed and write seamless.lock.
+
+    Every partition to fetch is a task: on --jobs threads here (--executor local), or on a
+    Dask cluster (--executor dask with --scheduler tcp://HOST:PORT, or --workers N to start
+    N local worker processes). Workers read credentials from their own environment.
+    """
     if verbose:
         _log_to_stderr()
     if locked and frozen:
         fail(QmtlLockError("--locked and --frozen cannot be used together",
                            fix="use --locked to check the lock, --frozen to trust it"), as_json)
+    if executor == "local" and (scheduler or workers):
+        fail(InputError("--scheduler and --workers choose a Dask cluster",
+                        where="--executor local",
+                        fix="add --executor dask, or leave them out (--jobs N runs N at once "
+                        "here)"), as_json)
+    if executor == "dask" and jobs != 1:
+        fail(InputError("--jobs sets threads of the local executor", where="--executor dask",
+                        fix="use --workers N for a local Dask cluster, or leave --jobs out"),
+             as_json)
 
     def go() -> int:
         for option, path in (("--metrics-file", metrics_file), ("--report", report_file)):
@@ -103,12 +129,14 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
             from qmtl_engine import RunMetrics
 
             metrics = RunMetrics()
-        result = resolve(manifest, datasets=datasets, update=update, refresh=refresh,
-                         locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
-                         metrics=metrics, lock_timeout_s=lock_timeout,
-                         on_wait=lambda text: click.echo(text, err=True),
-                         progress=(lambda label: _progress(label, live=jobs == 1))
-                         if _interactive() and not as_json else None)
+        with _executor(executor, scheduler, workers) as chosen:
+            result = resolve(manifest, datasets=datasets, update=update, refresh=refresh,
+                             locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
+                             metrics=metrics, lock_timeout_s=lock_timeout,
+                             on_wait=lambda text: click.echo(text, err=True),
+                             progress=(lambda label: _progress(label, live=jobs == 1
+                                                               and chosen is None))
+                             if _interactive() and not as_json else None, executor=chosen)
         if metrics is not None and metrics_file is not None:
             metrics.write(metrics_file)
         if report_file is not None:
@@ -117,6 +145,19 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
         return EXIT_OK
 
     run(as_json, go, files=Files(manifest))
+
+
+@contextmanager
+def _executor(name: str, scheduler: str | None, workers: int | None) -> Iterator[Executor | None]:
+    """The Dask executor asked for (connected, or its local cluster started), closed after the
+    run; None for the local executor, which resolve makes with --jobs threads."""
+    if name != "dask":
+        yield None
+        return
+    from qmtl_engine import DaskExecutor  # raises the install hint when dask is missing
+
+    with DaskExecutor(scheduler=scheduler, workers=workers) as dask:
+        yield dask
 
 
 def _check_writable(option: str, path: Path | None) -> None:
