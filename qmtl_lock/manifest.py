@@ -36,13 +36,15 @@ from qmtl_lock.inputs import (  # the file names live in the light module; re-ex
     LOCK_NAME,
     MANIFEST_NAME,
     Inputs,
+    StoreSetting,
     read_inputs,
-    resolve_store_url,
+    resolve_store_url,  # noqa: F401  (re-exported: the surfaces import it from here)
+    store_setting,
 )
 from qmtl_lock.symbols import symbol_problem
 
 if TYPE_CHECKING:
-    from qmtl_engine import Request
+    from qmtl_engine import Request, Store
 
 _DATASET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -197,11 +199,52 @@ class DatasetSpec(BaseModel):
         return check_when(v)  # `start: now` passes here and gets its own message later
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_store_options(options: dict[str, Any], prefix: str = "") -> None:
+    """Raise ValueError for options no environment can resolve (see
+    :func:`qmtl_engine.store_access.check_options`, which the engine applies again)."""
+    for key, value in options.items():
+        name = f"{prefix}{key}"
+        if key.endswith("_env"):
+            target = key.removesuffix("_env")
+            if not target:
+                raise ValueError("`_env` names no option: write <option>_env, e.g. secret_env")
+            if target in options:
+                raise ValueError(f"{prefix}{target} is given twice, as itself and as {name}: "
+                                 f"keep only {name}")
+            if not isinstance(value, str) or not _ENV_NAME.match(value):
+                raise ValueError(f"{name} must name an environment variable (letters, digits "
+                                 f"and _), not {value!r}")
+        elif isinstance(value, dict):
+            _check_store_options(value, f"{name}.")
+
+
+class StoreConfig(BaseModel):
+    """``store:`` as a mapping: the store's URL and the fsspec storage options to open it with.
+    An option key ending in ``_env`` names the environment variable that holds its value
+    (``secret_env: TEAM_S3_SECRET``), so no secret is written here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _check_store_options(v)
+        return v
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1]
-    store: str = DEFAULT_STORE
+    store: str | StoreConfig = DEFAULT_STORE
+    # the local cache of a remote store's immutable files: a folder, or false for none
+    cache: str | bool | None = None
     presets: list[str] = Field(default_factory=list)
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
     # name -> {ttl_days, description}, merged over the built-in classes (research-short, ...)
@@ -306,8 +349,25 @@ class LoadedManifest:
         return self.path.with_name(LOCK_NAME)
 
     @property
+    def store_setting(self) -> StoreSetting:
+        """The store and cache seamless.yaml names (options unresolved)."""
+        return manifest_store_setting(self.manifest, self.root)
+
+    @property
     def store_url(self) -> str:
-        return resolve_store_url(self.manifest.store, self.root)
+        return self.store_setting.url
+
+    def open_store(self) -> Store:
+        """The engine's store for this project (resolving ``*_env`` options: raises
+        InputError when a variable is not set)."""
+        return self.store_setting.open()
+
+
+def manifest_store_setting(manifest: Manifest, root: Path) -> StoreSetting:
+    """The store and cache of ``manifest``, whose seamless.yaml is in folder ``root``."""
+    store = manifest.store
+    value = store if isinstance(store, str) else {"url": store.url, "options": store.options}
+    return store_setting(value, manifest.cache, root)
 
 
 def _date_key(loc: list[Any]) -> int | None:

@@ -49,8 +49,6 @@ def prepare_gc(manifest_path: str | Path = "seamless.yaml", *, keep_revs: Sequen
     repository and for an unknown revision; :class:`InputError` for a missing lock, a bad
     archive URL, or ``no_git`` with ``keep_revs``/``all_refs``.
     """
-    from qmtl_engine import Store
-
     from qmtl_lock.lockfile import read_lock
     from qmtl_lock.manifest import load_manifest
     from qmtl_lock.resolve import clock_from_env
@@ -76,7 +74,8 @@ def prepare_gc(manifest_path: str | Path = "seamless.yaml", *, keep_revs: Sequen
         f"{loaded.lock_path} is not in a git repository (or git is not installed)"]
     if git is not None:
         from_git, history, warnings = _from_git(git, keep_revs, all_refs)
-    store = Store(loaded.store_url)
+    store = loaded.open_store()
+    store.check_reachable()
     if archive is not None:
         _check_archive(archive, store)
     now = now_ms if now_ms is not None else clock_from_env().now_ms()
