@@ -10,9 +10,17 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 from qmtl_engine import (
     LocatedYAML,
     PresetError,
@@ -238,11 +246,24 @@ class StoreConfig(BaseModel):
         return v
 
 
+# Which form of `store:` a value is written in, so that a mistake in a mapping is reported as
+# that mapping's, not as "not a string". The tags never reach a message (_manifest_error).
+_STORE_TAGS = ("store-url", "store-mapping")
+
+
+def _store_form(value: Any) -> str:
+    return _STORE_TAGS[1] if isinstance(value, dict | StoreConfig) else _STORE_TAGS[0]
+
+
+StoreValue = Annotated[Annotated[str, Tag(_STORE_TAGS[0])]
+                       | Annotated[StoreConfig, Tag(_STORE_TAGS[1])], Discriminator(_store_form)]
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1]
-    store: str | StoreConfig = DEFAULT_STORE
+    store: StoreValue = DEFAULT_STORE
     # the local cache of a remote store's immutable files: a folder, or false for none
     cache: str | bool | None = None
     presets: list[str] = Field(default_factory=list)
@@ -382,7 +403,8 @@ def _date_key(loc: list[Any]) -> int | None:
 
 def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:
     err = exc.errors()[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-")
+                                                                   or p in _STORE_TAGS))]
     date_key = _date_key(loc)
     if date_key is not None:
         loc = loc[:date_key]  # the union of date types reports each branch; the key is enough

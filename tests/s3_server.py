@@ -38,11 +38,15 @@ _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te
 
 class S3Proxy:
     """A forwarding proxy on 127.0.0.1 in front of ``target`` (``host:port``): counts requests
-    by method and sleeps ``delay_s`` before forwarding each one."""
+    by method and sleeps ``delay_s`` before forwarding each one. With ``strip_if_none_match``
+    it drops the ``If-None-Match`` header, as an S3-compatible server that ignores conditional
+    writes behaves."""
 
-    def __init__(self, target: str, *, delay_s: float = 0.0) -> None:
+    def __init__(self, target: str, *, delay_s: float = 0.0,
+                 strip_if_none_match: bool = False) -> None:
         self.target = target
         self.delay_s = delay_s
+        self.strip_if_none_match = strip_if_none_match
         self.counts: Counter[str] = Counter()
         self.paths: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -63,7 +67,8 @@ class S3Proxy:
                 if proxy.delay_s:
                     time.sleep(proxy.delay_s)
                 conn = http.client.HTTPConnection(proxy.target, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP
+                           and not (proxy.strip_if_none_match and k.lower() == "if-none-match")}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
@@ -71,7 +76,9 @@ class S3Proxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP and k.lower() != "content-length":
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD answer has no body, and its Content-Length is the object's size
+                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
@@ -149,6 +156,12 @@ class S3Bucket:
         self.extra.append(proxy)
         return proxy
 
+    def unconditional_proxy(self) -> S3Proxy:
+        """Another proxy to the same server that drops ``If-None-Match`` from every request."""
+        proxy = S3Proxy(self.endpoint.url.removeprefix("http://"), strip_if_none_match=True)
+        self.extra.append(proxy)
+        return proxy
+
     def keys(self, prefix: str = "") -> list[str]:
         """Every key in the bucket (straight to moto: not counted)."""
         client = self.endpoint.client()
@@ -176,13 +189,16 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
 
 
 @pytest.fixture
-def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Bucket]:
     name = f"qmtl-{uuid.uuid4().hex[:12]}"
     s3_endpoint.client().create_bucket(Bucket=name)
     proxy = S3Proxy(s3_endpoint.url.removeprefix("http://"))
     bucket = S3Bucket(name, s3_endpoint, proxy)
     for key, value in bucket.env().items():
         monkeypatch.setenv(key, value)
+    # remote stores read through a local cache: one of its own per test, never ~/.cache
+    monkeypatch.setenv("QMTL_LOCK_CACHE", str(tmp_path_factory.mktemp("qmtl-cache")))
     import s3fs
 
     s3fs.S3FileSystem.clear_instance_cache()  # no client cached for another test's proxy
