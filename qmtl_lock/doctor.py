@@ -29,8 +29,9 @@ Status = Literal["ok", "warn", "fail", "skip"]
 
 IGNORED_RISK = ("two writers racing on one mutable key (a checkpoint, a reference) can overwrite "
                 "each other, and leases, pins and the gc lock lose their guarantee")
-IGNORED_FIX = ("use a store that honours conditional writes (AWS S3 does; so do recent MinIO and "
-               "Ceph releases), or let only one machine at a time resolve or gc into this store")
+IGNORED_FIX = ("use a store that honours conditional writes (AWS S3 does; for another server, "
+               "look up If-None-Match on PUT in its documentation), or let only one machine at "
+               "a time resolve or gc into this store")
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,8 @@ def _from_git(git: GitFile, keep_revs: Sequence[str], all_refs: bool,
 
 
 def _check_archive(url: str, store: Store) -> None:
-    """Refuse an archive that cannot be opened, or that shares files with the store."""
+    """Refuse an archive that cannot be opened, that shares files with the store, or whose
+    bucket does not exist."""
     from qmtl_engine import Store
 
     try:
@@ -127,3 +128,4 @@ def _check_archive(url: str, store: Store) -> None:
     if store.overlaps(archive):
         raise InputError(f"archive {redact_text(url)} overlaps the store "
                          f"{redact_text(store.url)}", fix="archive to a location outside the store")
+    archive.check_reachable()  # a typo in its bucket must not make a new bucket
