@@ -61,13 +61,16 @@ def protocol_of(url: str) -> str:
 
 
 def refuse_credentials(url: str) -> None:
-    """Raise :class:`InputError` when ``url`` carries a password (``user:password@``), or any
-    user at all in a file:// URL (fsspec would make a folder named after it)."""
+    """Raise :class:`InputError` when ``url`` carries a password (``user:password@``) for the
+    service it names, or any user at all in a file:// URL (fsspec would make a folder named after
+    it). A memory:// URL names no service: what looks like a password there is part of a name."""
     shown = without_credentials(url)
     if re.match(r"(file|local)://[^/]*@", url):
         raise InputError("a file:// store URL cannot carry a user or password",
                          where=f"store {shown}",
                          fix="write the store as a path, or file:///absolute/path")
+    if url.startswith("memory://"):
+        return
     try:
         password = urlsplit(url).password
     except ValueError:  # a netloc urllib cannot read (a bad port): fsspec will say what it is

@@ -48,7 +48,7 @@ def test_options_that_cannot_be_resolved_are_bad_input(options: dict[str, object
 @pytest.mark.parametrize("url", [
     f"s3://AKIAKEY:{SECRET}@bucket/prefix",
     f"ftp://user:{SECRET}@ftp.example.invalid/prefix",
-    f"memory://user:{SECRET}@somewhere/x",
+    f"https://user:{SECRET}@example.invalid/store",
 ])
 def test_a_password_in_any_url_is_refused_without_showing_it(url: str) -> None:
     with pytest.raises(InputError) as caught:
