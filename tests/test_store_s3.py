@@ -338,3 +338,20 @@ def test_cache_in_seamless_yaml_is_a_folder_beside_it(team: Team) -> None:
     folder = team.project.root / ".cache" / "data"
     assert len(list((folder / "objects").rglob("*.parquet"))) == 2
     assert cached_files("objects") == []
+
+
+def test_the_readme_store_block_is_a_valid_manifest(tmp_path: Path) -> None:
+    import re
+
+    import yaml
+
+    from qmtl_lock.manifest import manifest_store_setting, parse_manifest
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Team store on S3\n", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"^```yaml\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+    manifest, _ = parse_manifest(f"version: 1\n{block}", "seamless.yaml")
+    setting = manifest_store_setting(manifest, tmp_path)
+    assert setting.url == yaml.safe_load(block)["store"]["url"]
+    assert setting.options["secret_env"] == "TEAM_S3_SECRET"
+    assert setting.cache == str(tmp_path / ".seamless" / "cache")
