@@ -441,10 +441,14 @@ class Store:
 
         if not self.remote:
             return
-        bucket = self.root.strip("/").split("/")[0]
+        bucket, _, prefix = self.root.strip("/").partition("/")
         try:
             if self.protocol in S3_PROTOCOLS:
-                self.fs.call_s3("head_bucket", Bucket=bucket)
+                # a listing of the store's own prefix, not HeadBucket: a policy that grants
+                # ListBucket only under a prefix refuses HeadBucket, and a missing bucket is
+                # NoSuchBucket either way
+                self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/".lstrip("/"),
+                                MaxKeys=1)
             elif self.protocol in BUCKET_PROTOCOLS:
                 self.fs.info(bucket)
             else:

@@ -203,8 +203,9 @@ def classify(exc: BaseException) -> str | None:
             return "timeout"
         if names & _UNREACHABLE or isinstance(link, ConnectionError):
             return "unreachable"
-    if isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _BACKENDS:
-        return "failed"
+    if isinstance(exc, OSError) or any(type(link).__module__.split(".")[0] in _BACKENDS
+                                       for link in _chain(exc)):
+        return "failed"  # e.g. a ValueError s3fs made of an S3 error code
     return None
 
 

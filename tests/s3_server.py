@@ -40,13 +40,15 @@ class S3Proxy:
     """A forwarding proxy on 127.0.0.1 in front of ``target`` (``host:port``): counts requests
     by method and sleeps ``delay_s`` before forwarding each one. With ``strip_if_none_match``
     it drops the ``If-None-Match`` header, as an S3-compatible server that ignores conditional
-    writes behaves."""
+    writes behaves; with ``deny`` it answers every request 403 AccessDenied, as S3 answers
+    credentials it does not accept."""
 
     def __init__(self, target: str, *, delay_s: float = 0.0,
-                 strip_if_none_match: bool = False) -> None:
+                 strip_if_none_match: bool = False, deny: bool = False) -> None:
         self.target = target
         self.delay_s = delay_s
         self.strip_if_none_match = strip_if_none_match
+        self.deny = deny
         self.counts: Counter[str] = Counter()
         self.paths: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -66,6 +68,9 @@ class S3Proxy:
                     proxy.paths.append((self.command, self.path))
                 if proxy.delay_s:
                     time.sleep(proxy.delay_s)
+                if proxy.deny:
+                    self._deny()
+                    return
                 conn = http.client.HTTPConnection(proxy.target, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP
                            and not (proxy.strip_if_none_match and k.lower() == "if-none-match")}
@@ -83,6 +88,16 @@ class S3Proxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 conn.close()
+
+            def _deny(self) -> None:
+                body = (b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>AccessDenied"
+                        b"</Code><Message>Access Denied</Message></Error>")
+                self.send_response(403, "Forbidden")
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
@@ -153,6 +168,12 @@ class S3Bucket:
     def slow_proxy(self, delay_s: float) -> S3Proxy:
         """Another proxy to the same server that adds ``delay_s`` to every request."""
         proxy = S3Proxy(self.endpoint.url.removeprefix("http://"), delay_s=delay_s)
+        self.extra.append(proxy)
+        return proxy
+
+    def denying_proxy(self) -> S3Proxy:
+        """Another proxy that refuses every request: 403 AccessDenied."""
+        proxy = S3Proxy(self.endpoint.url.removeprefix("http://"), deny=True)
         self.extra.append(proxy)
         return proxy
 

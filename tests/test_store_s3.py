@@ -270,6 +270,18 @@ def test_the_console_script_fails_in_seconds_without_a_traceback(team: Team) -> 
     assert "Traceback" not in proc.stderr and SECRET not in proc.stdout + proc.stderr
 
 
+def test_refused_credentials_are_one_message_that_points_at_the_variables(team: Team) -> None:
+    team.run("resolve", code=0)
+    denied = team.s3.denying_proxy().url
+    team.manifest(endpoint=denied)
+    for args in (["resolve"], ["verify"], ["pull"], ["gc", "--dry-run", "--no-git"]):
+        err = team.run(*args, code=3).stderr
+        assert err.startswith(f"error: the store at {denied} refused access"), (args, err)
+        assert "key_env" in err and "secret_env" in err, err
+    result = team.run("doctor", code=3)
+    assert "fail  reachable" in result.stdout and "refused access" in result.stdout
+
+
 # -- the read-through cache --------------------------------------------------------------------
 def cached_files(kind: str) -> list[Path]:
     root = Path(os.environ["QMTL_LOCK_CACHE"]) / kind
