@@ -483,6 +483,7 @@ class Store:
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         self.fs.pipe_file(path, b"qmtl-lock doctor: write probe\n")
         self.fs.rm(path)
+        self._tidy_probes()
 
     def probe_exclusive_create(self) -> bool | None:
         """Create one file under ``doctor/`` exclusively, twice: True when the second create is
@@ -507,6 +508,14 @@ class Store:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(path)
+            self._tidy_probes()
+
+    def _tidy_probes(self) -> None:
+        """Remove the empty ``doctor/`` folder a probe left on a local disk (object storage has
+        no folders; another probe still running keeps it)."""
+        if not self.remote:
+            with contextlib.suppress(OSError):
+                self.fs.rmdir(self._path("doctor"))
 
     def _create_exclusive(self, path: str, data: bytes) -> None:
         """Write ``path`` only if nothing is there: ``If-None-Match: *`` on S3, O_EXCL on a
