@@ -30,7 +30,8 @@ _EXPORTS: dict[str, str] = {
     "IntegrityError": "errors", "MaterializationError": "errors", "MissingDependency": "errors",
     "ObjectCorrupted": "errors", "ObjectMissing": "errors", "PresetError": "errors",
     "QmtlLockError": "errors", "RangeError": "errors", "SLAExceeded": "errors",
-    "SourceError": "errors", "StoreError": "errors", "YAMLFileError": "errors",
+    "SourceError": "errors", "StoreError": "errors", "StoreUnavailable": "errors",
+    "YAMLFileError": "errors", "register_secret": "errors", "registered_secrets": "errors",
     # executors: where partition tasks run
     "DaskExecutor": "dask_executor", "Executor": "executor", "LocalExecutor": "executor",
     # flags
@@ -57,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     # store
     "Snapshot": "store", "SnapshotPartition": "store", "Store": "store",
     "StoreInventory": "store", "StoredFile": "store", "StoredJob": "store",
+    # the local read-through cache of remote stores
+    "ObjectCache": "cache", "default_cache_dir": "cache",
     # store leases (a running resolve, as gc sees it)
     "LEASE_TIMEOUT_MS": "store", "Lease": "store", "StoredLease": "store",
     # YAML with line numbers
@@ -66,6 +69,7 @@ _EXPORTS: dict[str, str] = {
 
 if TYPE_CHECKING:
     from qmtl_engine.builtin import builtin_catalog_bytes
+    from qmtl_engine.cache import ObjectCache, default_cache_dir
     from qmtl_engine.calendar_names import is_listed_calendar
     from qmtl_engine.calendars import get_calendar
     from qmtl_engine.clock import Clock, FixedClock, SystemClock
@@ -86,7 +90,10 @@ if TYPE_CHECKING:
         SLAExceeded,
         SourceError,
         StoreError,
+        StoreUnavailable,
         YAMLFileError,
+        register_secret,
+        registered_secrets,
     )
     from qmtl_engine.executor import Executor, LocalExecutor
     from qmtl_engine.flags import FLAG_NAMES
@@ -159,6 +166,7 @@ __all__ = [
     "MaterializationError",
     "MaterializeResult",
     "MissingDependency",
+    "ObjectCache",
     "ObjectCorrupted",
     "ObjectMissing",
     "OnViolation",
@@ -180,6 +188,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreInventory",
+    "StoreUnavailable",
     "StoredFile",
     "StoredJob",
     "StoredLease",
@@ -193,6 +202,7 @@ __all__ = [
     "check_symbols",
     "closed_before",
     "coverage_end",
+    "default_cache_dir",
     "get_calendar",
     "is_listed_calendar",
     "iso",
@@ -202,6 +212,8 @@ __all__ = [
     "pin_mismatch",
     "pydantic_error",
     "read_yaml_text",
+    "register_secret",
+    "registered_secrets",
     "to_ms",
     "window_containing",
     "window_name",

@@ -20,11 +20,13 @@ wrong, where, and what to do next::
         ├── ConformanceError            blocking conformance flags (carries the report)
         ├── SLAExceeded                 an SLA budget was exceeded under fail_fast
         └── StoreError                  the store (or a file we write) cannot be read or written
+            └── StoreUnavailable        the store cannot be reached, refused access or failed
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -76,6 +78,7 @@ def _rebuild(cls: type[QmtlLockError], args: tuple[Any, ...],
              state: dict[str, Any]) -> QmtlLockError:
     """The unpickled error: ``cls`` with the message ``args`` and every attribute it had."""
     error = cls.__new__(cls, *args)
+    error.args = args  # OSError's __new__ leaves them to an __init__ it does not call here
     error.__dict__.update(state)
     return error
 
@@ -344,9 +347,33 @@ _SECRET_QUERY = re.compile(r"([?&][^=&]*(?:key|secret|token|signature|password)[
                            re.IGNORECASE)
 
 
+# Secret values the engine read on purpose (a store option named by ``secret_env``): whatever
+# their environment variable is called, they are removed from every message and printed line.
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+MIN_SECRET_LEN = 8  # shorter values ("1", "true", "us-east-1") are too likely ordinary words
+
+
+def register_secret(value: str) -> None:
+    """Remember ``value`` as a secret, so that no message or output shows it (values shorter
+    than :data:`MIN_SECRET_LEN` are not remembered: replacing them would garble text)."""
+    if len(value.strip()) >= MIN_SECRET_LEN:
+        with _SECRETS_LOCK:
+            _SECRETS.add(value)
+
+
+def registered_secrets() -> tuple[str, ...]:
+    """Every value :func:`register_secret` remembered in this process, longest first."""
+    with _SECRETS_LOCK:
+        return tuple(sorted(_SECRETS, key=lambda v: (-len(v), v)))
+
+
 def without_credentials(url: str) -> str:
-    """``url`` without ``user:password@`` and secret query values. (The engine cannot use
-    ``qmtl_lock.redact``; the command line redacts everything it prints once more.)"""
+    """``url`` without ``user:password@``, secret query values and registered secrets. (The
+    engine cannot use ``qmtl_lock.redact``; the command line redacts everything it prints once
+    more.)"""
+    for secret in registered_secrets():
+        url = url.replace(secret, "<redacted>")
     url = _USERINFO.sub(lambda m: m.group("scheme") + "<redacted>@", url)
     return _SECRET_QUERY.sub(lambda m: m.group(1) + "<redacted>", url)
 
@@ -369,3 +396,18 @@ class StoreError(MaterializationError):
                                       self.path if self.path and self.path != self.url else "")
                           if b)
         super().__init__(what, where=where or None, fix=fix)
+
+
+class StoreUnavailable(StoreError, OSError):
+    """The store's service cannot be reached, refused access (credentials) or failed otherwise
+    (a backend error): what a remote file system raised, as one message without secrets.
+
+    It is an OSError too, so code that treats a failed store call as "try again later" (a lease
+    heartbeat) still does; ``kind`` is ``unreachable``, ``timeout``, ``denied``, ``credentials``
+    or ``failed``.
+    """
+
+    def __init__(self, what: str, *, kind: str, url: str | None = None,
+                 fix: str | None = None) -> None:
+        self.kind = kind
+        super().__init__(what, url=url, fix=fix)

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import socket
 import threading
 import time
@@ -48,7 +47,9 @@ from qmtl_engine.errors import (
     InputError,
     ObjectCorrupted,
     ObjectMissing,
+    QmtlLockError,
     StoreError,
+    StoreUnavailable,
     without_credentials,
 )
 from qmtl_engine.fingerprint import (
@@ -60,6 +61,7 @@ from qmtl_engine.fingerprint import (
     partition_digest,
 )
 from qmtl_engine.ranges import PartitionScheme, TimeRange, partition_windows, window_name
+from qmtl_engine.store_access import S3_PROTOCOLS
 
 # Version 2 records the partition scheme (``partition``); version 1 manifests, written before it
 # was, are still read: their data and fingerprints are the same, only the scheme is unknown.
@@ -156,28 +158,65 @@ class Snapshot:
 
 
 class Store:
-    """One store root on an fsspec filesystem."""
+    """One store root on an fsspec filesystem.
 
-    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
+    ``storage_options`` are fsspec's options for the URL's file system; keys ending in ``_env``
+    name the environment variable that holds the value (see :mod:`qmtl_engine.store_access`),
+    resolved here and kept only by the file system: pickling a store carries its URL and the
+    options as given, so a Dask worker rebuilds it with its own environment and no secret
+    travels. A remote store reads through the local cache ``cache`` (a folder; None: the default
+    one; False: none; see :mod:`qmtl_engine.cache`). Raises :class:`InputError` for a URL with a
+    password, an unknown protocol or an option whose variable is not set, :class:`StoreError`
+    when the protocol's package is not installed. Opening never contacts the store.
+    """
+
+    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None,
+                 cache: str | os.PathLike[str] | bool | None = None) -> None:
+        from qmtl_engine.cache import open_cache
+        from qmtl_engine.store_access import (
+            LOCAL_PROTOCOLS,
+            Failures,
+            endpoint_of,
+            guarded,
+            protocol_of,
+            refuse_credentials,
+            resolve_options,
+            with_defaults,
+        )
+
         self.url = url
-        if re.match(r"(file|local)://[^/]*@", url):  # fsspec would make a folder of the secret
-            raise InputError("a file:// store URL cannot carry a user or password",
-                             where=f"store {without_credentials(url)}",
-                             fix="write the store as a path, or file:///absolute/path")
+        self.storage_options: dict[str, Any] = dict(storage_options or {})  # as given: unresolved
+        self._cache_setting = cache
+        protocol = protocol_of(url)
         try:
-            fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            fsspec.get_filesystem_class(protocol)  # an unknown protocol says so before the URL
+            refuse_credentials(url)  # before fsspec makes a folder, or a client, of a secret
+            options = with_defaults(protocol, resolve_options(self.storage_options))
+            fs, root = fsspec.core.url_to_fs(url, **options)
         except ImportError as exc:  # fsspec knows the protocol; its package is not installed
             raise StoreError(f"cannot open the store: {exc}", url=url,
                              fix=_install_hint(url)) from None
+        except InputError:
+            raise
         except ValueError as exc:  # fsspec says "Protocol not known: ..."
             raise InputError(f"cannot open the store: {exc}",
                              where=f"store {without_credentials(url)}",
                              fix="write the store as a path or an fsspec URL such as "
                              "file://..., s3://bucket/prefix or gcs://bucket/prefix") from None
-        self.fs = fs
+        self.protocol = protocol
+        self.remote = protocol not in LOCAL_PROTOCOLS
+        self.endpoint = endpoint_of(protocol, options)
+        self.fs = guarded(fs, Failures(url, self.endpoint)) if self.remote else fs
         self.root = root.rstrip("/") or "/"
+        self.cache = open_cache(cache) if self.remote else None
+        self._bucket_seen = False  # check_reachable passed once: no need to ask again
         self._present: set[str] = set()  # objects known to be stored (see note_present)
         self._folders: set[str] = set()  # local folders made (or found) by this Store
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the URL and the options as given (``*_env`` keys unresolved): a pickled
+        # store never holds a resolved secret, and the receiver reads its own environment.
+        return (_reopen, (self.url, self.storage_options, self._cache_setting))
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -203,7 +242,7 @@ class Store:
     @property
     def is_local(self) -> bool:
         """Whether the store is a folder on a local disk (hard links, renames and folders)."""
-        return self._protocol in ("file", "local")
+        return self.protocol in ("file", "local")
 
     def _temporary(self, path: str, data: bytes) -> str:
         """``data`` in a complete temporary file beside ``path`` (local only: an object store
@@ -263,7 +302,7 @@ class Store:
     def _get(self, path: str) -> bytes:
         """A small file's bytes: one GET on object storage (opening would ask for the size
         first, and a missing name would be looked for as a folder too)."""
-        if self._protocol in ("s3", "s3a"):
+        if self.protocol in S3_PROTOCOLS:
             return bytes(self.fs.cat_file(path, max_concurrency=1))
         return bytes(self.fs.cat_file(path))
 
@@ -275,11 +314,6 @@ class Store:
             return list(self.fs.find(parent, prefix=f"{name}/"))
         except FileNotFoundError:
             return []
-
-    @property
-    def _protocol(self) -> str:
-        protocol = self.fs.protocol
-        return protocol if isinstance(protocol, str) else protocol[0]
 
     # -- objects -------------------------------------------------------------------------------
     def has_object(self, digest: str) -> bool:
@@ -354,45 +388,31 @@ class Store:
         return self._read_file(self.object_path(digest), digest, partition=partition)
 
     def _read_file(self, path: str, digest: str, *, partition: str | None) -> pa.Table:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         try:
             with self.fs.open(path, "rb") as f:
-                # ParquetFile, not read_table: the latter imports pyarrow.dataset and pandas
-                return pq.ParquetFile(f).read()
+                return _parquet_table(f, shown=self.display(path), digest=digest,
+                                      partition=partition)
         except FileNotFoundError:
+            self._on_missing()
             raise ObjectMissing(f"store object {digest} is missing", path=self.display(path),
                                 partition=partition) from None
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise ObjectCorrupted(path=self.display(path), expected=digest,
-                                  actual=f"<unreadable Parquet: {exc}>",
-                                  partition=partition) from None
 
     def check_object(self, digest: str, *, partition: str | None = None) -> pa.Table:
         """Read an object, canonicalize and re-hash it, and return it if it matches its name.
 
-        The one object check: ``verify`` and every strategy read go through it. Raises
-        :class:`ObjectMissing`, or :class:`ObjectCorrupted` for unreadable Parquet, data with no
-        canonical form and content that hashes to another digest.
+        The one object check: ``verify`` and every strategy read go through it (a remote store
+        through its cache, see :meth:`_cached_object`). Raises :class:`ObjectMissing`, or
+        :class:`ObjectCorrupted` for unreadable Parquet, data with no canonical form and content
+        that hashes to another digest.
         """
+        if self.cache is not None:
+            return self._cached_object(digest, partition=partition)[0]
         return self._check_file(self.object_path(digest), digest, partition=partition)
 
     def _check_file(self, path: str, digest: str, *, partition: str | None) -> pa.Table:
         """Read the partition file at ``path``, re-hash it and compare with ``digest``."""
-        import pyarrow as pa
-
         table = self._read_file(path, digest, partition=partition)
-        try:
-            actual = partition_digest(table)
-        except (ValueError, TypeError, pa.ArrowException) as exc:
-            raise ObjectCorrupted(path=self.display(path), expected=digest,
-                                  actual=f"<not canonical data: {exc}>",
-                                  partition=partition) from None
-        if actual.value != digest:
-            raise ObjectCorrupted(path=self.display(path), expected=digest,
-                                  actual=actual.value, partition=partition)
-        return table
+        return _checked(table, shown=self.display(path), digest=digest, partition=partition)
 
     def _iter_names(self, folder: str, suffix: str) -> Iterator[str]:
         """``sha256:<hex>`` of every published file under ``folder`` (temporaries skipped)."""
@@ -427,51 +447,187 @@ class Store:
         self._create(self.snapshot_path(snapshot.fingerprint), data)
 
     def get_snapshot(self, fingerprint: str) -> Snapshot:
+        """The snapshot manifest of ``fingerprint``, checked against its name (a remote store
+        reads it through its cache). Raises :class:`ObjectMissing` or :class:`ObjectCorrupted`,
+        :class:`InputError` for a manifest of a newer snapshot_version."""
+        if self.cache is not None:
+            return self._cached_snapshot(fingerprint)[0]
         path = self.snapshot_path(fingerprint)
+        return _parsed_snapshot(self._snapshot_bytes(path, fingerprint), fingerprint,
+                                shown=self.display(path))
+
+    def _snapshot_bytes(self, path: str, fingerprint: str) -> bytes:
         try:
-            with self.fs.open(path, "rb") as f:
-                data = json.loads(f.read())
+            return bytes(self.fs.cat_file(path))
         except FileNotFoundError:
+            self._on_missing()
             raise ObjectMissing(f"snapshot {fingerprint} is not in the store",
                                 path=self.display(path)) from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
-                                  actual=f"<unreadable JSON: {exc}>", kind="snapshot") from None
-        if not isinstance(data, dict):
-            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
-                                  actual=f"<malformed: a JSON {type(data).__name__}, not an "
-                                  "object>", kind="snapshot")
-        try:
-            snap = Snapshot.from_dict(data, path=self.display(path))
-            recomputed = dataset_fingerprint(snap.header, [p.ref() for p in snap.partitions])
-        except InputError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
-                                  actual=f"<malformed: {exc}>", kind="snapshot") from None
-        algorithm = data.get("header", {}).get("algorithm")
-        if algorithm != FINGERPRINT_ALGORITHM:
-            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
-                                  actual=f"<unknown algorithm {algorithm}>", kind="snapshot")
-        if recomputed.value != fingerprint:
-            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
-                                  actual=recomputed.value, kind="snapshot")
-        if snap.fingerprint != fingerprint:  # content fine, the fingerprint field was edited
-            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
-                                  actual=str(snap.fingerprint), kind="snapshot")
-        try:  # the scheme is not hashed: check it against the windows, which are
-            on_scheme = snap.follows_scheme()
-        except (TypeError, ValueError, OverflowError):  # windows that are not even numbers
-            on_scheme = False
-        if not on_scheme:
-            raise ObjectCorrupted(path=self.display(path), expected=fingerprint,
-                                  actual=f"<malformed: its partitions are not the "
-                                  f"{snap.partition} windows of its coverage>", kind="snapshot")
-        return snap
 
     def iter_snapshots(self) -> Iterator[str]:
         """Fingerprints of every snapshot manifest in the store."""
         return self._iter_names("snapshots", ".json")
+
+    # -- access: reachability and probes (remote stores; qmtl-lock doctor) ------------------------
+    #   <store>/doctor/<uuid>   probe files qmtl-lock doctor writes and removes at once
+    def check_reachable(self) -> None:
+        """Raise unless the store answers and its bucket exists: one request on object storage,
+        nothing on a local disk or in memory (a store there is a folder made on first write).
+
+        Raises :class:`StoreError` for a bucket that does not exist (qmtl-lock never creates
+        one), :class:`StoreUnavailable` when the service cannot be reached or refuses access,
+        :class:`InputError` when the file system refuses its options.
+        """
+        from qmtl_engine.store_access import BUCKET_PROTOCOLS, S3_PROTOCOLS
+
+        if not self.remote:
+            return
+        bucket, _, prefix = self.root.strip("/").partition("/")
+        try:
+            if self.protocol in S3_PROTOCOLS:
+                # a listing of the store's own prefix, not HeadBucket: a policy that grants
+                # ListBucket only under a prefix refuses HeadBucket, and a missing bucket is
+                # NoSuchBucket either way
+                self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/".lstrip("/"),
+                                MaxKeys=1)
+            elif self.protocol in BUCKET_PROTOCOLS:
+                self.fs.info(bucket)
+            else:
+                self.fs.exists(self.root)
+        except FileNotFoundError:
+            raise StoreError(f"bucket {bucket} does not exist at {self.endpoint}", url=self.url,
+                             fix="qmtl-lock never creates buckets: create it (for S3: "
+                             f"`aws s3 mb s3://{bucket}`) or fix `store:` in seamless.yaml"
+                             ) from None
+        except TypeError as exc:  # the backend's client refused an option given to it
+            raise InputError(f"the {self.protocol}:// file system refuses the store options: "
+                             f"{without_credentials(str(exc))}",
+                             where="seamless.yaml, `store: options:`",
+                             fix="fix or remove the option; the options are fsspec's for this "
+                             "protocol (s3fs.S3FileSystem's for s3://)") from None
+        self._bucket_seen = True
+
+    def _on_missing(self) -> None:
+        """A file the store should hold is not there. On object storage, say so instead when it
+        is the whole bucket that is missing (asked once per store)."""
+        if self.remote and not self._bucket_seen:
+            self.check_reachable()
+
+    def _probe_path(self) -> str:
+        return self._path("doctor", uuid.uuid4().hex)
+
+    def probe_write(self) -> None:
+        """Write a small file under ``doctor/`` and remove it. Raises OSError (or
+        :class:`StoreUnavailable`) when the store cannot be written."""
+        path = self._probe_path()
+        if not self.remote:  # a local store may not exist yet: its folders are made on write
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        self.fs.pipe_file(path, b"qmtl-lock doctor: write probe\n")
+        self.fs.rm(path)
+        self._tidy_probes()
+
+    def probe_exclusive_create(self) -> bool | None:
+        """Create one file under ``doctor/`` exclusively, twice: True when the second create is
+        refused (conditional writes are honoured), False when it succeeded (the server ignores
+        ``If-None-Match``), None when the store refused even the first (no conditional writes
+        at all). The file is removed either way."""
+        path = self._probe_path()
+        if not self.remote:
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        try:
+            try:
+                self._create_exclusive(path, b"first\n")
+            except StoreUnavailable as exc:
+                if exc.kind != "failed":
+                    raise  # unreachable, denied: nothing learnt about conditions
+                return None  # the server refused the condition itself (501 Not Implemented)
+            try:
+                self._create_exclusive(path, b"second\n")
+            except FileExistsError:
+                return True
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(path)
+            self._tidy_probes()
+
+    def _tidy_probes(self) -> None:
+        """Remove the empty ``doctor/`` folder a probe left on a local disk (object storage has
+        no folders; another probe still running keeps it)."""
+        if not self.remote:
+            with contextlib.suppress(OSError):
+                self.fs.rmdir(self._path("doctor"))
+
+    def _create_exclusive(self, path: str, data: bytes) -> None:
+        """Write ``path`` only if nothing is there: ``If-None-Match: *`` on S3, O_EXCL on a
+        local disk, fsspec's ``xb`` mode elsewhere. Raises FileExistsError otherwise."""
+        from qmtl_engine.store_access import S3_PROTOCOLS
+
+        if self.protocol in S3_PROTOCOLS:
+            self.fs.pipe_file(path, data, mode="create")
+        elif self.protocol in ("file", "local"):
+            with open(path, "xb") as f:
+                f.write(data)
+        else:
+            with self.fs.open(path, "xb") as f:
+                f.write(data)
+
+    # -- read-through cache (remote stores): immutable files, verified on every read --------------
+    def _cached_object(self, digest: str, *, partition: str | None) -> tuple[pa.Table, int]:
+        """Object ``digest``, verified, from the cache or else from the store (then cached), and
+        the bytes fetched from the store (0: the cache had it). A cached copy that does not
+        verify is dropped and fetched again; the store's copy is verified like any read."""
+        if self.cache is None:
+            return self._check_file(self.object_path(digest), digest, partition=partition), 0
+        local = self.cache.object_file(digest)
+        data = self.cache.read(local)
+        if data is not None:
+            try:
+                table = _parquet_table(_buffer(data), shown=str(local), digest=digest,
+                                       partition=partition)
+                return _checked(table, shown=str(local), digest=digest, partition=partition), 0
+            except ObjectCorrupted:
+                self.cache.drop(local)
+        path = self.object_path(digest)
+        try:
+            data = bytes(self.fs.cat_file(path))
+        except FileNotFoundError:
+            self._on_missing()
+            raise ObjectMissing(f"store object {digest} is missing", path=self.display(path),
+                                partition=partition) from None
+        shown = self.display(path)
+        table = _parquet_table(_buffer(data), shown=shown, digest=digest, partition=partition)
+        table = _checked(table, shown=shown, digest=digest, partition=partition)
+        self.cache.write(local, data)
+        return table, len(data)
+
+    def _cached_snapshot(self, fingerprint: str) -> tuple[Snapshot, int]:
+        """:meth:`_cached_object` for the snapshot manifest of ``fingerprint``."""
+        path = self.snapshot_path(fingerprint)
+        if self.cache is None:
+            raw = self._snapshot_bytes(path, fingerprint)
+            return _parsed_snapshot(raw, fingerprint, shown=self.display(path)), 0
+        local = self.cache.snapshot_file(fingerprint)
+        cached = self.cache.read(local)
+        if cached is not None:
+            try:
+                return _parsed_snapshot(cached, fingerprint, shown=str(local)), 0
+            except QmtlLockError:  # corrupted, or unreadable here: the store's copy decides
+                self.cache.drop(local)
+        data = self._snapshot_bytes(path, fingerprint)
+        snap = _parsed_snapshot(data, fingerprint, shown=self.display(path))
+        self.cache.write(local, data)
+        return snap, len(data)
+
+    def pull_snapshot(self, fingerprint: str) -> tuple[Snapshot, int]:
+        """Bring the snapshot manifest of ``fingerprint`` into the cache, verified; return it
+        and the bytes fetched (0 when the cache had it, or there is no cache)."""
+        return self._cached_snapshot(fingerprint)
+
+    def pull_object(self, digest: str, *, partition: str | None = None) -> int:
+        """Bring object ``digest`` into the cache, verified; return the bytes fetched (0 when
+        the cache had it, or there is no cache: then it is only verified)."""
+        return self._cached_object(digest, partition=partition)[1]
 
     # -- job checkpoints: one small object per finished window ----------------------------------
     #   <store>/jobs/<job key>/<start>-<end>.json
@@ -663,12 +819,16 @@ class Store:
         import shutil
 
         src, dest = self._within(path), other._within(path)
-        parent = posixpath.dirname(dest)
-        other.fs.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(dest)}")
-        with self.fs.open(src, "rb") as reader, other.fs.open(tmp, "wb") as writer:
-            shutil.copyfileobj(reader, writer, 1 << 20)
-        other.fs.mv(tmp, dest)
+        if other.remote:  # one PUT is whole or absent: no temporary, no folder (no bucket made)
+            with self.fs.open(src, "rb") as reader:
+                other.fs.pipe_file(dest, reader.read())
+        else:
+            parent = posixpath.dirname(dest)
+            other.fs.makedirs(parent, exist_ok=True)
+            tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(dest)}")
+            with self.fs.open(src, "rb") as reader, other.fs.open(tmp, "wb") as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+            other.fs.mv(tmp, dest)
         expected, copied = self.fs.size(src), other.fs.size(dest)
         if copied != expected:
             raise OSError(f"the copy {other.display(dest)} has {copied} bytes, not {expected}")
@@ -701,8 +861,10 @@ class Store:
         while self.fs.exists(dest):
             n += 1
             dest = self._path("quarantine", f"{stamp}-{n}", rel)
-        self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+        if not self.remote:  # object storage has no folders, and makedirs would make a bucket
+            self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
         self.fs.mv(src, dest)
+        self._folders.clear()
         return self.display(dest)
 
     # -- leases: a running resolve, made visible to gc (gcsafe) ----------------------------------
@@ -837,6 +999,91 @@ def _install_hint(url: str) -> str:
     if package == "s3fs":
         return "pip install 'qmtl-lock[s3]'"
     return f"pip install {package}" if package else f"install the fsspec backend for {protocol}://"
+
+
+def _reopen(url: str, storage_options: dict[str, Any],
+            cache: str | os.PathLike[str] | bool | None) -> Store:
+    """A store rebuilt from what :meth:`Store.__reduce__` kept (unpickling)."""
+    return Store(url, storage_options=storage_options, cache=cache)
+
+
+def _buffer(data: bytes) -> Any:
+    import pyarrow as pa
+
+    return pa.BufferReader(data)
+
+
+def _parquet_table(source: Any, *, shown: str, digest: str, partition: str | None) -> pa.Table:
+    """The table in the Parquet file ``source`` (a file object or buffer), or
+    :class:`ObjectCorrupted` naming ``shown`` when it is not readable Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        # ParquetFile, not read_table: the latter imports pyarrow.dataset and pandas
+        return pq.ParquetFile(source).read()
+    except StoreUnavailable:
+        raise  # the store failed mid-read: nothing says the file is bad
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ObjectCorrupted(path=shown, expected=digest, actual=f"<unreadable Parquet: {exc}>",
+                              partition=partition) from None
+
+
+def _checked(table: pa.Table, *, shown: str, digest: str, partition: str | None) -> pa.Table:
+    """``table`` if its canonical content hashes to ``digest``; :class:`ObjectCorrupted`
+    naming ``shown`` otherwise."""
+    import pyarrow as pa
+
+    try:
+        actual = partition_digest(table)
+    except (ValueError, TypeError, pa.ArrowException) as exc:
+        raise ObjectCorrupted(path=shown, expected=digest, actual=f"<not canonical data: {exc}>",
+                              partition=partition) from None
+    if actual.value != digest:
+        raise ObjectCorrupted(path=shown, expected=digest, actual=actual.value,
+                              partition=partition)
+    return table
+
+
+def _parsed_snapshot(raw: bytes, fingerprint: str, *, shown: str) -> Snapshot:
+    """The snapshot manifest in ``raw`` if it describes ``fingerprint``; else
+    :class:`ObjectCorrupted` naming ``shown`` (:class:`InputError` for a newer version)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ObjectCorrupted(path=shown, expected=fingerprint,
+                              actual=f"<unreadable JSON: {exc}>", kind="snapshot") from None
+    if not isinstance(data, dict):
+        raise ObjectCorrupted(path=shown, expected=fingerprint,
+                              actual=f"<malformed: a JSON {type(data).__name__}, not an "
+                              "object>", kind="snapshot")
+    try:
+        snap = Snapshot.from_dict(data, path=shown)
+        recomputed = dataset_fingerprint(snap.header, [p.ref() for p in snap.partitions])
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ObjectCorrupted(path=shown, expected=fingerprint,
+                              actual=f"<malformed: {exc}>", kind="snapshot") from None
+    algorithm = data.get("header", {}).get("algorithm")
+    if algorithm != FINGERPRINT_ALGORITHM:
+        raise ObjectCorrupted(path=shown, expected=fingerprint,
+                              actual=f"<unknown algorithm {algorithm}>", kind="snapshot")
+    if recomputed.value != fingerprint:
+        raise ObjectCorrupted(path=shown, expected=fingerprint,
+                              actual=recomputed.value, kind="snapshot")
+    if snap.fingerprint != fingerprint:  # content fine, the fingerprint field was edited
+        raise ObjectCorrupted(path=shown, expected=fingerprint,
+                              actual=str(snap.fingerprint), kind="snapshot")
+    try:  # the scheme is not hashed: check it against the windows, which are
+        on_scheme = snap.follows_scheme()
+    except (TypeError, ValueError, OverflowError):  # windows that are not even numbers
+        on_scheme = False
+    if not on_scheme:
+        raise ObjectCorrupted(path=shown, expected=fingerprint,
+                              actual=f"<malformed: its partitions are not the "
+                              f"{snap.partition} windows of its coverage>", kind="snapshot")
+    return snap
 
 
 def _mtime_ms(info: dict[str, Any]) -> int | None:

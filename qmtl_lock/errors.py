@@ -26,6 +26,8 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
         ├── ConformanceError            blocking conformance flags
         ├── SLAExceeded                 an SLA budget was exceeded under fail_fast
         ├── StoreError                  the store (or the lock, a report) cannot be written or read
+        │   └── StoreUnavailable        the store cannot be reached, refused access or failed
+        ├── PullFailed                  `pull` could not bring pinned files into the cache
         └── UpstreamChanged             the source no longer reproduces a pinned fingerprint
     RequestsFailed                      several requests of one resolve failed (each listed);
                                         exit: theirs when they agree, else 3
@@ -51,6 +53,7 @@ from qmtl_engine import (
     SLAExceeded,
     SourceError,
     StoreError,
+    StoreUnavailable,
     YAMLFileError,
 )
 
@@ -177,6 +180,19 @@ class UpstreamChanged(MaterializationError):
         )
 
 
+class PullFailed(MaterializationError):
+    """Pinned files that ``qmtl-lock pull`` could not bring into the cache because the store
+    lacks them or holds them corrupted (``problems``: one line each)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            f"pull could not bring {len(self.problems)} pinned snapshot(s) into the cache:\n"
+            + "\n".join(f"  {p}" for p in self.problems),
+            fix="run `qmtl-lock verify` to see what the store lacks and `qmtl-lock repair` to "
+            "put it back, then `qmtl-lock pull` again")
+
+
 __all__ = [
     "ConformanceError",
     "ContractMismatch",
@@ -193,11 +209,13 @@ __all__ = [
     "ObjectCorrupted",
     "ObjectMissing",
     "PresetError",
+    "PullFailed",
     "QmtlLockError",
     "RangeError",
     "SLAExceeded",
     "SourceError",
     "StoreError",
+    "StoreUnavailable",
     "UpstreamChanged",
     "YAMLFileError",
 ]

@@ -28,11 +28,15 @@ import contextlib
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmtl_lock._version import __version__
+
+if TYPE_CHECKING:
+    from qmtl_engine import Store
 
 MANIFEST_NAME = "seamless.yaml"
 LOCK_NAME = "seamless.lock"
@@ -227,12 +231,11 @@ def nothing_to_resolve(manifest: Path) -> bool:
         return False
     text = current.inputs.manifest
     url = plain_store(text)  # lock_digest made sure that this is the store, when it is not None
-    url = store_url(text, manifest) if url is None else resolve_store_url(url, manifest.parent)
-    if url is None:
+    setting = (store_setting_in(text, manifest) if url is None
+               else StoreSetting(resolve_store_url(url, manifest.parent)))
+    if setting is None:
         return False
-    from qmtl_engine import Store
-
-    store = Store(url)
+    store = setting.open()
     return all(store.has_snapshot(fp) for fp in sorted(current.fingerprints()))
 
 
@@ -246,13 +249,58 @@ def plain_store(text: bytes) -> str | None:
     return match.group(1).decode("utf-8", "replace") if match else None
 
 
-def store_url(text: bytes, manifest: Path) -> str | None:
+@dataclass(frozen=True)
+class StoreSetting:
+    """The store a project names (``store:`` in seamless.yaml, a URL or ``{url, options}``) and
+    the cache it reads through (``cache:``), relative paths taken from seamless.yaml's folder.
+
+    ``options`` are as written: keys ending in ``_env`` still name environment variables, which
+    the engine reads only when :meth:`open` builds the store. ``cache`` is a folder, None for
+    the default one, False for none.
+    """
+
+    url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    cache: str | bool | None = None
+
+    def open(self) -> Store:
+        """The engine's store (raises InputError for an option whose variable is not set)."""
+        from qmtl_engine import Store
+
+        return Store(self.url, storage_options=dict(self.options), cache=self.cache)
+
+
+def store_setting(store: str | Mapping[str, Any], cache: str | bool | None,
+                  base: Path) -> StoreSetting:
+    """The :class:`StoreSetting` for the values of ``store:`` and ``cache:`` in the
+    seamless.yaml of folder ``base`` (``store`` a URL or path, or ``{url, options}``)."""
+    if isinstance(store, str):
+        url, options = store, {}
+    else:
+        url, options = str(store.get("url", DEFAULT_STORE)), dict(store.get("options") or {})
+    if isinstance(cache, str):
+        folder = Path(cache).expanduser()
+        cache = str(folder if folder.is_absolute() else (base / folder).resolve())
+    return StoreSetting(resolve_store_url(url, base), options, cache)
+
+
+def store_setting_in(text: bytes, manifest: Path) -> StoreSetting | None:
     """The store that seamless.yaml (``text``, read from ``manifest``) names, as
-    :attr:`qmtl_lock.manifest.LoadedManifest.store_url` gives it, without validating the rest;
-    None when the file is not YAML or its ``store`` is not text."""
+    :attr:`qmtl_lock.manifest.LoadedManifest.store_setting` gives it, without validating the
+    rest; None when the file is not YAML or its ``store`` or ``cache`` is not of their types."""
     data = _yaml_mapping(text_bytes(text), manifest)
-    url = data.get("store", DEFAULT_STORE) if data is not None else None
-    return resolve_store_url(url, manifest.parent) if isinstance(url, str) else None
+    if data is None:
+        return None
+    store, cache = data.get("store", DEFAULT_STORE), data.get("cache")
+    if isinstance(store, dict):
+        if not isinstance(store.get("url"), str) or not isinstance(store.get("options", {}),
+                                                                     dict):
+            return None
+    elif not isinstance(store, str):
+        return None
+    if cache is not None and not isinstance(cache, str | bool):
+        return None
+    return store_setting(store, cache, manifest.parent)
 
 
 def resolve_store_url(url: str, base: Path) -> str:

@@ -10,9 +10,17 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 from qmtl_engine import (
     LocatedYAML,
     PresetError,
@@ -36,13 +44,15 @@ from qmtl_lock.inputs import (  # the file names live in the light module; re-ex
     LOCK_NAME,
     MANIFEST_NAME,
     Inputs,
+    StoreSetting,
     read_inputs,
-    resolve_store_url,
+    resolve_store_url,  # noqa: F401  (re-exported: the surfaces import it from here)
+    store_setting,
 )
 from qmtl_lock.symbols import symbol_problem
 
 if TYPE_CHECKING:
-    from qmtl_engine import Request
+    from qmtl_engine import Request, Store
 
 _DATASET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -197,11 +207,65 @@ class DatasetSpec(BaseModel):
         return check_when(v)  # `start: now` passes here and gets its own message later
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_store_options(options: dict[str, Any], prefix: str = "") -> None:
+    """Raise ValueError for options no environment can resolve (see
+    :func:`qmtl_engine.store_access.check_options`, which the engine applies again)."""
+    for key, value in options.items():
+        name = f"{prefix}{key}"
+        if key.endswith("_env"):
+            target = key.removesuffix("_env")
+            if not target:
+                raise ValueError("`_env` names no option: write <option>_env, e.g. secret_env")
+            if target in options:
+                raise ValueError(f"{prefix}{target} is given twice, as itself and as {name}: "
+                                 f"keep only {name}")
+            if not isinstance(value, str) or not _ENV_NAME.match(value):
+                raise ValueError(f"{name} must name an environment variable (letters, digits "
+                                 f"and _), not {value!r}")
+        elif isinstance(value, dict):
+            _check_store_options(value, f"{name}.")
+
+
+class StoreConfig(BaseModel):
+    """``store:`` as a mapping: the store's URL and the fsspec storage options to open it with.
+    An option key ending in ``_env`` names the environment variable that holds its value
+    (``secret_env: TEAM_S3_SECRET``), so no secret is written here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        _check_store_options(v)
+        return v
+
+
+# Which form of `store:` a value is written in, so that a mistake in a mapping is reported as
+# that mapping's, not as "not a string". The tags never reach a message (_manifest_error).
+_STORE_TAGS = ("store-url", "store-mapping")
+
+
+def _store_form(value: Any) -> str:
+    return _STORE_TAGS[1] if isinstance(value, dict | StoreConfig) else _STORE_TAGS[0]
+
+
+StoreValue = Annotated[Annotated[str, Tag(_STORE_TAGS[0])]
+                       | Annotated[StoreConfig, Tag(_STORE_TAGS[1])], Discriminator(_store_form)]
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1]
-    store: str = DEFAULT_STORE
+    store: StoreValue = DEFAULT_STORE
+    # the local cache of a remote store's immutable files: a folder, or false for none
+    cache: str | bool | None = None
     presets: list[str] = Field(default_factory=list)
     datasets: dict[str, DatasetSpec] = Field(default_factory=dict)
     # name -> {ttl_days, description}, merged over the built-in classes (research-short, ...)
@@ -306,8 +370,25 @@ class LoadedManifest:
         return self.path.with_name(LOCK_NAME)
 
     @property
+    def store_setting(self) -> StoreSetting:
+        """The store and cache seamless.yaml names (options unresolved)."""
+        return manifest_store_setting(self.manifest, self.root)
+
+    @property
     def store_url(self) -> str:
-        return resolve_store_url(self.manifest.store, self.root)
+        return self.store_setting.url
+
+    def open_store(self) -> Store:
+        """The engine's store for this project (resolving ``*_env`` options: raises
+        InputError when a variable is not set)."""
+        return self.store_setting.open()
+
+
+def manifest_store_setting(manifest: Manifest, root: Path) -> StoreSetting:
+    """The store and cache of ``manifest``, whose seamless.yaml is in folder ``root``."""
+    store = manifest.store
+    value = store if isinstance(store, str) else {"url": store.url, "options": store.options}
+    return store_setting(value, manifest.cache, root)
 
 
 def _date_key(loc: list[Any]) -> int | None:
@@ -322,7 +403,8 @@ def _date_key(loc: list[Any]) -> int | None:
 
 def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:
     err = exc.errors()[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-")
+                                                                   or p in _STORE_TAGS))]
     date_key = _date_key(loc)
     if date_key is not None:
         loc = loc[:date_key]  # the union of date types reports each branch; the key is enough

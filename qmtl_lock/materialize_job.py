@@ -76,7 +76,9 @@ class MaterializeSeamlessJob:
         end = (coverage_end(preset, clock.now_ms()) if self.end == "now"
                else ceil_to(to_ms(self.end), preset.interval_ms))
         store_url = str(self.artifact_dir or DEFAULT_STORE)
-        engine = Engine(Store(store_url), mode="materialize", clock=clock)
+        store = Store(store_url)
+        store.check_reachable()  # no write may create a bucket a typo named
+        engine = Engine(store, mode="materialize", clock=clock)
         result = engine.materialize(Request(preset, self.symbol, TimeRange(start, end),
                                             self.contract_version))
         return MaterializeReport(

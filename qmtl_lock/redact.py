@@ -52,8 +52,12 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def redact_output(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """:func:`redact_text`, and every secret environment value replaced: for printed output
-    only (it depends on the environment, which a lock must not)."""
-    for value in secret_values(environ):
+    """:func:`redact_text`, and every secret environment value and every secret the engine read
+    for a store (``secret_env: ANY_NAME``) replaced: for printed output only (it depends on the
+    environment, which a lock must not)."""
+    from qmtl_engine import registered_secrets
+
+    values = {*secret_values(environ), *registered_secrets()}
+    for value in sorted(values, key=lambda v: (-len(v), v)):
         text = text.replace(value, REDACTED)
     return redact_text(text)

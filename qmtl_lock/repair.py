@@ -173,10 +173,11 @@ class _Repairer:
     """Applies repair steps on one store, through one engine, with one quarantine folder."""
 
     def __init__(self, loaded: LoadedManifest, clock: Clock, *, dry_run: bool) -> None:
-        from qmtl_engine import Engine, Store
+        from qmtl_engine import Engine
 
         self.loaded = loaded
-        self.store: Store = Store(loaded.store_url)
+        self.store: Store = loaded.open_store()
+        self.store.check_reachable()
         self.engine: Engine = Engine(self.store, mode="materialize", clock=clock)
         self.dry_run = dry_run
         self.at_ms = clock.now_ms()

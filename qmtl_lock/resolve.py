@@ -372,15 +372,14 @@ class _Runner:
 
     def __init__(self, loaded: LoadedManifest, clock: Clock, *, frozen: bool, dry_run: bool,
                  progress: ProgressFactory | None, executor: Executor | None = None) -> None:
-        from qmtl_engine import Store
-
         self.loaded = loaded
         self.clock = clock
         self.frozen = frozen
         self.dry_run = dry_run
         self.progress = progress
         self.executor = executor  # None: `jobs` threads here, made for the run
-        self.store = Store(loaded.store_url)
+        self.store = loaded.open_store()
+        self.store.check_reachable()  # a missing bucket or a dead endpoint: one message, now
         self._engine: Any = None
         self._engine_lock = threading.Lock()
         self._lease: Any = None  # held from the first materialization on (see release)

@@ -19,6 +19,8 @@ from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock
 from qmtl_lock.manifest import (
     DEFAULT_STORE,
     MANIFEST_NAME,
+    StoreSetting,
+    manifest_store_setting,
     parse_manifest,
     read_manifest_text,
     resolve_store_url,
@@ -47,32 +49,42 @@ def entry_mismatch(snapshot: Snapshot, dataset: DatasetEntry, symbol: str) -> li
 class Lock:
     """An opened seamless.lock plus the store its data lives in."""
 
-    def __init__(self, path: Path, lockfile: Lockfile, store_url: str) -> None:
+    def __init__(self, path: Path, lockfile: Lockfile, store_url: str, *,
+                 store_setting: StoreSetting | None = None) -> None:
         self.path = path
         self.lockfile = lockfile
         self.store_url = store_url
+        # the options and cache of the store, when seamless.yaml gives them
+        self.store_setting = store_setting or StoreSetting(store_url)
         self._engine: PinnedReader | None = None
 
     @classmethod
-    def open(cls, path: str | Path = "seamless.lock", *, store: str | None = None) -> Lock:
-        """Open a lock. The store is ``store``, else the one named by the seamless.yaml beside
-        the lock, else ``.seamless/store`` beside it."""
+    def open(cls, path: str | Path = "seamless.lock", *,
+             store: str | StoreSetting | None = None) -> Lock:
+        """Open a lock. The store is ``store`` (a URL, or a setting with options and cache),
+        else the one named by the seamless.yaml beside the lock (with its options and cache),
+        else ``.seamless/store`` beside it."""
         p = Path(path)
         lockfile = read_lock(p)
-        if store is None:
-            store = DEFAULT_STORE
+        if isinstance(store, StoreSetting):
+            setting = store
+        elif store is not None:
+            setting = StoreSetting(resolve_store_url(store, p.parent))
+        else:
+            setting = StoreSetting(resolve_store_url(DEFAULT_STORE, p.parent))
             manifest = p.with_name(MANIFEST_NAME)
             if manifest.exists():
-                store = parse_manifest(read_manifest_text(manifest), str(manifest))[0].store
-        return cls(p, lockfile, resolve_store_url(store, p.parent))
+                parsed = parse_manifest(read_manifest_text(manifest), str(manifest))[0]
+                setting = manifest_store_setting(parsed, p.parent)
+        return cls(p, lockfile, setting.url, store_setting=setting)
 
     @property
     def engine(self) -> PinnedReader:
         """The engine in strategy mode on the lock's store: it reads and verifies, never fetches."""
         if self._engine is None:
-            from qmtl_engine import PinnedReader, Store
+            from qmtl_engine import PinnedReader
 
-            self._engine = PinnedReader(Store(self.store_url))
+            self._engine = PinnedReader(self.store_setting.open())
         return self._engine
 
     def datasets(self) -> list[str]:

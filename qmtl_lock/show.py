@@ -77,7 +77,7 @@ def gap_ranges(manifest_path: str | Path, dataset: str) -> list[dict[str, Any]]:
     from qmtl_lock.runtime import Lock
 
     loaded = load_manifest(manifest_path)
-    lock = Lock.open(loaded.lock_path, store=loaded.store_url)
+    lock = Lock.open(loaded.lock_path, store=loaded.store_setting)
     if dataset not in loaded.datasets:
         raise InputError(f"dataset {dataset!r} is not in {loaded.path}",
                          fix=f"datasets: {', '.join(sorted(loaded.datasets))}")

@@ -74,7 +74,7 @@ def verify(manifest_path: str | Path = "seamless.yaml", *,
     :class:`~qmtl_engine.read.PinnedReader` and :func:`~qmtl_lock.runtime.entry_mismatch`), so
     what verify reports is what a strategy's load raises.
     """
-    from qmtl_engine import PinnedReader, Store
+    from qmtl_engine import PinnedReader
 
     from qmtl_lock.runtime import entry_mismatch
 
@@ -84,7 +84,7 @@ def verify(manifest_path: str | Path = "seamless.yaml", *,
     if unknown:
         raise InputError(f"dataset {unknown[0]!r} is not in the lock", where=str(loaded.lock_path),
                          fix=f"choose from: {', '.join(sorted(lock.datasets))}")
-    engine = PinnedReader(Store(loaded.store_url))
+    engine = PinnedReader(loaded.open_store())  # a remote store checks its bucket on a miss
     result = VerifyResult()
     for name, entry in sorted(lock.datasets.items()):
         if datasets and name not in datasets:

@@ -38,11 +38,17 @@ _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te
 
 class S3Proxy:
     """A forwarding proxy on 127.0.0.1 in front of ``target`` (``host:port``): counts requests
-    by method and sleeps ``delay_s`` before forwarding each one."""
+    by method and sleeps ``delay_s`` before forwarding each one. With ``strip_if_none_match``
+    it drops the ``If-None-Match`` header, as an S3-compatible server that ignores conditional
+    writes behaves; with ``deny`` it answers every request 403 AccessDenied, as S3 answers
+    credentials it does not accept."""
 
-    def __init__(self, target: str, *, delay_s: float = 0.0) -> None:
+    def __init__(self, target: str, *, delay_s: float = 0.0,
+                 strip_if_none_match: bool = False, deny: bool = False) -> None:
         self.target = target
         self.delay_s = delay_s
+        self.strip_if_none_match = strip_if_none_match
+        self.deny = deny
         self.counts: Counter[str] = Counter()
         self.paths: list[tuple[str, str]] = []
         self._lock = threading.Lock()
@@ -75,10 +81,15 @@ class S3Proxy:
                     proxy.paths.append((self.command, self.path))
                 if proxy.delay_s:
                     time.sleep(proxy.delay_s)
+                if proxy.deny:
+                    self._deny()
+                    return
                 conn = http.client.HTTPConnection(proxy.target, timeout=60)
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in _HOP and k.lower() not in ("content-length",
-                                                                          "expect")}
+                                                                          "expect")
+                           and not (proxy.strip_if_none_match
+                                    and k.lower() == "if-none-match")}
                 if body is not None:
                     headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -96,6 +107,16 @@ class S3Proxy:
                 if self.command != "HEAD":
                     self.wfile.write(data)
                 conn.close()
+
+            def _deny(self) -> None:
+                body = (b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>AccessDenied"
+                        b"</Code><Message>Access Denied</Message></Error>")
+                self.send_response(403, "Forbidden")
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
@@ -169,6 +190,18 @@ class S3Bucket:
         self.extra.append(proxy)
         return proxy
 
+    def denying_proxy(self) -> S3Proxy:
+        """Another proxy that refuses every request: 403 AccessDenied."""
+        proxy = S3Proxy(self.endpoint.url.removeprefix("http://"), deny=True)
+        self.extra.append(proxy)
+        return proxy
+
+    def unconditional_proxy(self) -> S3Proxy:
+        """Another proxy to the same server that drops ``If-None-Match`` from every request."""
+        proxy = S3Proxy(self.endpoint.url.removeprefix("http://"), strip_if_none_match=True)
+        self.extra.append(proxy)
+        return proxy
+
     def keys(self, prefix: str = "") -> list[str]:
         """Every key in the bucket (straight to moto: not counted)."""
         client = self.endpoint.client()
@@ -196,13 +229,16 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
 
 
 @pytest.fixture
-def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+def s3(s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch,
+       tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Bucket]:
     name = f"qmtl-{uuid.uuid4().hex[:12]}"
     s3_endpoint.client().create_bucket(Bucket=name)
     proxy = S3Proxy(s3_endpoint.url.removeprefix("http://"))
     bucket = S3Bucket(name, s3_endpoint, proxy)
     for key, value in bucket.env().items():
         monkeypatch.setenv(key, value)
+    # remote stores read through a local cache: one of its own per test, never ~/.cache
+    monkeypatch.setenv("QMTL_LOCK_CACHE", str(tmp_path_factory.mktemp("qmtl-cache")))
     import s3fs
 
     s3fs.S3FileSystem.clear_instance_cache()  # no client cached for another test's proxy

@@ -45,6 +45,7 @@ from qmtl_engine.errors import (
     SLAExceeded,
     SourceError,
     StoreError,
+    StoreUnavailable,
     YAMLFileError,
 )
 from qmtl_engine.executor import LocalExecutor
@@ -327,6 +328,7 @@ def _samples() -> list[QmtlLockError]:
         LockVersionError,
         ManifestError,
         ProjectBusy,
+        PullFailed,
         RequestsFailed,
         UpstreamChanged,
     )
@@ -362,6 +364,9 @@ def _samples() -> list[QmtlLockError]:
                     symbol="BTCUSDT"),
         StoreError("permission denied", url="s3://key:secret@bucket/prefix",
                    path="objects/ab", errno=13, fix="grant write access"),
+        StoreUnavailable("cannot reach the store", kind="unreachable",
+                         url="s3://bucket/prefix", fix="check the endpoint"),
+        PullFailed(["crypto/BTCUSDT: object sha256:ab is missing"]),
         ManifestError("bad manifest", path="seamless.yaml", line=2, key="datasets"),
         LockfileError("bad lock", path="seamless.lock", line=1),
         LockVersionError(path="seamless.lock", found=9, supported=1, line=1),

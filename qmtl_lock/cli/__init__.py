@@ -21,11 +21,13 @@ from click.utils import make_default_short_help
 COMMANDS: Mapping[str, str] = {
     "check": "qmtl_lock.cli.check:check_command",
     "diff": "qmtl_lock.cli.diff:diff_command",
+    "doctor": "qmtl_lock.cli.doctor:doctor_command",
     "gc": "qmtl_lock.cli.gc:gc_command",
     "init": "qmtl_lock.cli.init:init_command",
     "materialize": "qmtl_lock.cli.materialize:materialize_command",
     "merge-driver": "qmtl_lock.cli.merge_driver:merge_driver_command",
     "presets": "qmtl_lock.cli.presets:presets_command",
+    "pull": "qmtl_lock.cli.pull:pull_command",
     "repair": "qmtl_lock.cli.repair:repair_command",
     "resolve": "qmtl_lock.cli.resolve:resolve_command",
     "schemas": "qmtl_lock.cli.schemas:schemas_command",
@@ -38,12 +40,15 @@ COMMANDS: Mapping[str, str] = {
 SUMMARIES: Mapping[str, str] = {
     "check": "Check that seamless.lock matches seamless.yaml and the presets (reads no data).",
     "diff": "Show what changed between two locks, down to the changed partitions.",
+    "doctor": "Probe the store: reachable, writable, conditional writes honoured, cache "
+              "writable.",
     "gc": "Delete store data that no kept lock pins and retention no longer protects.",
     "init": "Write a starter seamless.yaml and git-ignore the store.",
     "materialize": "Materialize one preset and symbol into the store, without a lock; print "
                    "the report.",
     "merge-driver": "Git merge driver for seamless.lock: merges per dataset and symbol.",
     "presets": "List the presets (built-in and from seamless.yaml) with their definitions.",
+    "pull": "Bring what the lock pins from a remote store into the local cache, verified.",
     "repair": "Move corrupted store files aside and fetch again only the partitions they held.",
     "resolve": "Materialize what is missing or changed and write seamless.lock.",
     "schemas": "Print (or write) the JSON Schemas of seamless.yaml, seamless.lock and preset "

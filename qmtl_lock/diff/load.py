@@ -36,34 +36,32 @@ def lock_at_revision(rev: str, path: Path) -> tuple[Lockfile, str, list[str]]:
 def store_for(manifest: Path, store_url: str | None) -> tuple[Store | None, list[str]]:
     """The store holding the snapshot manifests (``--store``, else the manifest's), and notes.
 
-    Only the manifest's ``store`` is read: the rest of it does not matter to a diff, and the
-    models would cost more than the diff itself."""
-    from qmtl_lock.inputs import store_url as manifest_store
+    Only the manifest's ``store`` (and ``cache``) is read: the rest of it does not matter to a
+    diff, and the models would cost more than the diff itself."""
+    from qmtl_lock.inputs import StoreSetting, store_setting_in
 
     notes: list[str] = []
-    url = store_url
-    if manifest.exists() and not url:
+    setting = StoreSetting(store_url) if store_url else None
+    if manifest.exists() and not store_url:
         try:
-            url = manifest_store(manifest.read_bytes(), manifest)
-            if url is None:  # not YAML, or no text: the manifest's own error says so
+            setting = store_setting_in(manifest.read_bytes(), manifest)
+            if setting is None:  # not YAML, or no text: the manifest's own error says so
                 from qmtl_lock.manifest import load_manifest
 
-                url = load_manifest(manifest).store_url
+                setting = load_manifest(manifest).store_setting
         except OSError as exc:
             notes.append(f"{manifest} could not be read, so its store is not used: {exc}")
         except QmtlLockError as exc:
             notes.append(f"{manifest} could not be read, so its store is not used: {exc.what}")
     store: Store | None = None
-    if url:
-        from qmtl_engine import Store
-
+    if setting is not None:
         from qmtl_lock.redact import redact_text
 
         try:
-            store = Store(url)
+            store = setting.open()
         except QmtlLockError as exc:  # a missing fsspec backend, an unknown protocol
-            notes.append(f"the store {redact_text(url)} cannot be opened: {exc.what}"
+            notes.append(f"the store {redact_text(setting.url)} cannot be opened: {exc.what}"
                          + (f" ({exc.fix})" if exc.fix else ""))
         except (ImportError, ValueError, OSError) as exc:
-            notes.append(f"the store {redact_text(url)} cannot be opened: {exc}")
+            notes.append(f"the store {redact_text(setting.url)} cannot be opened: {exc}")
     return store, notes

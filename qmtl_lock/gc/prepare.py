@@ -49,8 +49,6 @@ def prepare_gc(manifest_path: str | Path = "seamless.yaml", *, keep_revs: Sequen
     repository and for an unknown revision; :class:`InputError` for a missing lock, a bad
     archive URL, or ``no_git`` with ``keep_revs``/``all_refs``.
     """
-    from qmtl_engine import Store
-
     from qmtl_lock.lockfile import read_lock
     from qmtl_lock.manifest import load_manifest
     from qmtl_lock.resolve import clock_from_env
@@ -76,7 +74,8 @@ def prepare_gc(manifest_path: str | Path = "seamless.yaml", *, keep_revs: Sequen
         f"{loaded.lock_path} is not in a git repository (or git is not installed)"]
     if git is not None:
         from_git, history, warnings = _from_git(git, keep_revs, all_refs)
-    store = Store(loaded.store_url)
+    store = loaded.open_store()
+    store.check_reachable()
     if archive is not None:
         _check_archive(archive, store)
     now = now_ms if now_ms is not None else clock_from_env().now_ms()
@@ -116,7 +115,8 @@ def _from_git(git: GitFile, keep_revs: Sequence[str], all_refs: bool,
 
 
 def _check_archive(url: str, store: Store) -> None:
-    """Refuse an archive that cannot be opened, or that shares files with the store."""
+    """Refuse an archive that cannot be opened, that shares files with the store, or whose
+    bucket does not exist."""
     from qmtl_engine import Store
 
     try:
@@ -128,3 +128,4 @@ def _check_archive(url: str, store: Store) -> None:
     if store.overlaps(archive):
         raise InputError(f"archive {redact_text(url)} overlaps the store "
                          f"{redact_text(store.url)}", fix="archive to a location outside the store")
+    archive.check_reachable()  # a typo in its bucket must not make a new bucket
