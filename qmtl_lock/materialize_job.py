@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmtl_engine import PresetRegistry, TimeRange, ceil_to, iso, load_registry, to_ms
 
 from qmtl_lock.manifest import DEFAULT_STORE, _catalog_paths, parse_manifest, read_manifest_text
 from qmtl_lock.redact import redact_text
+
+if TYPE_CHECKING:
+    from qmtl_engine import Executor
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class MaterializeSeamlessJob:
     artifact_dir: str | Path | None = None  # the store; default .seamless/store here
     presets: tuple[str, ...] = ()  # extra catalog files, merged over the project's
     manifest: Path | None = None  # the project's seamless.yaml: its catalogs and classes apply
+    # where the partitions run: a DaskExecutor, or LocalExecutor(N) (default: one at a time)
+    executor: Executor | None = field(default=None, repr=False, compare=False)
 
     def run(self) -> MaterializeReport:
         from qmtl_engine import Engine, InputError, Request, Store, coverage_end
@@ -79,8 +84,8 @@ class MaterializeSeamlessJob:
         store = Store(store_url)
         store.check_reachable()  # no write may create a bucket a typo named
         engine = Engine(store, mode="materialize", clock=clock)
-        result = engine.materialize(Request(preset, self.symbol, TimeRange(start, end),
-                                            self.contract_version))
+        request = Request(preset, self.symbol, TimeRange(start, end), self.contract_version)
+        result = engine.apply(engine.plan(request), executor=self.executor)
         return MaterializeReport(
             dataset_fingerprint=result.fingerprint, as_of=iso(result.as_of),
             coverage_bounds=(iso(result.coverage.start), iso(result.coverage.end)),

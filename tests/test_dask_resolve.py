@@ -222,3 +222,21 @@ def test_executor_options_that_cannot_work_are_bad_input(tmp_path: Path,
     assert result.exit_code == 2, result.output
     assert says in result.output
     assert not manifest.with_name("seamless.lock").exists()
+
+
+def test_the_materialize_job_api_takes_an_executor(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   dask: DaskExecutor) -> None:
+    from qmtl_lock import MaterializeSeamlessJob
+
+    monkeypatch.setenv("QMTL_LOCK_NOW", NOW)
+
+    def job(store: Path, **kwargs: object) -> object:
+        return MaterializeSeamlessJob(preset="ohlcv.synthetic.crypto.1m", symbol="BTCUSDT",
+                                      start="2024-01-01", end="2024-03-01", contract_version="v1",
+                                      artifact_dir=store, **kwargs).run()  # type: ignore[arg-type]
+
+    here = job(tmp_path / "here")
+    there = job(tmp_path / "there", executor=dask)
+    assert there.dataset_fingerprint == here.dataset_fingerprint  # type: ignore[attr-defined]
+    assert there.partitions == 2  # type: ignore[attr-defined]
