@@ -30,7 +30,8 @@ _EXPORTS: dict[str, str] = {
     "IntegrityError": "errors", "MaterializationError": "errors", "MissingDependency": "errors",
     "ObjectCorrupted": "errors", "ObjectMissing": "errors", "PresetError": "errors",
     "QmtlLockError": "errors", "RangeError": "errors", "SLAExceeded": "errors",
-    "SourceError": "errors", "StoreError": "errors", "YAMLFileError": "errors",
+    "SourceError": "errors", "StoreBusy": "errors", "StoreError": "errors",
+    "YAMLFileError": "errors",
     # flags
     "FLAG_NAMES": "flags",
     # calendars
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
         RangeError,
         SLAExceeded,
         SourceError,
+        StoreBusy,
         StoreError,
         YAMLFileError,
     )
@@ -171,6 +173,7 @@ __all__ = [
     "SnapshotPartition",
     "SourceError",
     "Store",
+    "StoreBusy",
     "StoreError",
     "StoreInventory",
     "StoredFile",
