@@ -58,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     "StoreInventory": "store", "StoredFile": "store", "StoredJob": "store",
     # store leases (a running resolve, as gc sees it)
     "LEASE_TIMEOUT_MS": "store", "Lease": "store", "StoredLease": "store",
+    # sharing one store: the gc lock and the pins projects register
+    "GcLock": "store", "GcLockRecord": "sharing", "StoredPin": "sharing",
     # YAML with line numbers
     "LocatedYAML": "yamlio", "load_yaml": "yamlio", "pydantic_error": "yamlio",
     "read_yaml_text": "yamlio",
@@ -110,8 +112,10 @@ if TYPE_CHECKING:
         window_name,
     )
     from qmtl_engine.read import PinnedReader, VerifyOutcome, check_partition, pin_mismatch
+    from qmtl_engine.sharing import GcLockRecord, StoredPin
     from qmtl_engine.store import (
         LEASE_TIMEOUT_MS,
+        GcLock,
         Lease,
         Snapshot,
         SnapshotPartition,
@@ -147,6 +151,8 @@ __all__ = [
     "Engine",
     "FingerprintMismatch",
     "FixedClock",
+    "GcLock",
+    "GcLockRecord",
     "InputError",
     "IntegrityError",
     "Lease",
@@ -179,6 +185,7 @@ __all__ = [
     "StoredFile",
     "StoredJob",
     "StoredLease",
+    "StoredPin",
     "SystemClock",
     "TimeRange",
     "VerifyOutcome",
