@@ -59,7 +59,7 @@ _EXPORTS: dict[str, str] = {
     # store leases (a running resolve, as gc sees it)
     "LEASE_TIMEOUT_MS": "store", "Lease": "store", "StoredLease": "store",
     # sharing one store: the gc lock and the pins projects register
-    "GcLock": "store", "GcLockRecord": "sharing", "StoredPin": "sharing",
+    "GcLock": "store", "GcLockRecord": "sharing", "StoredPin": "sharing", "pin_bytes": "sharing",
     # YAML with line numbers
     "LocatedYAML": "yamlio", "load_yaml": "yamlio", "pydantic_error": "yamlio",
     "read_yaml_text": "yamlio",
@@ -112,7 +112,7 @@ if TYPE_CHECKING:
         window_name,
     )
     from qmtl_engine.read import PinnedReader, VerifyOutcome, check_partition, pin_mismatch
-    from qmtl_engine.sharing import GcLockRecord, StoredPin
+    from qmtl_engine.sharing import GcLockRecord, StoredPin, pin_bytes
     from qmtl_engine.store import (
         LEASE_TIMEOUT_MS,
         GcLock,
@@ -202,6 +202,7 @@ __all__ = [
     "load_registry",
     "load_yaml",
     "partition_windows",
+    "pin_bytes",
     "pin_mismatch",
     "pydantic_error",
     "read_yaml_text",

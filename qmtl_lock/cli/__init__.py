@@ -25,6 +25,7 @@ COMMANDS: Mapping[str, str] = {
     "init": "qmtl_lock.cli.init:init_command",
     "materialize": "qmtl_lock.cli.materialize:materialize_command",
     "merge-driver": "qmtl_lock.cli.merge_driver:merge_driver_command",
+    "pins": "qmtl_lock.cli.pins:pins_group",
     "presets": "qmtl_lock.cli.presets:presets_command",
     "repair": "qmtl_lock.cli.repair:repair_command",
     "resolve": "qmtl_lock.cli.resolve:resolve_command",
@@ -43,6 +44,7 @@ SUMMARIES: Mapping[str, str] = {
     "materialize": "Materialize one preset and symbol into the store, without a lock; print "
                    "the report.",
     "merge-driver": "Git merge driver for seamless.lock: merges per dataset and symbol.",
+    "pins": "Register this project's pins in a shared store, so gc elsewhere keeps them.",
     "presets": "List the presets (built-in and from seamless.yaml) with their definitions.",
     "repair": "Move corrupted store files aside and fetch again only the partitions they held.",
     "resolve": "Materialize what is missing or changed and write seamless.lock.",
