@@ -662,7 +662,7 @@ class Store:
         info = self.fs.info(full)
         return StoredFile(path, int(info.get("size") or 0), _mtime_ms(info), _etag(info))
 
-    def gc_lock(self, owner: str, *, heartbeat_s: float = GC_LOCK_HEARTBEAT_S,
+    def gc_lock(self, owner: str, *, heartbeat_s: float | None = None,
                 timeout_ms: int | None = None) -> GcLock:
         """The store's exclusive gc lock, ``locks/gc.json``, for a ``with`` block (or
         :meth:`GcLock.acquire` and :meth:`GcLock.release`).
@@ -671,11 +671,13 @@ class Store:
         :class:`StoreBusy` naming the holder, unless that holder stopped refreshing it for
         ``timeout_ms`` (:data:`LEASE_TIMEOUT_MS`): such a stale lock is removed (only if it is
         still the file that was judged stale) and taken over. A heartbeat thread refreshes it
-        every ``heartbeat_s`` seconds; :meth:`GcLock.ensure_held` says whether it is still
-        this holder's before each delete.
+        every ``heartbeat_s`` seconds (:data:`GC_LOCK_HEARTBEAT_S`, and at least four times per
+        timeout); :meth:`GcLock.ensure_held` says whether it is still this holder's before
+        each delete.
         """
-        return GcLock(self, owner, heartbeat_s=heartbeat_s,
-                      timeout_ms=LEASE_TIMEOUT_MS if timeout_ms is None else timeout_ms)
+        timeout = LEASE_TIMEOUT_MS if timeout_ms is None else timeout_ms
+        beat = min(GC_LOCK_HEARTBEAT_S, timeout / 4000) if heartbeat_s is None else heartbeat_s
+        return GcLock(self, owner, heartbeat_s=beat, timeout_ms=timeout)
 
     held_gc_lock: GcLock | None = None  # the gc lock this Store object holds, if any
 
@@ -1126,14 +1128,14 @@ class GcLock:
             if self._etag is not None and is_s3(self.store.fs):
                 etag = put_if_match(self.store.fs, self._full, data, self._etag)
                 if etag is None:
-                    self._lost = "another process replaced locks/gc.json"
+                    self._lost = f"{GC_LOCK_PATH} was removed or replaced by another process"
                     return
                 self._etag = etag
             else:
                 found = self.store.gc_lock_holder()
                 if found is None or found[0].token != self.token:
-                    self._lost = ("locks/gc.json was removed or taken over by "
-                                  + (found[0].holder(now) if found else "nobody"))
+                    self._lost = (f"{GC_LOCK_PATH} was removed or replaced by another process "
+                                  f"(now held by {found[0].holder(now) if found else 'nobody'})")
                     return
                 self.store._publish(self._full, data)
             self._beat_ms = now
@@ -1145,7 +1147,7 @@ class GcLock:
         if self._lost is None and late > self.timeout_ms // 2:
             if late >= self.timeout_ms:  # paused: writers may have gone on, taking it as dead
                 with self._guard:
-                    self._lost = (f"its last heartbeat is {late // 1000} s old, past the "
+                    self._lost = (f"its last heartbeat is {late / 1000:.1f} s old, past the "
                                   f"{_minutes(self.timeout_ms)} after which writers ignore it")
             else:
                 self.beat()

@@ -71,7 +71,10 @@ class S3Proxy:
                 for k, v in resp.getheaders():
                     if k.lower() not in _HOP and k.lower() != "content-length":
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # HEAD has no body: its Content-Length is the object's size, as the server said
+                length = (resp.getheader("Content-Length") or "0") if self.command == "HEAD" \
+                    else str(len(data))
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
