@@ -30,8 +30,9 @@ _EXPORTS: dict[str, str] = {
     "IntegrityError": "errors", "MaterializationError": "errors", "MissingDependency": "errors",
     "ObjectCorrupted": "errors", "ObjectMissing": "errors", "PresetError": "errors",
     "QmtlLockError": "errors", "RangeError": "errors", "SLAExceeded": "errors",
-    "SourceError": "errors", "StoreError": "errors", "StoreUnavailable": "errors",
-    "YAMLFileError": "errors", "register_secret": "errors", "registered_secrets": "errors",
+    "SourceError": "errors", "StoreBusy": "errors", "StoreError": "errors",
+    "StoreUnavailable": "errors", "YAMLFileError": "errors", "register_secret": "errors",
+    "registered_secrets": "errors",
     # executors: where partition tasks run
     "DaskExecutor": "dask_executor", "Executor": "executor", "LocalExecutor": "executor",
     # flags
@@ -62,6 +63,8 @@ _EXPORTS: dict[str, str] = {
     "ObjectCache": "cache", "default_cache_dir": "cache",
     # store leases (a running resolve, as gc sees it)
     "LEASE_TIMEOUT_MS": "store", "Lease": "store", "StoredLease": "store",
+    # sharing one store: the gc lock and the pins projects register
+    "GcLock": "store", "GcLockRecord": "sharing", "StoredPin": "sharing", "pin_bytes": "sharing",
     # YAML with line numbers
     "LocatedYAML": "yamlio", "load_yaml": "yamlio", "pydantic_error": "yamlio",
     "read_yaml_text": "yamlio",
@@ -89,6 +92,7 @@ if TYPE_CHECKING:
         RangeError,
         SLAExceeded,
         SourceError,
+        StoreBusy,
         StoreError,
         StoreUnavailable,
         YAMLFileError,
@@ -119,8 +123,10 @@ if TYPE_CHECKING:
         window_name,
     )
     from qmtl_engine.read import PinnedReader, VerifyOutcome, check_partition, pin_mismatch
+    from qmtl_engine.sharing import GcLockRecord, StoredPin, pin_bytes
     from qmtl_engine.store import (
         LEASE_TIMEOUT_MS,
+        GcLock,
         Lease,
         Snapshot,
         SnapshotPartition,
@@ -158,6 +164,8 @@ __all__ = [
     "Executor",
     "FingerprintMismatch",
     "FixedClock",
+    "GcLock",
+    "GcLockRecord",
     "InputError",
     "IntegrityError",
     "Lease",
@@ -186,12 +194,14 @@ __all__ = [
     "SnapshotPartition",
     "SourceError",
     "Store",
+    "StoreBusy",
     "StoreError",
     "StoreInventory",
     "StoreUnavailable",
     "StoredFile",
     "StoredJob",
     "StoredLease",
+    "StoredPin",
     "SystemClock",
     "TimeRange",
     "VerifyOutcome",
@@ -209,6 +219,7 @@ __all__ = [
     "load_registry",
     "load_yaml",
     "partition_windows",
+    "pin_bytes",
     "pin_mismatch",
     "pydantic_error",
     "read_yaml_text",

@@ -9,7 +9,8 @@ wrong, where, and what to do next::
     ├── InputError                      bad input: exit 2
     │   ├── YAMLFileError               a YAML file is malformed (file, line, key)
     │   ├── PresetError                 unknown preset, invalid catalog
-    │   └── RangeError                  impossible or unaligned time range
+    │   ├── RangeError                  impossible or unaligned time range
+    │   └── StoreBusy                   a gc holds the store (or another gc runs on it)
     ├── IntegrityError                  data differs from what was pinned: exit 1
     │   ├── FingerprintMismatch         recomputed fingerprint != expected
     │   │   └── ObjectCorrupted         a store object or manifest does not hash to its name
@@ -126,6 +127,21 @@ class PresetError(InputError):
 
 class RangeError(InputError):
     """A time range is empty, inverted or otherwise impossible."""
+
+
+class StoreBusy(InputError):
+    """Another process holds the store's gc lock: a second gc refuses to start, and a writer
+    (a resolve, ``pins push``) gave up waiting for the gc to finish.
+
+    ``holder`` says who holds it (owner, pid, host, since when); ``path`` is the lock file.
+    """
+
+    def __init__(self, what: str, *, url: str, path: str, holder: str,
+                 fix: str) -> None:
+        self.url = without_credentials(url)
+        self.path = path
+        self.holder = holder
+        super().__init__(what, where=f"store {self.url}, {path}", fix=fix)
 
 
 class IntegrityError(QmtlLockError):

@@ -8,6 +8,9 @@
     <store>/refs/<job key>.json                           a request's finished snapshot
     <store>/leases/<uuid>.json                            running resolves (gc keeps their work)
     <store>/quarantine/<UTC time>/<path above>            corrupted files set aside by repair
+    <store>/leases/<uuid>.json                            a running writer (resolve, pins push)
+    <store>/locks/gc.json                                 the gc lock: one gc at a time
+    <store>/pins/<project>/<ref>.json                     what a project's lock pins on a ref
 
 Immutable things are written with an exclusive create: a hard link of a complete temporary file
 on a local disk, ``If-None-Match: *`` on object storage (s3fs ``mode="create"``). "Already
@@ -20,6 +23,9 @@ an object against its name.
 
 Checkpoints of version 1 (``jobs/<key>.json`` and ``jobs/<key>.staged/``, before objects were
 written in place) are no longer read; :meth:`Store.inventory` still lists them so gc removes them.
+
+How several projects and machines share one store, without gc deleting what a writer is about
+to name, is in :mod:`qmtl_engine.sharing` (leases, the gc lock, pins, conditional deletes).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,6 +54,7 @@ from qmtl_engine.errors import (
     ObjectCorrupted,
     ObjectMissing,
     QmtlLockError,
+    StoreBusy,
     StoreError,
     StoreUnavailable,
     without_credentials,
@@ -61,6 +68,19 @@ from qmtl_engine.fingerprint import (
     partition_digest,
 )
 from qmtl_engine.ranges import PartitionScheme, TimeRange, partition_windows, window_name
+from qmtl_engine.sharing import (
+    GC_LOCK_HEARTBEAT_S,
+    GC_POLL_S,
+    GC_WAIT_S,
+    GcLockRecord,
+    StoredPin,
+    check_key_name,
+    create_exclusive,
+    delete_if_match,
+    is_s3,
+    parse_pin,
+    put_if_match,
+)
 from qmtl_engine.store_access import S3_PROTOCOLS
 
 # Version 2 records the partition scheme (``partition``); version 1 manifests, written before it
@@ -754,7 +774,8 @@ class Store:
             if info.get("type", "file") != "file" or not path.startswith(prefix):
                 continue
             rel = path[len(prefix):]
-            found[rel] = StoredFile(rel, int(info.get("size") or 0), _mtime_ms(info))
+            found[rel] = StoredFile(rel, int(info.get("size") or 0), _mtime_ms(info),
+                                    _etag(info))
         return dict(sorted(found.items()))
 
     def _content_files(self, folder: str, suffix: str,
@@ -799,18 +820,38 @@ class Store:
             raise ValueError(f"not a path inside the store: {path!r}")
         return self._path(path)
 
-    def remove(self, path: str) -> None:
-        """Remove one listed file. Raises FileNotFoundError when it is already gone."""
-        self._present.clear()
-        self._folders.clear()
-        self.fs.rm(self._within(path))
+    def remove(self, path: str, *, unless_changed_from: StoredFile | None = None) -> bool:
+        """Remove one listed file. Raises FileNotFoundError when it is already gone.
 
-    def remove_folder(self, path: str) -> None:
-        """Remove a listed folder (a job's staged objects) and all it holds, if it is there."""
+        With ``unless_changed_from`` (the file as a listing saw it) the delete is conditional:
+        on S3 it carries ``If-Match`` with the listed ETag; elsewhere size and file time are
+        read again right before the unlink. A file that changed since is kept: returns False.
+        """
+        self._present.clear()  # what was known to be stored may be what goes
+        self._folders.clear()
+        full = self._within(path)
+        listed = unless_changed_from
+        if listed is not None and listed.etag is not None and is_s3(self.fs):
+            return delete_if_match(self.fs, full, listed.etag)
+        if listed is not None:
+            now = self._stat(path)
+            if (now.size, now.mtime_ms, now.etag) != (listed.size, listed.mtime_ms,
+                                                       listed.etag or now.etag):
+                return False
+        self.fs.rm(full)
+        return True
+
+    def remove_folder(self, path: str, *, only_if_empty: bool = False) -> None:
+        """Remove a listed folder (a job's staged objects) and all it holds, if it is there;
+        with ``only_if_empty``, only when no file is left in it (one written after gc listed
+        the folder stays, and so does the folder)."""
         full = self._within(path)
         self._folders.clear()
-        if self.fs.exists(full):
-            self.fs.rm(full, recursive=True)
+        if not self.fs.exists(full):
+            return
+        if only_if_empty and self.fs.find(full):
+            return
+        self.fs.rm(full, recursive=True)
 
     def copy_to(self, path: str, other: Store) -> None:
         """Copy one listed file to the same relative path in ``other``: to a temporary name
@@ -867,28 +908,115 @@ class Store:
         self._folders.clear()
         return self.display(dest)
 
+    # -- sharing one store: the gc lock, pins, fresh listings (see qmtl_engine.sharing) ------------
+    #   <store>/locks/gc.json               GcLockRecord of the one gc that may delete
+    #   <store>/pins/<project>/<ref>.json   the fingerprints a project's lock pins on a ref
+    def forget_listings(self) -> None:
+        """Drop the filesystem's cached listings (s3fs keeps them), so the next one is fresh."""
+        self.fs.invalidate_cache()
+
+    def _stat(self, path: str) -> StoredFile:
+        """One listed path as the filesystem reports it now; FileNotFoundError when gone."""
+        full = self._within(path)
+        self.fs.invalidate_cache(full)
+        info = self.fs.info(full)
+        return StoredFile(path, int(info.get("size") or 0), _mtime_ms(info), _etag(info))
+
+    def gc_lock(self, owner: str, *, heartbeat_s: float | None = None,
+                timeout_ms: int | None = None) -> GcLock:
+        """The store's exclusive gc lock, ``locks/gc.json``, for a ``with`` block (or
+        :meth:`GcLock.acquire` and :meth:`GcLock.release`).
+
+        Acquiring creates the file exclusively; when another gc holds it, raises
+        :class:`StoreBusy` naming the holder, unless that holder stopped refreshing it for
+        ``timeout_ms`` (:data:`LEASE_TIMEOUT_MS`): such a stale lock is removed (only if it is
+        still the file that was judged stale) and taken over. A heartbeat thread refreshes it
+        every ``heartbeat_s`` seconds (:data:`GC_LOCK_HEARTBEAT_S`, and at least four times per
+        timeout); :meth:`GcLock.ensure_held` says whether it is still this holder's before
+        each delete.
+        """
+        timeout = LEASE_TIMEOUT_MS if timeout_ms is None else timeout_ms
+        beat = min(GC_LOCK_HEARTBEAT_S, timeout / 4000) if heartbeat_s is None else heartbeat_s
+        return GcLock(self, owner, heartbeat_s=beat, timeout_ms=timeout)
+
+    held_gc_lock: GcLock | None = None  # the gc lock this Store object holds, if any
+
+    def gc_lock_holder(self) -> tuple[GcLockRecord, StoredFile] | None:
+        """Who holds the gc lock (and its file as now listed), or None when nobody does."""
+        full = self._path(GC_LOCK_PATH)
+        self.fs.invalidate_cache(full)
+        try:  # one GET when there is none (the usual answer, asked by every writer)
+            data = self._get(full)
+            f = self._stat(GC_LOCK_PATH)
+        except FileNotFoundError:
+            return None
+        return GcLockRecord.parse(data, f.mtime_ms), f
+
+    def pin_path(self, project: str, ref: str) -> str:
+        """``<store>/pins/<project>/<ref>.json``; ValueError for a name that cannot be a key."""
+        return self._path("pins", check_key_name("project", project),
+                          f"{check_key_name('ref', ref)}.json")
+
+    def put_pin(self, project: str, ref: str, data: bytes) -> None:
+        """Register (or replace) the pins of ``project`` on ``ref``: one small mutable file."""
+        self._publish(self.pin_path(project, ref), data)
+
+    def pins(self) -> tuple[StoredPin, ...]:
+        """Every registered pin, in path order, listed afresh. One that cannot be read is
+        listed with its ``problem``: gc must then delete nothing."""
+        self.forget_listings()
+        found = []
+        for rel in self._listed("pins"):
+            parts = rel.split("/")
+            if len(parts) != 3 or not parts[2].endswith(".json") or parts[2].startswith("."):
+                continue  # temporaries of a push, files qmtl-lock did not write
+            try:
+                data = self.fs.cat_file(self._within(rel))
+            except FileNotFoundError:
+                continue  # removed since the listing (`pins remove`)
+            found.append(parse_pin(rel, data))
+        return tuple(found)
+
+    def remove_pin(self, project: str, ref: str) -> bool:
+        """Unregister the pins of ``project`` on ``ref``; False when there were none."""
+        full = self.pin_path(project, ref)
+        self.fs.invalidate_cache(full)
+        if not self.fs.exists(full):  # S3 deletes a missing key without a word
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(full)
+        return True
+
     # -- leases: a running resolve, made visible to gc (gcsafe) ----------------------------------
     #   <store>/leases/<uuid>.json   owner, pid, host, start and last heartbeat of one holder
-    def lease(self, owner: str, *, heartbeat_s: float | None = None) -> Lease:
+    def lease(self, owner: str, *, heartbeat_s: float | None = None, wait_s: float = GC_WAIT_S,
+              on_wait: Callable[[str], None] | None = None) -> Lease:
         """A lease on this store for the length of a ``with`` block::
 
             with store.lease(owner="resolve seamless.yaml"):
                 ...  # gc keeps every job and everything written from now on
 
-        Entering writes ``leases/<uuid>.json`` with an exclusive create and starts a daemon
-        thread that refreshes its heartbeat every ``heartbeat_s`` seconds
+        Entering writes ``leases/<uuid>.json`` with an exclusive create, then looks for a live
+        gc lock (:meth:`gc_lock`): while a gc runs, it removes its lease again, tells
+        ``on_wait`` (once) and waits up to ``wait_s`` seconds for the gc to finish, so that gc
+        never deletes what this writer is about to name (:mod:`qmtl_engine.sharing`). Then it
+        starts a daemon thread that refreshes the heartbeat every ``heartbeat_s`` seconds
         (:data:`LEASE_HEARTBEAT_S`); leaving stops it and removes the file. A holder that dies
         leaves the file behind, and it goes stale :data:`LEASE_TIMEOUT_MS` after its last
-        heartbeat. Entering raises OSError when the store cannot be written.
+        heartbeat. Entering raises OSError when the store cannot be written and
+        :class:`StoreBusy` when the gc is still running after ``wait_s``.
         """
-        return Lease(self, owner, LEASE_HEARTBEAT_S if heartbeat_s is None else heartbeat_s)
+        return Lease(self, owner, LEASE_HEARTBEAT_S if heartbeat_s is None else heartbeat_s,
+                     wait_s=wait_s, on_wait=on_wait)
 
     def leases(self) -> tuple[StoredLease, ...]:
-        """Every lease in the store, live or left by a holder that died, in path order.
+        """Every lease in the store, live or left by a holder that died, in path order (listed
+        afresh: never from a cached listing).
 
         A lease file that cannot be read (torn mid-write, or from a newer qmtl-lock) is listed
         with only its file time as start and heartbeat, so it still protects until it goes stale.
         """
+        self.forget_listings()
         found = []
         for rel, f in self._listed("leases").items():
             parts = rel.split("/")
@@ -941,6 +1069,7 @@ class StoredFile:
     path: str  # relative to the store root, '/'-separated
     size: int
     mtime_ms: int | None  # None: the filesystem does not say
+    etag: str | None = None  # the store's version tag (S3), for deletes conditional on it
 
 
 @dataclass(frozen=True)
@@ -1086,6 +1215,11 @@ def _parsed_snapshot(raw: bytes, fingerprint: str, *, shown: str) -> Snapshot:
     return snap
 
 
+def _etag(info: dict[str, Any]) -> str | None:
+    etag = info.get("ETag") or info.get("etag")
+    return etag if isinstance(etag, str) else None
+
+
 def _mtime_ms(info: dict[str, Any]) -> int | None:
     """A file's modification time from an fsspec ``info`` dict, across backends."""
     for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created",
@@ -1141,9 +1275,14 @@ class StoredLease:
 class Lease:
     """A held lease: a context manager (see :meth:`Store.lease`)."""
 
-    def __init__(self, store: Store, owner: str, heartbeat_s: float) -> None:
+    def __init__(self, store: Store, owner: str, heartbeat_s: float, *,
+                 wait_s: float = GC_WAIT_S, on_wait: Callable[[str], None] | None = None,
+                 gc_timeout_ms: int = LEASE_TIMEOUT_MS) -> None:
         self.store = store
         self.heartbeat_s = heartbeat_s
+        self.wait_s = wait_s
+        self.on_wait = on_wait
+        self.gc_timeout_ms = gc_timeout_ms
         self.path = posixpath.join("leases", f"{uuid.uuid4().hex}.json")
         now = _wall_ms()
         self._record: dict[str, Any] = {
@@ -1157,19 +1296,69 @@ class Lease:
         return json.dumps(self._record, sort_keys=True).encode() + b"\n"
 
     def __enter__(self) -> Lease:
+        """Write the lease, then make sure no gc runs (see :meth:`Store.lease`)."""
         full = self.store._within(self.path)
-        self.store.fs.makedirs(posixpath.dirname(full), exist_ok=True)
-        with self.store.fs.open(full, "xb") as f:  # a uuid name: "exists" would be a bug
-            f.write(self._bytes())
+        deadline = time.monotonic() + self.wait_s
+        told = False
+        while True:
+            self._record["started_ms"] = self._record["heartbeat_ms"] = _wall_ms()
+            create_exclusive(self.store.fs, full, self._bytes())  # a uuid: "exists" is a bug
+            try:
+                gc = self._running_gc()
+            except BaseException:
+                self._step_back(full)
+                raise
+            if gc is None:
+                break
+            # A gc holds the store: step back, so that it neither stops for this lease nor
+            # deletes what this writer names once it goes on, and wait for it to finish.
+            self._step_back(full)
+            if not told:
+                told = True
+                text = (f"waiting for gc to finish on the store "
+                        f"{without_credentials(self.store.url)} ({gc.holder(_wall_ms())})…")
+                _lease_log.warning("%s", text)
+                if self.on_wait is not None:
+                    self.on_wait(text)
+            self._wait_for_gc(deadline)
         self._beat.start()
         return self
+
+    def _running_gc(self) -> GcLockRecord | None:
+        """The record of a gc that holds the store now, or None (no gc, or a stale lock)."""
+        found = self.store.gc_lock_holder()
+        if found is None or found[0].is_stale(_wall_ms(), self.gc_timeout_ms):
+            return None
+        return found[0]
+
+    def _step_back(self, full: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.store.fs.rm(full)
+
+    def _wait_for_gc(self, deadline: float) -> None:
+        """Return once no gc holds the store; :class:`StoreBusy` at ``deadline``."""
+        while True:
+            gc = self._running_gc()
+            if gc is None:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreBusy(
+                    f"a gc has held the store for longer than {self.wait_s:g} s "
+                    f"({gc.holder(_wall_ms())}); {self._record['owner']} gave up waiting and "
+                    "wrote nothing", url=self.store.url,
+                    path=self.store.display(self.store._path(GC_LOCK_PATH)),
+                    holder=gc.holder(_wall_ms()),
+                    fix="run it again once that gc has finished; a gc lock whose holder died "
+                    f"is ignored {_minutes(self.gc_timeout_ms)} after its last heartbeat")
+            time.sleep(min(GC_POLL_S, left))
 
     def _refresh(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             self._record["heartbeat_ms"] = _wall_ms()
             try:
-                # Through a temporary, so gc never reads half a lease; a lease gc removed while
-                # its holder was paused comes back.
+                # One small mutable file (Store._publish): gc never reads half a lease; a lease
+                # gc removed while its holder was paused comes back.
                 self.store._publish(self.store._within(self.path), self._bytes())
             except OSError as exc:  # the store is unreachable for now: try again next beat
                 _lease_log.warning("could not refresh lease %s: %s", self.path, exc)
@@ -1183,3 +1372,162 @@ class Lease:
             pass  # gc removed it as stale while this holder was paused
         except OSError as exc:  # never hide the block's own outcome; the lease goes stale
             _lease_log.warning("could not remove lease %s: %s", self.path, exc)
+
+
+# -- the gc lock (gcshare): one gc at a time, and the writers' signal to wait ---------------------
+GC_LOCK_PATH = "locks/gc.json"
+
+
+def _minutes(ms: int) -> str:
+    return f"{ms / 60_000:g} min" if ms >= 60_000 else f"{ms / 1000:g} s"
+
+
+class GcLock:
+    """The store's gc lock while one gc holds it (see :meth:`Store.gc_lock`).
+
+    Writers wait while it is live (:class:`Lease`), and a second gc refuses to start. The holder
+    refreshes it every ``heartbeat_s`` seconds: on S3 with ``If-Match`` on its own last ETag,
+    elsewhere after reading that the file still carries its token, so a holder that was paused
+    past the timeout and replaced never writes over its successor. :meth:`ensure_held` is what
+    gc asks before each delete.
+    """
+
+    def __init__(self, store: Store, owner: str, *, heartbeat_s: float,
+                 timeout_ms: int) -> None:
+        self.store = store
+        self.owner = owner
+        self.heartbeat_s = heartbeat_s
+        self.timeout_ms = timeout_ms
+        self.token = uuid.uuid4().hex
+        self.took_over: GcLockRecord | None = None  # the stale holder this lock replaced
+        self._full = store._path(GC_LOCK_PATH)
+        self._started_ms = 0
+        self._beat_ms = 0  # the heartbeat time of the last record this holder wrote
+        self._etag: str | None = None
+        self._lost: str | None = None
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> GcLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _bytes(self, now_ms: int) -> bytes:
+        return GcLockRecord(self.owner, os.getpid(), socket.gethostname(), self._started_ms,
+                            now_ms, self.token).to_bytes()
+
+    def acquire(self) -> GcLock:
+        """Take the lock, or a stale one over; :class:`StoreBusy` when a live gc holds it."""
+        for _ in range(3):  # a stale lock removed, then taken by a third gc first: look again
+            self._started_ms = now = _wall_ms()
+            try:
+                self._etag = create_exclusive(self.store.fs, self._full, self._bytes(now))
+            except FileExistsError:
+                self._take_over_stale()
+                continue
+            self._beat_ms = now
+            self._thread = threading.Thread(target=self._refresh, daemon=True,
+                                            name=f"qmtl-lock gc lock {self.token}")
+            self._thread.start()
+            self.store.held_gc_lock = self
+            return self
+        raise self._busy("other gc runs took the lock each time it was free")
+
+    def _take_over_stale(self) -> None:
+        """Remove the gc lock found in place if it is stale; :class:`StoreBusy` if it is live."""
+        found = self.store.gc_lock_holder()
+        if found is None:
+            return  # released meanwhile
+        record, listed = found
+        if not record.is_stale(_wall_ms(), self.timeout_ms):
+            raise self._busy(f"another gc is running on this store: {record.holder(_wall_ms())}",
+                             holder=record)
+        try:
+            removed = self.store.remove(GC_LOCK_PATH, unless_changed_from=listed)
+        except FileNotFoundError:
+            return
+        if removed:
+            self.took_over = record
+            _lease_log.warning("took over the stale gc lock of %s (stale after %s)",
+                               record.holder(_wall_ms()), _minutes(self.timeout_ms))
+
+    def _busy(self, what: str, holder: GcLockRecord | None = None) -> StoreBusy:
+        who = holder.holder(_wall_ms()) if holder is not None else "several gc runs"
+        return StoreBusy(
+            what, url=self.store.url, path=self.store.display(self._full), holder=who,
+            fix="let it finish, then run `qmtl-lock gc` again; a gc lock whose holder stopped "
+            f"refreshing it for {_minutes(self.timeout_ms)} is stale and the next gc takes it "
+            f"over (remove {GC_LOCK_PATH} by hand only if you know no gc is running)")
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self.beat()
+            except OSError as exc:  # the store is unreachable for now: try again next beat
+                _lease_log.warning("could not refresh the gc lock: %s", exc)
+            if self._lost is not None:
+                return
+
+    def beat(self) -> None:
+        """Refresh the heartbeat, unless the file is no longer this holder's (then it is lost)."""
+        with self._guard:
+            if self._lost is not None:
+                return
+            now = _wall_ms()
+            data = self._bytes(now)
+            if self._etag is not None and is_s3(self.store.fs):
+                etag = put_if_match(self.store.fs, self._full, data, self._etag)
+                if etag is None:
+                    self._lost = f"{GC_LOCK_PATH} was removed or replaced by another process"
+                    return
+                self._etag = etag
+            else:
+                found = self.store.gc_lock_holder()
+                if found is None or found[0].token != self.token:
+                    self._lost = (f"{GC_LOCK_PATH} was removed or replaced by another process "
+                                  f"(now held by {found[0].holder(now) if found else 'nobody'})")
+                    return
+                self.store._publish(self._full, data)
+            self._beat_ms = now
+
+    def ensure_held(self) -> None:
+        """Raise :class:`StoreBusy` unless this holder still holds the lock and no writer can
+        have judged it stale (its last heartbeat is younger than the timeout)."""
+        late = _wall_ms() - self._beat_ms
+        if self._lost is None and late > self.timeout_ms // 2:
+            if late >= self.timeout_ms:  # paused: writers may have gone on, taking it as dead
+                with self._guard:
+                    self._lost = (f"its last heartbeat is {late / 1000:.1f} s old, past the "
+                                  f"{_minutes(self.timeout_ms)} after which writers ignore it")
+            else:
+                self.beat()
+        if self._lost is not None:
+            raise StoreBusy(f"gc lost the store's gc lock ({self._lost}), so it stopped "
+                            "deleting", url=self.store.url, path=self.store.display(self._full),
+                            holder=self.owner,
+                            fix="run `qmtl-lock gc` again: it lists the store afresh")
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock if it is still this holder's."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        if self.store.held_gc_lock is self:
+            self.store.held_gc_lock = None
+        if self._lost is not None or self._thread is None:
+            return
+        self._thread = None
+        try:
+            if self._etag is not None and is_s3(self.store.fs):
+                delete_if_match(self.store.fs, self._full, self._etag)
+                return
+            found = self.store.gc_lock_holder()
+            if found is not None and found[0].token == self.token:
+                self.store.remove(GC_LOCK_PATH, unless_changed_from=found[1])
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # the lock goes stale; never hide the run's own outcome
+            _lease_log.warning("could not remove the gc lock: %s", exc)

@@ -13,6 +13,7 @@ manifest and lockfile branches. The command line maps each branch to an exit cod
     │   ├── PresetError                 unknown preset, invalid catalog
     │   ├── RangeError                  impossible time range
     │   ├── ProjectBusy                 another resolve is writing this project's lock
+    │   ├── StoreBusy                   a gc holds the store (or another gc runs on it)
     │   └── GitError                    no git, not a repository, unknown revision (diff, gc)
     ├── IntegrityError                  exit 1: data differs from what was pinned
     │   ├── FingerprintMismatch         recomputed fingerprint != locked fingerprint
@@ -52,6 +53,7 @@ from qmtl_engine import (
     RangeError,
     SLAExceeded,
     SourceError,
+    StoreBusy,
     StoreError,
     StoreUnavailable,
     YAMLFileError,
@@ -214,6 +216,7 @@ __all__ = [
     "RangeError",
     "SLAExceeded",
     "SourceError",
+    "StoreBusy",
     "StoreError",
     "StoreUnavailable",
     "UpstreamChanged",

@@ -1,7 +1,8 @@
 """The one module that runs git: a file (``seamless.lock``) as git knows it.
 
 ``diff --git REV`` reads the lock at one revision; ``gc`` reads it at HEAD, at ``--keep-revs``,
-at every ref tip and at every commit of the history. Both go through :class:`GitFile`, and every
+at every ref tip and at every commit of the history; ``pins push`` asks for the branch and the
+remote that name the project's pins. Both go through :class:`GitFile`, and every
 failure is a :class:`~qmtl_lock.errors.GitError` (exit 2).
 
 gc deletes what no lock in the history pins, so a history that git could not read must never
@@ -185,6 +186,30 @@ class GitFile:
         if proc.returncode == 1 and not proc.stderr.strip():
             return False
         raise _failed(proc, args, self.folder, self.otherwise)
+
+    def branch(self) -> str | None:
+        """The branch checked out (``main``, ``release/1.2``); None when HEAD is detached."""
+        args = ("symbolic-ref", "--quiet", "--short", "HEAD")
+        proc = _git(self.folder, *args)
+        if proc.returncode == 0:
+            return proc.stdout.decode().strip() or None
+        if proc.returncode == 1 and not proc.stderr.strip():
+            return None
+        raise _failed(proc, args, self.folder, self.otherwise)
+
+    def remote_url(self, name: str = "origin") -> str | None:
+        """The URL of remote ``name``; None when there is no such remote."""
+        args = ("config", "--get", f"remote.{name}.url")
+        proc = _git(self.folder, *args)
+        if proc.returncode == 0:
+            return proc.stdout.decode().strip() or None
+        if proc.returncode == 1 and not proc.stderr.strip():
+            return None
+        raise _failed(proc, args, self.folder, self.otherwise)
+
+    def top(self) -> Path:
+        """The top folder of the work tree."""
+        return Path(self._output("rev-parse", "--show-toplevel").decode().strip())
 
     def ref_tips(self) -> list[tuple[str, str]]:
         """``(short name, full ref name)`` of every branch, remote branch and tag that names a

@@ -21,6 +21,7 @@ from qmtl_engine import (
     InputError,
     OnViolation,
     QmtlLockError,
+    StoreBusy,
     SystemClock,
     TimeRange,
     iso,
@@ -236,9 +237,11 @@ def resolve(
     materialization errors (exit 3) and :class:`UpstreamChanged` when a pinned fingerprint no
     longer reproduces; in every failure the previous lock is left untouched. A resolve that may
     write the lock waits for any other one of the same project (``on_wait`` is told), and
-    raises :class:`~qmtl_lock.project_lock.ProjectBusy` after ``lock_timeout_s``. Windows are
-    fetched on ``executor`` (a Dask cluster, say) when one is given, else on ``jobs`` threads;
-    the lock is the same either way.
+    raises :class:`~qmtl_lock.project_lock.ProjectBusy` after ``lock_timeout_s``; one that
+    materializes waits for a gc running on the store (``on_wait`` is told too), and raises
+    :class:`~qmtl_engine.StoreBusy` when it runs on too long. Windows are fetched on
+    ``executor`` (a Dask cluster, say) when one is given, else on ``jobs`` threads; the lock is
+    the same either way.
     """
     loaded = load_manifest(manifest_path)
     _refuse_unknown(loaded, datasets)
@@ -248,13 +251,14 @@ def resolve(
         return _resolve(loaded, datasets=datasets, update=update, refresh=refresh,
                         locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
                         clock=clock or clock_from_env(), progress=progress, metrics=metrics,
-                        executor=executor)
+                        executor=executor, on_wait=on_wait)
 
 
 def _resolve(loaded: LoadedManifest, *, datasets: Collection[str], update: bool, refresh: bool,
              locked: bool, frozen: bool, dry_run: bool, jobs: int, clock: Clock,
              progress: ProgressFactory | None, metrics: RunMetrics | None,
-             executor: Executor | None = None) -> ResolveResult:
+             executor: Executor | None = None,
+             on_wait: Callable[[str], None] | None = None) -> ResolveResult:
     """:func:`resolve` once the manifest is read and the project's lock writer is held."""
     lock_path = loaded.lock_path
     old_lock = read_lock(lock_path) if lock_path.exists() else None
@@ -272,7 +276,7 @@ def _resolve(loaded: LoadedManifest, *, datasets: Collection[str], update: bool,
                                            clock.now_ms(), refresh=refresh)
     _refuse_one_file_for_many_symbols(tasks)
     runner = _Runner(loaded, clock, frozen=frozen, dry_run=dry_run, progress=progress,
-                     executor=executor)
+                     executor=executor, on_wait=on_wait)
     try:  # the store lease, taken when the first materialization starts, lasts until the lock
         outcomes = runner.run_all(tasks, jobs)  # pins the result
         reports = _fold(outcomes, kept, changes, metrics)
@@ -371,7 +375,9 @@ class _Runner:
     engine and pyarrow are not imported for a no-op)."""
 
     def __init__(self, loaded: LoadedManifest, clock: Clock, *, frozen: bool, dry_run: bool,
-                 progress: ProgressFactory | None, executor: Executor | None = None) -> None:
+                 progress: ProgressFactory | None, executor: Executor | None = None,
+                 on_wait: Callable[[str], None] | None = None) -> None:
+        self.on_wait = on_wait  # told when the store lease waits for a running gc
         self.loaded = loaded
         self.clock = clock
         self.frozen = frozen
@@ -383,6 +389,7 @@ class _Runner:
         self._engine: Any = None
         self._engine_lock = threading.Lock()
         self._lease: Any = None  # held from the first materialization on (see release)
+        self._busy: StoreBusy | None = None  # the lease gave up waiting for a gc
 
     def run_all(self, tasks: list[_Task], jobs: int) -> list[_Outcome]:
         """Run every task (a failure does not stop the others, so that one run reports every
@@ -455,9 +462,16 @@ class _Runner:
             if self._engine is None:
                 from qmtl_engine import Engine
 
+                if self._busy is not None:  # every task would wait for that gc again
+                    raise self._busy
                 if not self.dry_run:  # gc keeps the jobs and new files of a resolve that runs
-                    lease = self.store.lease(owner=f"resolve {self.loaded.path}")
-                    lease.__enter__()  # raises OSError when the store cannot be written
+                    lease = self.store.lease(owner=f"resolve {self.loaded.path}",
+                                             on_wait=self.on_wait)
+                    try:  # raises OSError when the store cannot be written
+                        lease.__enter__()
+                    except StoreBusy as exc:  # a gc held the store for too long
+                        self._busy = exc
+                        raise
                     self._lease = lease
                 self._engine = Engine(self.store, mode="materialize", clock=self.clock)
             return self._engine

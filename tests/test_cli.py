@@ -946,7 +946,7 @@ def test_subprocess_verify_json_on_a_corrupted_store(resolved: Project) -> None:
 # -- layout: one lazily loaded module per command ----------------------------------------------
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND_NAMES = {"init", "resolve", "check", "verify", "show", "diff", "merge-driver", "gc",
-                 "presets", "materialize", "schemas", "repair", "pull", "doctor"}
+                 "presets", "materialize", "schemas", "repair", "pull", "doctor", "pins"}
 LIGHT = ("pyarrow", "fsspec", "jsonschema", "deepdiff", "pydantic")
 
 

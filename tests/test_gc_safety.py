@@ -503,7 +503,10 @@ def test_a_lease_whose_holder_died_protects_until_it_goes_stale(repo: Repo) -> N
 
 def test_a_lease_taken_while_gc_plans_stops_it_before_it_deletes(repo: Repo) -> None:
     _old_history_and_a_stale_job(repo)
-    gc = prepare_gc(repo.root / "seamless.yaml", grace_days=0, now_ms=T0 + 40 * DAY_MS)
+    # planned without the gc lock, so that a lease can be taken before apply_gc takes it (under
+    # the lock, a new lease waits instead: test_gc_shared.py)
+    gc = prepare_gc(repo.root / "seamless.yaml", grace_days=0, now_ms=T0 + 40 * DAY_MS,
+                    exclusive=False)
     assert gc.plan.actions
     before = repo.store_files()
     with repo.store.lease("resolve that started late", heartbeat_s=3600):

@@ -26,6 +26,7 @@ COMMANDS: Mapping[str, str] = {
     "init": "qmtl_lock.cli.init:init_command",
     "materialize": "qmtl_lock.cli.materialize:materialize_command",
     "merge-driver": "qmtl_lock.cli.merge_driver:merge_driver_command",
+    "pins": "qmtl_lock.cli.pins:pins_group",
     "presets": "qmtl_lock.cli.presets:presets_command",
     "pull": "qmtl_lock.cli.pull:pull_command",
     "repair": "qmtl_lock.cli.repair:repair_command",
@@ -47,6 +48,7 @@ SUMMARIES: Mapping[str, str] = {
     "materialize": "Materialize one preset and symbol into the store, without a lock; print "
                    "the report.",
     "merge-driver": "Git merge driver for seamless.lock: merges per dataset and symbol.",
+    "pins": "Register this project's pins in a shared store, so gc elsewhere keeps them.",
     "presets": "List the presets (built-in and from seamless.yaml) with their definitions.",
     "pull": "Bring what the lock pins from a remote store into the local cache, verified.",
     "repair": "Move corrupted store files aside and fetch again only the partitions they held.",

@@ -8,6 +8,9 @@ What gc keeps; everything else is deleted, or moved with ``--archive``::
               or retained: the newest ``expires_at`` any lock in the git history gave it (every
               commit reachable from a ref, and the reflog, which still remembers commits that an
               amend or a rebase dropped) is still ahead;
+              or registered in the store by any project (``pins/*/*.json``, written by
+              ``qmtl-lock pins push``): a store shared by several projects keeps what each of
+              their protected branches pins;
               or written within the grace period (file time): a resolve may be running.
     object    named by a kept snapshot, or written within the grace period.
     jobs/     checkpoints and staged objects last written within the grace period.
@@ -28,6 +31,14 @@ written since the oldest live lease began, and names each lease it respected. A 
 stopped refreshing it is stale: gc names it and removes it. A lease taken while gc was planning
 stops gc before it deletes anything.
 
+gc holds the store's exclusive gc lock (``locks/gc.json``) from before it lists the store until
+its last delete; a writer takes its lease first and then waits while a gc lock is live, so a
+resolve that starts during a gc names nothing gc deletes (:mod:`qmtl_engine.sharing`). A second
+gc refuses to start; a gc lock whose holder stopped refreshing it is taken over. Right before
+deleting, gc lists the leases and the pins again; a pin that cannot be read, then or while
+planning, stops gc with nothing deleted. Each delete is conditional on the file being the one
+listed (S3 ``If-Match``; size and file time elsewhere); a changed file is kept and reported.
+
 One module per step: :mod:`~qmtl_lock.gc.keep` reads what the locks pin and retain,
 :mod:`~qmtl_lock.gc.listing` what the store holds (through
 :meth:`qmtl_engine.store.Store.inventory`), :mod:`~qmtl_lock.gc.plan` decides without any I/O,
@@ -41,13 +52,14 @@ from __future__ import annotations
 from qmtl_lock.gc.apply import GcResult, apply_gc, describe
 from qmtl_lock.gc.keep import KeptLock, Retention, retention_from_locks
 from qmtl_lock.gc.listing import StoredSnapshot, StoreListing, list_store
-from qmtl_lock.gc.plan import GcAction, GcKept, GcKind, GcPlan, plan_gc
+from qmtl_lock.gc.plan import GcAction, GcKept, GcKind, GcPinned, GcPlan, plan_gc
 from qmtl_lock.gc.prepare import GcRun, prepare_gc
 
 __all__ = [
     "GcAction",
     "GcKept",
     "GcKind",
+    "GcPinned",
     "GcPlan",
     "GcResult",
     "GcRun",

@@ -1,6 +1,12 @@
-"""Carry a gc plan out: delete each file, or move it to an archive store under the same relative
-path, in the plan's order (snapshots before the objects they name), logging one line each; then
-remove the stale leases. A lease taken while gc was planning stops it before it deletes anything.
+"""Carry a gc plan out under the store's gc lock: look at the leases and the registered pins once
+more, then delete each file (or move it to an archive store under the same relative path) in the
+plan's order, snapshots before the objects they name, each only if it is still the file the
+listing saw, logging one line each; then remove the stale leases and give the gc lock back.
+
+A lease taken while gc was planning, or pins registered meanwhile that name a snapshot the plan
+deletes, stop it before it deletes anything. A file that changed since the listing is kept and
+reported; when that file is a snapshot, no object goes either (which ones the changed snapshot
+names is no longer known).
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from typing import TYPE_CHECKING
 
 from qmtl_engine import QmtlLockError, SystemClock
 
+from qmtl_lock.gc.listing import unreadable_pin
 from qmtl_lock.redact import redact_text
 
 if TYPE_CHECKING:
-    from qmtl_engine import Store
+    from qmtl_engine import GcLock, Store
 
     from qmtl_lock.gc.plan import GcAction, GcPlan
 
@@ -37,6 +44,7 @@ def describe(action: GcAction, *, archive: str | None, dry_run: bool) -> str:
 class GcResult:
     done: list[GcAction] = field(default_factory=list)
     gone: list[GcAction] = field(default_factory=list)  # already removed by someone else
+    changed: list[str] = field(default_factory=list)  # kept: changed since the listing
     leases_removed: list[str] = field(default_factory=list)
 
     @property
@@ -47,18 +55,42 @@ class GcResult:
 def apply_gc(plan: GcPlan, store: Store, archive: str | None = None,
              log: Log = _log.info) -> GcResult:
     """Delete (or move to ``archive``, an fsspec URL, under the same relative paths) every file
-    of ``plan`` in order, logging one line per action, then remove its stale leases. Stops at
-    the first failure, and before deleting anything when a live lease the plan did not respect
-    is found (a resolve started while gc was planning)."""
+    of ``plan`` in order, logging one line per action, then remove its stale leases; the gc
+    lock is released at the end, whatever happens.
+
+    Runs under the gc lock that :func:`~qmtl_lock.gc.prepare.prepare_gc` took on ``store``
+    before listing it (one is taken now when none is held). Stops at the first failure, when
+    the lock is lost, and before deleting anything when a live lease the plan did not respect
+    is found (a resolve started while gc was planning) or when pins registered meanwhile name a
+    snapshot the plan deletes.
+    """
+    lock = store.held_gc_lock or store.gc_lock("gc", timeout_ms=plan.lease_timeout_ms).acquire()
+    try:
+        return _apply_all(plan, store, archive, log, lock)
+    finally:
+        lock.release()
+
+
+def _apply_all(plan: GcPlan, store: Store, archive: str | None, log: Log,
+               lock: GcLock) -> GcResult:
     from qmtl_engine import Store
 
     if plan.actions:
+        lock.ensure_held()
         _refuse_new_leases(plan, store)
+        _refuse_new_pins(plan, store)
     target = Store(archive) if archive else None
     result = GcResult()
+    snapshot_changed = False
     for action in plan.actions:
+        if action.kind == "object" and snapshot_changed:
+            result.changed.append(action.path)
+            log(f"kept {action.path}: a snapshot gc was deleting changed since it was listed, "
+                "so gc cannot tell which objects it names")
+            continue
+        lock.ensure_held()
         try:
-            _apply(action, store, target)
+            changed = _apply(action, store, target)
         except FileNotFoundError:
             result.gone.append(action)
             log(f"gone {action.path}: already removed")
@@ -68,6 +100,11 @@ def apply_gc(plan: GcPlan, store: Store, archive: str | None = None,
                 f"gc stopped at {action.path}: {exc}", where=redact_text(store.url),
                 fix="fix the store's permissions or space and run `qmtl-lock gc` again; "
                 "nothing any kept lock pins was touched") from None
+        if changed:
+            result.changed += changed
+            snapshot_changed = snapshot_changed or action.kind == "snapshot"
+            log(f"kept {', '.join(changed)}: changed since gc listed it (another writer)")
+            continue
         result.done.append(action)
         log(describe(action, archive=archive, dry_run=False))
     for lease in plan.stale_leases:
@@ -89,10 +126,29 @@ def _refuse_new_leases(plan: GcPlan, store: Store) -> None:
             fix="run `qmtl-lock gc` again: it keeps what a running resolve may need")
 
 
-def _apply(action: GcAction, store: Store, archive: Store | None) -> None:
+def _refuse_new_pins(plan: GcPlan, store: Store) -> None:
+    """Pins read again right before deleting: none may name a snapshot the plan deletes."""
+    deleting = {a.fingerprint for a in plan.actions if a.fingerprint is not None}
+    for pin in store.pins():
+        if pin.problem is not None:
+            raise unreadable_pin(store, pin)
+        named = sorted(deleting & set(pin.fingerprints))
+        if named:
+            raise QmtlLockError(
+                f"{pin.label} registered pins while gc was planning ({pin.path} names "
+                f"{len(named)} snapshot(s) gc was about to delete, first {named[0]}); gc "
+                "deleted nothing", where=redact_text(store.url),
+                fix="run `qmtl-lock gc` again: it keeps every registered pin")
+
+
+def _apply(action: GcAction, store: Store, archive: Store | None) -> list[str]:
+    """Carry one action out; the paths kept because they changed since the listing."""
+    changed = []
     for path in action.files:
         if archive is not None:
             store.copy_to(path, archive)
-        store.remove(path)
+        if not store.remove(path, unless_changed_from=action.as_listed(path)):
+            changed.append(path)
     if action.is_folder:
-        store.remove_folder(action.path)
+        store.remove_folder(action.path, only_if_empty=True)
+    return changed

@@ -1,5 +1,6 @@
-"""What the locks tell gc to keep: the pins of each kept lock, and how long the locks in the git
-history retain each snapshot. Built from lock values and lock texts; no I/O."""
+"""What the locks tell gc to keep: the pins of each kept lock (this project's, and those other
+projects registered in the store), and how long the locks in the git history retain each
+snapshot. Built from lock values, lock texts and pin records; no I/O."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from qmtl_engine import QmtlLockError
 from qmtl_lock.lockfile import parse_lock
 
 if TYPE_CHECKING:
+    from qmtl_engine import StoredPin
+
     from qmtl_lock.lockfile import Lockfile
 
 # A lock that cannot be parsed (a newer lock_version, a committed merge conflict) still names
@@ -26,14 +29,16 @@ class KeptLock:
 
     label: str
     pins: Mapping[str, tuple[str, ...]]
+    registered: str | None = None  # the pin file in the store, for a project's registered pins
 
     @classmethod
     def from_lock(cls, label: str, lock: Lockfile) -> KeptLock:
-        pins: dict[str, list[str]] = {}
-        for name, ds in sorted(lock.datasets.items()):
-            for symbol, entry in sorted(ds.symbols.items()):
-                pins.setdefault(entry.dataset_fingerprint, []).append(f"{name}/{symbol}")
-        return cls(label, {fp: tuple(who) for fp, who in pins.items()})
+        return cls(label, lock_pins(lock))
+
+    @classmethod
+    def from_pin(cls, pin: StoredPin) -> KeptLock:
+        """What a project registered in the store (``qmtl-lock pins push``)."""
+        return cls(pin.label, dict(pin.fingerprints), registered=pin.path)
 
     @classmethod
     def from_text(cls, label: str, text: str) -> tuple[KeptLock, str | None]:
@@ -46,6 +51,15 @@ class KeptLock:
             return cls(label, {fp: ("unreadable lock",) for fp in found}), (
                 f"the seamless.lock at {label} could not be parsed; keeping the {len(found)} "
                 "fingerprint(s) its text names")
+
+
+def lock_pins(lock: Lockfile) -> dict[str, tuple[str, ...]]:
+    """Every fingerprint ``lock`` pins -> the ``dataset/symbol`` entries that pin it."""
+    pins: dict[str, list[str]] = {}
+    for name, ds in sorted(lock.datasets.items()):
+        for symbol, entry in sorted(ds.symbols.items()):
+            pins.setdefault(entry.dataset_fingerprint, []).append(f"{name}/{symbol}")
+    return {fp: tuple(who) for fp, who in pins.items()}
 
 
 @dataclass(frozen=True)

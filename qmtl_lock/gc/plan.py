@@ -38,10 +38,16 @@ class GcAction:
     reason: str
     size: int
     files: tuple[str, ...]  # what to move or delete: ``(path,)``, or a folder's files
+    listed: tuple[StoredFile, ...] = ()  # those files as listed: each is deleted only unchanged
+    fingerprint: str | None = None  # of a snapshot
 
     @property
     def is_folder(self) -> bool:
         return self.files != (self.path,)
+
+    def as_listed(self, path: str) -> StoredFile | None:
+        """The listing's view of one of :attr:`files` (None: delete it unconditionally)."""
+        return next((f for f in self.listed if f.path == path), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "reason": self.reason, "bytes": self.size}
@@ -58,6 +64,24 @@ class GcKept:
 
 
 @dataclass(frozen=True)
+class GcPinned:
+    """A project's registered pins (``pins/<project>/<ref>.json``), and what they kept."""
+
+    label: str  # project <name>@<ref>
+    path: str  # the pin file, relative to the store root
+    snapshots: int  # pinned snapshots in the store: kept
+    missing: int  # pinned snapshots not in the store
+
+    def line(self) -> str:
+        gone = f"; {self.missing} it pins are not in the store" if self.missing else ""
+        return f"kept {_n(self.snapshots, 'snapshot')} pinned by {self.label} ({self.path}){gone}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "path": self.path, "kept_snapshots": self.snapshots,
+                "missing_snapshots": self.missing}
+
+
+@dataclass(frozen=True)
 class GcPlan:
     actions: tuple[GcAction, ...]  # in the order they must run: snapshots, objects, jobs, temps
     kept: tuple[GcKept, ...]  # every kept snapshot and job, and unreferenced objects kept young
@@ -70,6 +94,7 @@ class GcPlan:
     stale_leases: tuple[StoredLease, ...] = ()  # their holders died: removed after the actions
     wall_ms: int = 0  # the real time the leases were judged at
     lease_timeout_ms: int = LEASE_TIMEOUT_MS
+    pinned: tuple[GcPinned, ...] = ()  # other projects' (and this one's) registered pins
 
     def paths(self, kind: GcKind | None = None) -> list[str]:
         return [a.path for a in self.actions if kind is None or a.kind == kind]
@@ -117,6 +142,7 @@ class GcPlan:
         return {
             "now": iso(self.now_ms), "grace_days": round(self.grace_ms / DAY_MS, 6),
             "kept_locks": list(self.kept_locks),
+            "pins": [x.to_dict() for x in self.pinned],
             "leases": {"respected": [_lease_dict(x, self.wall_ms) for x in self.leases],
                        "stale": [_lease_dict(x, self.wall_ms) for x in self.stale_leases]},
             "delete": [a.to_dict() for a in self.actions],
@@ -227,7 +253,8 @@ def plan_gc(listing: StoreListing, kept_locks: Sequence[KeptLock],
         for fp, who in lock.pins.items():
             pinned.setdefault(fp, f"{lock.label} ({', '.join(who)})")
     for fp, snap in sorted(listing.snapshots.items()):
-        _plan_snapshot(draft, snap, *_snapshot_verdict(draft, fp, snap, pinned, history or {}))
+        _plan_snapshot(draft, fp, snap,
+                       *_snapshot_verdict(draft, fp, snap, pinned, history or {}))
     missing = sorted(set(pinned) - set(listing.snapshots))
     if missing:
         draft.warnings.append(f"{_n(len(missing), 'snapshot')} pinned by the kept locks "
@@ -240,13 +267,17 @@ def plan_gc(listing: StoreListing, kept_locks: Sequence[KeptLock],
         if draft.too_young(f.mtime_ms) is None:
             draft.actions.append(GcAction("temporary", f.path, "leftover of an interrupted "
                                           f"write, written {iso(f.mtime_ms or 0)}", f.size,
-                                          (f.path,)))
+                                          (f.path,), (f,)))
     if history is None:
         _hold_everything(draft)
+    registered = tuple(GcPinned(k.label, k.registered,
+                                sum(fp in listing.snapshots for fp in k.pins),
+                                sum(fp not in listing.snapshots for fp in k.pins))
+                       for k in kept_locks if k.registered is not None)
     return GcPlan(tuple(draft.actions), tuple(draft.kept), draft.kept_objects,
                   tuple(k.label for k in kept_locks), tuple(draft.warnings), now_ms, grace_ms,
                   leases=live, stale_leases=tuple(x for x in listing.leases if x not in live),
-                  wall_ms=wall, lease_timeout_ms=lease_timeout_ms)
+                  wall_ms=wall, lease_timeout_ms=lease_timeout_ms, pinned=registered)
 
 
 def _hold_everything(draft: _Draft) -> None:
@@ -288,13 +319,14 @@ def _snapshot_verdict(draft: _Draft, fp: str, snap: StoredSnapshot, pinned: Mapp
     return (True, f"{why}, but {too_young}") if too_young else (False, why)
 
 
-def _plan_snapshot(draft: _Draft, snap: StoredSnapshot, keep: bool, why: str) -> None:
+def _plan_snapshot(draft: _Draft, fp: str, snap: StoredSnapshot, keep: bool, why: str) -> None:
     path = snap.file.path
     if keep:
         draft.kept.append(GcKept("snapshot", path, why))
         draft.kept_snapshots.append(snap)
     else:
-        draft.actions.append(GcAction("snapshot", path, why, snap.file.size, (path,)))
+        draft.actions.append(GcAction("snapshot", path, why, snap.file.size, (path,),
+                                      (snap.file,), fingerprint=fp))
         draft.dropped_objects.update(snap.objects or ())
 
 
@@ -320,7 +352,7 @@ def _plan_objects(draft: _Draft, objects: Mapping[str, StoredFile]) -> None:
             draft.kept_objects += 1
             draft.kept.append(GcKept("object", f.path, f"{why}, but {too_young}"))
             continue
-        draft.actions.append(GcAction("object", f.path, why, f.size, (f.path,)))
+        draft.actions.append(GcAction("object", f.path, why, f.size, (f.path,), (f,)))
 
 
 def _plan_job(draft: _Draft, job: StoredJob) -> None:
@@ -337,14 +369,15 @@ def _plan_job(draft: _Draft, job: StoredJob) -> None:
     if job.checkpoint is not None:
         draft.actions.append(GcAction("job", job.checkpoint.path,
                                       f"stale resume checkpoint, last written {last}",
-                                      job.checkpoint.size, (job.checkpoint.path,)))
+                                      job.checkpoint.size, (job.checkpoint.path,),
+                                      (job.checkpoint,)))
     if job.staged:
         draft.actions.append(GcAction("job", job.staged_folder,
                                       f"staged objects of a stale job, last written {last}",
                                       sum(f.size for f in job.staged),
-                                      tuple(f.path for f in job.staged)))
+                                      tuple(f.path for f in job.staged), job.staged))
     if job.windows:
         draft.actions.append(GcAction("job", job.windows_folder,
                                       f"checkpoints of a stale job, last written {last}",
                                       sum(f.size for f in job.windows),
-                                      tuple(f.path for f in job.windows)))
+                                      tuple(f.path for f in job.windows), job.windows))
