@@ -258,7 +258,13 @@ class Engine:
         request = closed_request(request, now)
         key = request.job_key()
         previous = self._finished(request, key) or previous
-        return plan(request, previous=previous, checkpoint=self.store.read_checkpoints(key),
+        checkpoint = self.store.read_checkpoints(key)
+        # Before the plan looks at what it may reuse, the writer's lease names it, so that a gc
+        # running meanwhile keeps it (or has finished when the plan looks).
+        self.store.protect_objects(
+            [p.digest for p in (previous.partitions if previous is not None else ())]
+            + [str(v.get("digest")) for v in checkpoint.values() if v.get("digest")])
+        return plan(request, previous=previous, checkpoint=checkpoint,
                     now_ms=now, has_object=self.store.has_object,
                     prove=lambda part: self._prove(request, key, part))
 
@@ -588,7 +594,14 @@ class _Finalize:
         for outcome in self.outcomes.values():
             if outcome.digest is not None and outcome.bytes_written:  # written by this run
                 self.store.note_present(outcome.digest)
-        self.store.put_snapshot(snapshot)
+        written = self.store.put_snapshot(snapshot)
+        # Windows fetched now whose objects were already stored, and a manifest that was: a gc
+        # may judge them old and unnamed, so the lease says this run relies on them (what the
+        # plan reused was protected before the plan looked at it).
+        found = sorted({o.digest for o in self.outcomes.values()
+                        if o.digest is not None and not o.bytes_written})
+        if found or not written:
+            self.store.rely_on(snapshot, objects=found)
         self.store.write_ref(request.job_key(), snapshot.fingerprint, request=request.where())
         self.store.discard_job(request.job_key(), [  # the windows checkpointed, by this run
             (s.window.start, s.window.end) for s in self.plan.partitions  # or an earlier one

@@ -232,6 +232,7 @@ class Store:
         self._bucket_seen = False  # check_reachable passed once: no need to ask again
         self._present: set[str] = set()  # objects known to be stored (see note_present)
         self._folders: set[str] = set()  # local folders made (or found) by this Store
+        self.active_lease: Lease | None = None  # the lease a writer holds on this store now
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from the URL and the options as given (``*_env`` keys unresolved): a pickled
@@ -452,10 +453,42 @@ class Store:
     def has_snapshot(self, fingerprint: str) -> bool:
         return bool(self.fs.exists(self.snapshot_path(fingerprint)))
 
-    def put_snapshot(self, snapshot: Snapshot) -> None:
+    def protect_objects(self, digests: Collection[str]) -> None:
+        """Name objects in the writer's lease before relying on them (see
+        :meth:`Lease.protect`); the caller then checks they are there. No lease: nothing."""
+        lease = self.active_lease
+        if lease is None or not digests:
+            return
+        root = self._path("")
+        found = []
+        for digest in digests:
+            try:
+                found.append(self.object_path(digest)[len(root):])
+            except ValueError:
+                continue  # not a digest (a malformed checkpoint entry): nothing to keep
+        lease.protect(found)
+
+    def rely_on(self, snapshot: Snapshot, *, objects: Collection[str]) -> None:
+        """Make sure a snapshot about to be named, and objects of it this writer did not write,
+        stay in the store: protect them under the writer's lease (see :meth:`Lease.protect`),
+        then check that they are still there, publishing the manifest again if a gc removed
+        it. Raises :class:`ObjectMissing` for an object a gc removed before it was protected
+        (the rerun fetches it again). Without a lease there is nothing to protect against."""
+        lease = self.active_lease
+        if lease is None:
+            return
+        root = self._path("")
+        paths = [self.snapshot_path(snapshot.fingerprint)] + [self.object_path(d)
+                                                               for d in objects]
+        lease.protect([p[len(root):] for p in paths])
+        for digest in objects:
+            self._present.discard(digest)
+        self.put_snapshot(snapshot)  # asks again for each object; the manifest comes back
+
+    def put_snapshot(self, snapshot: Snapshot) -> bool:
         """Publish a snapshot manifest with an exclusive create (one there already is the same
-        manifest: a fingerprint names its content). Every object it names must exist; objects
-        this Store wrote or saw are not asked for again."""
+        manifest: a fingerprint names its content); True when this call wrote it. Every object
+        it names must exist; objects this Store wrote are not asked for again."""
         missing = [p.digest for p in snapshot.partitions if not self.has_object(p.digest)]
         if missing:
             raise ObjectMissing(
@@ -464,7 +497,7 @@ class Store:
                 path=self.display(self.object_path(missing[0])),
             )
         data = json.dumps(snapshot.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
-        self._create(self.snapshot_path(snapshot.fingerprint), data)
+        return self._create(self.snapshot_path(snapshot.fingerprint), data)
 
     def get_snapshot(self, fingerprint: str) -> Snapshot:
         """The snapshot manifest of ``fingerprint``, checked against its name (a remote store
@@ -1039,7 +1072,8 @@ class Store:
             if isinstance(data, dict) and data.get("lease_version") == LEASE_VERSION:
                 return StoredLease(f.path, str(data["owner"]), int(data["pid"]),
                                    str(data["host"]), int(data["started_ms"]),
-                                   int(data["heartbeat_ms"]))
+                                   int(data["heartbeat_ms"]),
+                                   tuple(str(p) for p in data.get("protects", ())))
         except (KeyError, TypeError, ValueError):
             pass
         return StoredLease(f.path, None, None, None, f.mtime_ms, f.mtime_ms)
@@ -1265,6 +1299,9 @@ class StoredLease:
     host: str | None
     started_ms: int | None  # the file time when unreadable; None when that is unknown too
     heartbeat_ms: int | None
+    # store paths its holder relies on though it did not write them (content it found already
+    # stored and names in its result): gc keeps them while the lease is live
+    protects: tuple[str, ...] = ()
 
     def is_stale(self, now_ms: int, timeout_ms: int = LEASE_TIMEOUT_MS) -> bool:
         """Whether its holder has not refreshed it for more than ``timeout_ms`` (it died, or
@@ -1291,9 +1328,30 @@ class Lease:
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._refresh, daemon=True,
                                       name=f"qmtl-lock lease {self.path}")
+        self._writing = threading.Lock()  # protect() and the heartbeat write one record
 
     def _bytes(self) -> bytes:
         return json.dumps(self._record, sort_keys=True).encode() + b"\n"
+
+    def protect(self, paths: Collection[str]) -> None:
+        """Name in the lease store files this holder relies on without having written them
+        (content it found already stored), so gc keeps them while the lease lives; then, if a
+        gc is running, wait for it to finish. The caller must check afterwards that the files
+        are still there (a gc that ran before this call may have removed them).
+
+        The order closes the race with gc: gc takes its lock before it lists leases, and a
+        holder writes its protections before it looks for that lock. So a gc either sees them,
+        or holds its lock already when the holder looks, and the holder waits it out.
+        """
+        with self._writing:
+            known = set(self._record.get("protects", ()))
+            if set(paths) <= known:
+                return
+            self._record["protects"] = sorted(known | set(paths))
+            self._record["heartbeat_ms"] = _wall_ms()
+            self.store._publish(self.store._within(self.path), self._bytes())
+        if self._running_gc() is not None:
+            self._wait_for_gc(time.monotonic() + self.wait_s)
 
     def __enter__(self) -> Lease:
         """Write the lease, then make sure no gc runs (see :meth:`Store.lease`)."""
@@ -1322,6 +1380,7 @@ class Lease:
                     self.on_wait(text)
             self._wait_for_gc(deadline)
         self._beat.start()
+        self.store.active_lease = self
         return self
 
     def _running_gc(self) -> GcLockRecord | None:
@@ -1355,15 +1414,18 @@ class Lease:
 
     def _refresh(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            self._record["heartbeat_ms"] = _wall_ms()
             try:
                 # One small mutable file (Store._publish): gc never reads half a lease; a lease
                 # gc removed while its holder was paused comes back.
-                self.store._publish(self.store._within(self.path), self._bytes())
+                with self._writing:
+                    self._record["heartbeat_ms"] = _wall_ms()
+                    self.store._publish(self.store._within(self.path), self._bytes())
             except OSError as exc:  # the store is unreachable for now: try again next beat
                 _lease_log.warning("could not refresh lease %s: %s", self.path, exc)
 
     def __exit__(self, *exc: object) -> None:
+        if self.store.active_lease is self:
+            self.store.active_lease = None
         self._stop.set()
         self._beat.join()
         try:

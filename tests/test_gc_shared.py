@@ -432,3 +432,80 @@ def test_the_gc_lock_record_names_its_holder(store_url: str) -> None:
         data = json.loads(store.fs.cat_file(f"{store.root}/locks/gc.json"))
         assert data["gc_lock_version"] == 1
     assert store.gc_lock_holder() is None
+
+
+# -- a resolve already running when gc began, relying on content it found stored ------------------
+def _age(store: Store, paths: set[str], days: float) -> None:
+    """Make files look ``days`` old, as content from a resolve long ago would (local disk)."""
+    then = time.time() - days * 86400
+    for rel in paths:
+        os.utime(os.path.join(store.root, rel), (then, then))
+
+
+def _beta_request(beta: Project) -> Any:
+    from qmtl_engine import TimeRange
+
+    from qmtl_lock.manifest import load_manifest
+
+    ds = load_manifest(beta.manifest).datasets["a"]
+    return ds.engine_request("BTCUSDT", TimeRange(ds.start_ms, ds.end_ms()), follows_now=False)
+
+
+@pytest.mark.parametrize("store_url", ["local"], indirect=True)  # file times set by hand
+def test_a_resolve_running_before_gc_keeps_what_it_found_stored(
+        projects: tuple[Project, Project]) -> None:
+    """beta's resolve holds its lease before gc starts, and finds alpha's old, unpinned
+    snapshot already stored (the same content): once its lease names it, gc keeps it."""
+    from qmtl_engine import Engine
+
+    alpha, beta = projects
+    first = alpha_moves_on(alpha)
+    doomed = files_of(alpha.store, first["a"]) - files_of(alpha.store, *alpha.pins().values())
+    _age(alpha.store, doomed, days=3)
+    beta.write()
+    store = beta.store
+    with store.lease(owner=f"resolve {beta.manifest}"):
+        result = Engine(store).materialize(_beta_request(beta))
+        assert result.fingerprint == first["a"] and result.bytes_written == 0
+        gc = prepare_gc(alpha.manifest, grace_days=0, now_ms=DAY40)
+        reasons = {k.path: k.reason for k in gc.plan.kept}
+        assert doomed.isdisjoint(gc.plan.paths())
+        snap = snapshot_path(first["a"])
+        assert reasons[snap].startswith("a running resolve relies on it (resolve ")
+        apply_gc(gc.plan, gc.store, log=lambda _: None)
+    assert doomed <= store_paths(alpha.store)
+    store.get_snapshot(first["a"])
+
+
+@pytest.mark.parametrize("store_url", ["local"], indirect=True)
+def test_a_resolve_that_comes_to_rely_on_old_content_while_gc_plans_stops_the_gc(
+        projects: tuple[Project, Project]) -> None:
+    """The same resolve, but it finds the old content after gc listed: it names it in its lease,
+    sees gc's lock and waits; gc, looking at the leases again before deleting, deletes nothing;
+    then the resolve goes on and its snapshot is whole."""
+    from qmtl_engine import Engine
+
+    alpha, beta = projects
+    first = alpha_moves_on(alpha)
+    doomed = files_of(alpha.store, first["a"]) - files_of(alpha.store, *alpha.pins().values())
+    _age(alpha.store, doomed, days=3)
+    beta.write()
+    store = beta.store
+    done: list[Any] = []
+    with store.lease(owner=f"resolve {beta.manifest}") as lease:
+        gc = prepare_gc(alpha.manifest, grace_days=0, now_ms=DAY40)  # under the gc lock
+        assert doomed <= set(gc.plan.paths())
+        thread = threading.Thread(
+            target=lambda: done.append(Engine(store).materialize(_beta_request(beta))))
+        thread.start()
+        # the resolve has named the snapshot in its lease, and now waits for this gc
+        _wait_for(lambda: any(p.startswith("snapshots/")
+                              for x in store.leases() if x.path == lease.path
+                              for p in x.protects), "the resolve to protect what it found")
+        with pytest.raises(QmtlLockError, match="came to rely on"):
+            apply_gc(gc.plan, gc.store, log=lambda _: None)
+        thread.join(60)
+    assert done and done[0].fingerprint == first["a"]
+    assert doomed <= store_paths(alpha.store)
+    for part in store.get_snapshot(first["a"]).partitions:
+        store.check_object(part.digest)

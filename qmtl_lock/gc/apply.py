@@ -116,8 +116,17 @@ def _apply_all(plan: GcPlan, store: Store, archive: str | None, log: Log,
 def _refuse_new_leases(plan: GcPlan, store: Store) -> None:
     respected = {lease.path for lease in plan.leases}
     wall = SystemClock().now_ms()
-    new = [lease for lease in store.leases() if lease.path not in respected
-           and not lease.is_stale(wall, plan.lease_timeout_ms)]
+    live = [lease for lease in store.leases() if not lease.is_stale(wall, plan.lease_timeout_ms)]
+    doomed = {path for action in plan.actions for path in action.files}
+    for lease in live:  # a resolve that ran before gc began came to rely on what gc deletes
+        relied = sorted(doomed & set(lease.protects))
+        if relied:
+            raise QmtlLockError(
+                f"a running resolve came to rely on {relied[0]} while gc was planning "
+                f"({lease.owner or 'an unreadable lease'}, {lease.path}); gc deleted nothing",
+                where=redact_text(store.url),
+                fix="run `qmtl-lock gc` again: it keeps what a running resolve relies on")
+    new = [lease for lease in live if lease.path not in respected]
     if new:
         who = new[0].owner or "an unreadable lease"
         raise QmtlLockError(

@@ -221,6 +221,14 @@ class _Draft:
     kept_objects: int = 0
     live: tuple[StoredLease, ...] = ()  # live leases: a resolve is running
 
+    def relied_on(self, path: str) -> str | None:
+        """Why ``path`` stays because a running writer named it in its lease, or None."""
+        for lease in self.live:
+            if path in lease.protects:
+                return (f"a running resolve relies on it ({_holder(lease)}, lease "
+                        f"{lease.path})")
+        return None
+
     def too_young(self, mtime: int | None) -> str | None:
         """Why a file written at ``mtime`` is kept whatever else holds, or None."""
         if mtime is None:
@@ -301,6 +309,9 @@ def _snapshot_verdict(draft: _Draft, fp: str, snap: StoredSnapshot, pinned: Mapp
     """Whether to keep one snapshot, and why (or why it goes)."""
     if fp in pinned:
         return True, f"pinned by {pinned[fp]}"
+    relied = draft.relied_on(snap.file.path)
+    if relied:
+        return True, relied
     r = history.get(fp)
     if r is not None and r.unreadable_in:
         return True, (f"named by the unreadable seamless.lock at {r.unreadable_in}: its expiry "
@@ -347,7 +358,7 @@ def _plan_objects(draft: _Draft, objects: Mapping[str, StoredFile]) -> None:
             continue
         why = ("named only by snapshots this gc removes" if digest in draft.dropped_objects
                else "named by no kept snapshot")
-        too_young = draft.too_young(f.mtime_ms)
+        too_young = draft.relied_on(f.path) or draft.too_young(f.mtime_ms)
         if too_young:
             draft.kept_objects += 1
             draft.kept.append(GcKept("object", f.path, f"{why}, but {too_young}"))
