@@ -31,7 +31,7 @@ from _common import ENV, PYTHON, goal_text, parser, secs, table
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
 BEGIN, END = "<!-- run_all.py: begin -->", "<!-- run_all.py: end -->"
-SCRIPTS = ("resolve", "verify", "memory", "check")
+SCRIPTS = ("resolve", "verify", "memory", "check", "store", "dask_overhead")
 
 # The rows that go into the summary, by script: (metric as printed by the script, short label).
 # Goal rows go into the goals table without being listed here.
@@ -67,6 +67,19 @@ SUMMARY = {
         ("  `check` builds models (pydantic)", "  check builds models"),
         ("  `resolve` builds models (pydantic)", "  no-op resolve builds models"),
         ("  `--help` imports command modules", "  --help imports commands"),
+    ],
+    "store": [  # issue 10: a store on object storage, and the executors
+        ("local store calls per fetched partition", "local store calls / fetched partition"),
+        ("S3 requests per fetched partition (at the server)", "S3 requests / fetched partition"),
+        ("resolve, S3 store, one process", "20 symbols x 1 y: S3, one process"),
+        ("resolve, S3 store, Dask 2 workers", "20 symbols x 1 y: S3, Dask 2 workers"),
+        ("slow store (24 ms/request), 5 symbols, --jobs 4", "slow store: --jobs 4"),
+        ("slow store (24 ms/request), 5 symbols, Dask", "slow store: Dask"),
+    ],
+    "dask_overhead": [
+        ("DaskExecutor(workers=2), processes", "Dask per-task overhead"),
+        ("  against one month's Parquet write", "  vs one month's Parquet write"),
+        ("  cluster start-up (once per run)", "  cluster start-up"),
     ],
 }
 
