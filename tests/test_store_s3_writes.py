@@ -111,3 +111,21 @@ def test_two_resolvers_of_one_request_into_one_prefix_both_succeed(s3: S3Bucket,
     keys = s3.keys()
     assert len([k for k in keys if "/objects/" in k]) == MONTHS * len(SYMBOLS)
     assert len([k for k in keys if "/snapshots/" in k]) == len(SYMBOLS)
+
+
+def test_a_store_with_real_latency_gives_the_same_lock(s3: S3Bucket, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """24 ms added to every store request (as a distant bucket has): budgets hold per partition
+    fetch, so a slow store slows a resolve down but never fails it, and the lock is the one a
+    local store gives."""
+    slow = s3.slow_proxy(0.024)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", slow.url)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    local = project(tmp_path / "local", ".seamless/store")
+    remote = project(tmp_path / "remote", s3.url())
+    resolve(local)
+    resolve(remote, "--jobs", "2")
+    assert slow.total() > 0  # every request went through the slow proxy
+    assert (remote / "seamless.lock").read_bytes() == (local / "seamless.lock").read_bytes()
