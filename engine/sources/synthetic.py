@@ -22,19 +22,35 @@ BLOCK = 1024  # bars per generation block; blocks are aligned on the epoch grid
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
 def _splitmix(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer of ``x + golden``, computed in place in two buffers (the same
+    bits as the textbook form, with a third of its temporary arrays)."""
     with np.errstate(over="ignore"):
         z = x + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        t = np.right_shift(z, _S30)
+        z ^= t
+        z *= _M1
+        np.right_shift(z, _S27, out=t)
+        z ^= t
+        z *= _M2
+        np.right_shift(z, _S31, out=t)
+        z ^= t
+        return z
 
 
 def _uniform(key: np.uint64, index: np.ndarray, stream: int) -> np.ndarray:
     """Uniform doubles in [0, 1) from (key, index, stream), exactly reproducible."""
     with np.errstate(over="ignore"):
-        x = _splitmix(index.astype(np.uint64) * np.uint64(16) + np.uint64(stream)) ^ key
-        bits = _splitmix(x) >> np.uint64(11)
+        x = index.astype(np.uint64) * np.uint64(16)
+        x += np.uint64(stream)
+        x = _splitmix(x)
+        x ^= key
+        bits = _splitmix(x)
+        bits >>= _S11
     return bits.astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
