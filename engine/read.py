@@ -179,12 +179,12 @@ _POOL_LOCK = threading.Lock()
 
 @contextmanager
 def reading_pool() -> Iterator[None]:
-    """Decode into jemalloc (else the system allocator) rather than pyarrow's default mimalloc
-    for one whole read, unless the user chose a pool (``ARROW_DEFAULT_MEMORY_POOL``).
+    """Decode into the system allocator rather than pyarrow's default mimalloc for one whole
+    read, unless the user chose a pool (``ARROW_DEFAULT_MEMORY_POOL``).
 
     Measured here on ten years of 1-minute bars (a 252 MB table): ``Lock.load`` peaks at
-    596 MB with mimalloc, which keeps the freed buffers of every decoded partition, and at
-    364 MB with jemalloc or the system allocator, in the same time. Buffers remember the pool
+    592-598 MB with mimalloc, which keeps the freed buffers of every decoded partition, and at
+    363-374 MB with the system allocator (or jemalloc), and is no slower. Buffers remember the pool
     they came from, so the table stays valid after the default is put back.
     """
     import pyarrow as pa
@@ -194,12 +194,9 @@ def reading_pool() -> Iterator[None]:
         return
     with _POOL_LOCK:
         before = pa.default_memory_pool()
-        if before.backend_name != "mimalloc":
-            chosen = None
-        elif "jemalloc" in pa.supported_memory_backends():
-            chosen = pa.jemalloc_memory_pool()
-        else:
-            chosen = pa.system_memory_pool()
+        # Not jemalloc: its background thread aborts a plain Python exit ("terminate called
+        # without an active exception") once used; the system allocator peaks as low.
+        chosen = pa.system_memory_pool() if before.backend_name == "mimalloc" else None
         if chosen is not None:
             pa.set_memory_pool(chosen)
     try:
