@@ -417,11 +417,19 @@ class _Runner:
         failures = sorted(((t.ds.name, t.symbol, r) for n, t in enumerate(ordered)
                            if isinstance(r := results[n], QmtlLockError)),
                           key=lambda f: (f[0], f[1]))
-        if len(failures) == 1:
-            raise failures[0][2]
+        done = [r for _, r in sorted(results.items()) if isinstance(r, _Outcome)]
         if failures:
-            raise RequestsFailed(failures, total=len(ordered))
-        return [r for _, r in sorted(results.items()) if isinstance(r, _Outcome)]
+            error = failures[0][2] if len(failures) == 1 else RequestsFailed(
+                failures, total=len(ordered))
+            # what `resolve --report` writes though the lock is not: each symbol that finished,
+            # and each failure with what it found (a refusal's flags and first offenders)
+            error.reports = sorted(  # type: ignore[attr-defined]
+                [report_dict(o.change.dataset, o.task.symbol, o.task.ds.spec.retention_class,
+                             o.result) for o in done if o.result is not None]
+                + [failure_dict(name, symbol, exc) for name, symbol, exc in failures],
+                key=lambda r: (r["dataset"], r["symbol"]))
+            raise error
+        return done
 
     def _run_plans(self, ordered: list[_Task], pending: list[tuple[int, Any, Any]], jobs: int,
                    results: dict[int, _Outcome | QmtlLockError]) -> None:
@@ -583,6 +591,22 @@ def report_dict(dataset: str, symbol: str, retention_class: str,
         "bytes_written": result.bytes_written, "checkpoint_key": result.checkpoint_key,
         "retention_class": retention_class,
     }
+
+
+def failure_dict(dataset: str, symbol: str, error: QmtlLockError) -> dict[str, Any]:
+    """The JSON report of a symbol that failed (``resolve --report`` on a failed resolve)."""
+    from qmtl_engine import ConformanceError
+
+    out: dict[str, Any] = {"dataset": dataset, "symbol": symbol, "outcome": "failed",
+                           "error": type(error).__name__, "what": error.what,
+                           "where": error.where, "fix": error.fix,
+                           "exit_code": error.exit_code}
+    if isinstance(error, ConformanceError):
+        out["blocking"] = dict(sorted(error.blocking.items()))
+        as_dict = getattr(error.report, "to_dict", None)  # the engine's report: with samples
+        out["conformance"] = as_dict() if callable(as_dict) else {
+            "counts": dict(sorted(error.report.counts.items()))}
+    return out
 
 
 def _restated_partitions(store: Any, old: SymbolEntry, result: MaterializeResult) -> str | None:

@@ -118,3 +118,30 @@ def test_a_repeat_across_a_boundary_refuses_the_later_partition(
     assert not (manifest.parent / "seamless.lock").exists()
     store = manifest.parent / ".seamless" / "store"
     assert not [p for p in store.rglob("*") if p.is_file() and "leases" not in p.parts]
+
+
+def test_a_failed_resolve_still_writes_its_report(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`resolve --report` on a refusal: the lock is not written, the report is, with the
+    refused symbol's blocking flags and first offenders, and what the others produced."""
+    import json
+
+    from click.testing import CliRunner
+
+    from qmtl_lock.cli import cli
+
+    manifest = _project(tmp_path / "p", conformance="strict-blocking")
+    (manifest.parent / "DEF.csv").write_text(_csv(False), encoding="utf-8")
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace("[ABC]", "[ABC, DEF]"),
+                        encoding="utf-8")
+    monkeypatch.chdir(manifest.parent)
+    result = CliRunner().invoke(cli, ["resolve", "--report", "report.json"],
+                                env={"QMTL_LOCK_NOW": NOW}, catch_exceptions=False)
+    assert result.exit_code == 3, result.output
+    assert not (manifest.parent / "seamless.lock").exists()
+    abc, def_ = json.loads((manifest.parent / "report.json").read_text(encoding="utf-8"))
+    assert (abc["symbol"], abc["outcome"], abc["error"]) == ("ABC", "failed",
+                                                              "ConformanceError")
+    assert abc["blocking"] == {"repeated_bars": 1} and abc["exit_code"] == 3
+    assert abc["conformance"]["samples"]["repeated_bars"] == ["2024-02-01T00:00:00Z"]
+    assert def_["symbol"] == "DEF" and def_["dataset_fingerprint"].startswith("sha256:")

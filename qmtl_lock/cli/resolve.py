@@ -78,7 +78,8 @@ def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
 @click.option("--metrics-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write Prometheus metrics (text format) here, e.g. for node-exporter.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the JSON materialize reports (flags with first offending times).")
+              help="Write the JSON materialize reports (flags with first offending times), "
+              "on a failed resolve too.")
 @click.option("--verbose", "-v", is_flag=True, help="Log each partition to stderr.")
 @json_option
 def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, refresh: bool,
@@ -129,7 +130,8 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
             from qmtl_engine import RunMetrics
 
             metrics = RunMetrics()
-        with _executor(executor, scheduler, workers) as chosen:
+        with _executor(executor, scheduler, workers) as chosen, \
+                _report_on_failure(report_file):
             result = resolve(manifest, datasets=datasets, update=update, refresh=refresh,
                              locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
                              metrics=metrics, lock_timeout_s=lock_timeout,
@@ -145,6 +147,19 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
         return EXIT_OK
 
     run(as_json, go, files=Files(manifest))
+
+
+@contextmanager
+def _report_on_failure(report_file: Path | None) -> Iterator[None]:
+    """A resolve that fails still writes ``--report``: the symbols that finished, and each
+    failure with what it found (the lock is left as it was)."""
+    try:
+        yield
+    except QmtlLockError as exc:
+        reports = getattr(exc, "reports", None)
+        if report_file is not None and reports is not None:
+            report_file.write_text(redacted_json(reports) + "\n", encoding="utf-8")
+        raise
 
 
 @contextmanager
