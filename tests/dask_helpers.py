@@ -41,6 +41,18 @@ def local_cluster(n_workers: int = 2, *, env: Mapping[str, str] | None = None,
         cluster.close()
 
 
+def observer_client(address: str, *, attempts: int = 3) -> distributed.Client:
+    """A client that only looks at the cluster. distributed gives its event loop thread 10 s to
+    start, which a machine busy with worker processes can miss once: try again then."""
+    for attempt in range(attempts):
+        try:
+            return distributed.Client(address, set_as_default=False)
+        except AssertionError:  # distributed.utils.LoopRunner: the loop did not start in time
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("not reached")
+
+
 class RecordingExecutor:
     """``inner``, keeping ``shipped``: the pickled bytes of each task's function and item."""
 

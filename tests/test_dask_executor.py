@@ -22,7 +22,7 @@ import distributed
 import pyarrow as pa
 import pytest
 import qmtl_engine
-from dask_helpers import RecordingExecutor, local_cluster, worker_values
+from dask_helpers import RecordingExecutor, local_cluster, observer_client, worker_values
 from qmtl_engine import ratelimit
 from qmtl_engine.conformance import ConformanceReport
 from qmtl_engine.dask_executor import (
@@ -66,7 +66,7 @@ def cluster() -> Iterator[distributed.LocalCluster]:
 def observer(cluster: distributed.LocalCluster) -> Iterator[distributed.Client]:
     """A second client on the cluster, to look at it (and wait until both workers are up: a
     test may have killed one, which its nanny restarts)."""
-    client = distributed.Client(cluster.scheduler_address, set_as_default=False)
+    client = observer_client(cluster.scheduler_address)
     client.wait_for_workers(2, timeout=60)
     yield client
     client.close()

@@ -22,7 +22,7 @@ import pytest
 distributed = pytest.importorskip("distributed", reason="the [dask] extra is not installed")
 
 from conftest import Project  # noqa: E402
-from dask_helpers import RecordingExecutor, local_cluster  # noqa: E402
+from dask_helpers import RecordingExecutor, local_cluster, observer_client  # noqa: E402
 from http_server import Server  # noqa: E402
 from killing import kill_when  # noqa: E402
 from qmtl_engine import DaskExecutor, to_ms  # noqa: E402
@@ -67,7 +67,7 @@ def cluster() -> Iterator[distributed.LocalCluster]:
 
 @pytest.fixture
 def dask(cluster: distributed.LocalCluster) -> Iterator[DaskExecutor]:
-    with distributed.Client(cluster.scheduler_address, set_as_default=False) as look:
+    with observer_client(cluster.scheduler_address) as look:
         look.wait_for_workers(2, timeout=60)  # a test may have killed one: its nanny restarts it
     with DaskExecutor(scheduler=cluster.scheduler_address) as connected:
         yield connected
@@ -137,7 +137,7 @@ def test_a_worker_killed_mid_run_costs_only_its_task(
     route_archive(server, archive, delay_s=0.15)  # slow enough to kill a worker midway
     manifest = setup_project(project.root, server.url, start="2025-01-01", end="2025-01-13",
                              partition="day")
-    with distributed.Client(cluster.scheduler_address, set_as_default=False) as look:
+    with observer_client(cluster.scheduler_address) as look:
         pids = sorted(look.run(os.getpid).values())
         killed = threading.Event()
 
