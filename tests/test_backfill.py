@@ -211,7 +211,8 @@ DAYS = 12  # 2025-01-01 .. 2025-01-12, one partition per day
 
 def _windows_done(store: Path) -> list[str]:
     """The finished windows of the one job in the store: ``jobs/<key>/<start>-<end>.json``."""
-    return sorted(p.stem for p in (store / "jobs").glob("*/*.json"))
+    return sorted(p.stem for p in (store / "jobs").glob("*/*.json")
+                  if not p.name.startswith(".tmp-"))  # (pathlib's glob matches dot files)
 
 
 def _done(store: Path) -> int:

@@ -96,7 +96,8 @@ def test_sigkill_during_resolve_keeps_old_lock_and_resumes(project: Project) -> 
     # the checkpoint of the killed job lists what was finished
     jobs = [p for p in (project.store / "jobs").iterdir() if p.is_dir()]
     assert len(jobs) == 1
-    done = [json.loads(p.read_text()) for p in jobs[0].glob("*.json")]
+    done = [json.loads(p.read_text()) for p in jobs[0].glob("*.json")
+            if not p.name.startswith(".tmp-")]  # a write the kill cut short is no window
     assert len(done) >= 3  # the first window is reused from the locked snapshot
 
     # 4. the rerun completes and reuses the checkpointed partitions

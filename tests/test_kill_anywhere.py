@@ -53,12 +53,12 @@ def _finished(store: Path) -> dict[str, set[str]]:
     """Per symbol, the partitions the killed run finished: checkpointed windows, and every
     window of a symbol whose snapshot it published (named by a reference)."""
     done: dict[str, set[str]] = {s: set() for s in SYMBOLS}
-    for job in (store / "jobs").glob("*.json"):
-        data = json.loads(job.read_text(encoding="utf-8"))
+    for window in (store / "jobs").glob("*/*.json"):  # jobs/<key>/<start>-<end>.json
+        if window.name.startswith(".tmp-"):
+            continue  # a write the kill cut short: no window (pathlib's glob matches dot files)
+        data = json.loads(window.read_text(encoding="utf-8"))
         symbol = data["request"].split("/")[-1]
-        for span in data["done"]:
-            start, end = (int(x) for x in span.split("-"))
-            done[symbol].add(window_name(TimeRange(start, end), "month"))
+        done[symbol].add(window_name(TimeRange(data["start"], data["end"]), "month"))
     for ref in (store / "refs").glob("*.json"):
         symbol = json.loads(ref.read_text(encoding="utf-8"))["request"].split("/")[-1]
         done[symbol] |= {f"2021-{m:02d}" for m in range(1, 7)}
