@@ -23,12 +23,8 @@ creates a folder on a remote store (``makedirs`` on S3 creates buckets).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import posixpath
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,37 +41,15 @@ KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 # -- filesystem primitives ---------------------------------------------------------------------
-def is_local(fs: Any) -> bool:
-    """Whether ``fs`` is the local disk (the only filesystem where folders are made)."""
-    from fsspec.implementations.local import LocalFileSystem
-
-    return isinstance(fs, LocalFileSystem)
-
-
 def is_s3(fs: Any) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
     return bool({"s3", "s3a"} & set(protocol)) and hasattr(fs, "call_s3")
 
 
 def create_exclusive(fs: Any, path: str, data: bytes) -> str | None:
-    """Write ``data`` at ``path`` only if nothing is there; FileExistsError otherwise.
-
-    Returns the new file's ETag where the store has them (S3), else None. On a local disk the
-    bytes go to a temporary file that is then hard-linked into place (``link`` fails when the
-    name is taken), so a reader sees the whole file or none; on S3 it is one PUT.
-    """
-    if is_local(fs):
-        parent = posixpath.dirname(path)
-        fs.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
-        with open(tmp, "xb") as f:
-            f.write(data)
-        try:
-            os.link(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return None
+    """Write ``data`` at ``path`` on a remote store only if nothing is there; FileExistsError
+    otherwise. Returns the new file's ETag where the store has them (S3), else None. A local
+    disk goes through :meth:`Store.create_exclusive` (a hard link of a temporary file)."""
     if is_s3(fs):
         return _etag(fs.pipe_file(path, data, mode="create"))  # one PUT, If-None-Match: *
     with fs.open(path, "xb") as f:  # other stores: their own exclusive open

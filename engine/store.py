@@ -285,26 +285,34 @@ class Store:
                     raise
         return tmp  # not reached: the second attempt returns or raises
 
-    def _create(self, path: str, data: bytes) -> bool:
-        """Write an immutable file with an exclusive create; False when the name is taken
-        (another writer stored the same content). One request on object storage; never a
-        folder, a bucket or a move."""
+    def create_exclusive(self, path: str, data: bytes) -> str | None:
+        """Write ``path`` only if nothing is there; FileExistsError otherwise. The one exclusive
+        create of the store: objects, manifests, leases, the gc lock and doctor's probe.
+
+        On a local disk a complete temporary file is hard-linked into place (``link`` refuses a
+        name that exists, and a reader sees the whole file or none); elsewhere
+        :func:`qmtl_engine.sharing.create_exclusive` (one PUT with ``If-None-Match: *`` on S3;
+        never a folder, a bucket or a move). Returns the new file's ETag where the store has
+        them (S3), else None.
+        """
         if not self.is_local:
-            try:
-                self.fs.pipe_file(path, data, mode="create")  # S3: If-None-Match: *
-            except FileExistsError:
-                return False
-            return True
+            return create_exclusive(self.fs, path, data)
         tmp = self._temporary(path, data)
         try:
-            try:
-                os.link(tmp, path)  # atomic, and refuses a name that exists
-            except FileExistsError:
-                return False
-            return True
+            os.link(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+        return None
+
+    def _create(self, path: str, data: bytes) -> bool:
+        """:meth:`create_exclusive` of an immutable file; False when the name is taken (another
+        writer stored the same content)."""
+        try:
+            self.create_exclusive(path, data)
+        except FileExistsError:
+            return False
+        return True
 
     def _publish(self, path: str, data: bytes) -> None:
         """Replace a small mutable file whole: a rename on a local disk, one PUT elsewhere, so
@@ -585,17 +593,15 @@ class Store:
         ``If-None-Match``), None when the store refused even the first (no conditional writes
         at all). The file is removed either way."""
         path = self._probe_path()
-        if not self.remote:
-            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         try:
             try:
-                self._create_exclusive(path, b"first\n")
+                self.create_exclusive(path, b"first\n")  # what every immutable write uses
             except StoreUnavailable as exc:
                 if exc.kind != "failed":
                     raise  # unreachable, denied: nothing learnt about conditions
                 return None  # the server refused the condition itself (501 Not Implemented)
             try:
-                self._create_exclusive(path, b"second\n")
+                self.create_exclusive(path, b"second\n")
             except FileExistsError:
                 return True
             return False
@@ -610,20 +616,6 @@ class Store:
         if not self.remote:
             with contextlib.suppress(OSError):
                 self.fs.rmdir(self._path("doctor"))
-
-    def _create_exclusive(self, path: str, data: bytes) -> None:
-        """Write ``path`` only if nothing is there: ``If-None-Match: *`` on S3, O_EXCL on a
-        local disk, fsspec's ``xb`` mode elsewhere. Raises FileExistsError otherwise."""
-        from qmtl_engine.store_access import S3_PROTOCOLS
-
-        if self.protocol in S3_PROTOCOLS:
-            self.fs.pipe_file(path, data, mode="create")
-        elif self.protocol in ("file", "local"):
-            with open(path, "xb") as f:
-                f.write(data)
-        else:
-            with self.fs.open(path, "xb") as f:
-                f.write(data)
 
     # -- read-through cache (remote stores): immutable files, verified on every read --------------
     def _cached_object(self, digest: str, *, partition: str | None) -> tuple[pa.Table, int]:
@@ -1360,7 +1352,7 @@ class Lease:
         told = False
         while True:
             self._record["started_ms"] = self._record["heartbeat_ms"] = _wall_ms()
-            create_exclusive(self.store.fs, full, self._bytes())  # a uuid: "exists" is a bug
+            self.store.create_exclusive(full, self._bytes())  # a uuid: "exists" is a bug
             try:
                 gc = self._running_gc()
             except BaseException:
@@ -1486,7 +1478,7 @@ class GcLock:
         for _ in range(3):  # a stale lock removed, then taken by a third gc first: look again
             self._started_ms = now = _wall_ms()
             try:
-                self._etag = create_exclusive(self.store.fs, self._full, self._bytes(now))
+                self._etag = self.store.create_exclusive(self._full, self._bytes(now))
             except FileExistsError:
                 self._take_over_stale()
                 continue
