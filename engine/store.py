@@ -329,8 +329,8 @@ class Store:
             raise
 
     def _get(self, path: str) -> bytes:
-        """A small file's bytes: one GET on object storage (opening would ask for the size
-        first, and a missing name would be looked for as a folder too)."""
+        """A file's bytes: one GET on object storage (s3fs's ``cat_file`` would ask for the
+        size first, and a missing name would be looked for as a folder too)."""
         if self.protocol in S3_PROTOCOLS:
             return bytes(self.fs.cat_file(path, max_concurrency=1))
         return bytes(self.fs.cat_file(path))
@@ -519,7 +519,7 @@ class Store:
 
     def _snapshot_bytes(self, path: str, fingerprint: str) -> bytes:
         try:
-            return bytes(self.fs.cat_file(path))
+            return self._get(path)
         except FileNotFoundError:
             self._on_missing()
             raise ObjectMissing(f"snapshot {fingerprint} is not in the store",
@@ -635,7 +635,7 @@ class Store:
                 self.cache.drop(local)
         path = self.object_path(digest)
         try:
-            data = bytes(self.fs.cat_file(path))
+            data = self._get(path)
         except FileNotFoundError:
             self._on_missing()
             raise ObjectMissing(f"store object {digest} is missing", path=self.display(path),
@@ -996,7 +996,7 @@ class Store:
             if len(parts) != 3 or not parts[2].endswith(".json") or parts[2].startswith("."):
                 continue  # temporaries of a push, files qmtl-lock did not write
             try:
-                data = self.fs.cat_file(self._within(rel))
+                data = self._get(self._within(rel))
             except FileNotFoundError:
                 continue  # removed since the listing (`pins remove`)
             found.append(parse_pin(rel, data))
