@@ -189,17 +189,15 @@ class GitFile:
 
     def branch(self) -> str | None:
         """The branch checked out (``main``, ``release/1.2``); None when HEAD is detached."""
-        args = ("symbolic-ref", "--quiet", "--short", "HEAD")
-        proc = _git(self.folder, *args)
-        if proc.returncode == 0:
-            return proc.stdout.decode().strip() or None
-        if proc.returncode == 1 and not proc.stderr.strip():
-            return None
-        raise _failed(proc, args, self.folder, self.otherwise)
+        return self._maybe("symbolic-ref", "--quiet", "--short", "HEAD")
 
     def remote_url(self, name: str = "origin") -> str | None:
         """The URL of remote ``name``; None when there is no such remote."""
-        args = ("config", "--get", f"remote.{name}.url")
+        return self._maybe("config", "--get", f"remote.{name}.url")
+
+    def _maybe(self, *args: str) -> str | None:
+        """The output of a git query that answers "none" with exit 1 and nothing on stderr
+        (a detached HEAD, a remote that is not set); any other failure raises."""
         proc = _git(self.folder, *args)
         if proc.returncode == 0:
             return proc.stdout.decode().strip() or None
