@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from s3_server import s3, s3_endpoint  # noqa: F401  (fixtures: a real S3 endpoint on loopback)
+from shared_projects import store_url  # noqa: F401  (fixture: a local or S3 shared store)
 
 NOW = "2024-06-01T00:00:00Z"
 LATER = "2024-06-03T00:00:00Z"

@@ -108,6 +108,15 @@ def files_of(store: Store, *fingerprints: str) -> set[str]:
     return out
 
 
+@pytest.fixture(params=["local", "s3"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The shared store of a test: a local folder, or a prefix of a bucket on the S3 endpoint
+    (a fixture of every test module, through conftest.py)."""
+    if request.param == "local":
+        return str(tmp_path / "shared-store")
+    return str(request.getfixturevalue("s3").url("team-store"))
+
+
 def make_project(folder: Path, store_url: str, *, remote: str | None = None) -> Project:
     """A git repository (branch main, a user, no commits) whose manifest names ``store_url``."""
     folder.mkdir(parents=True)

@@ -33,13 +33,6 @@ from qmtl_lock.resolve import resolve
 DAY40 = T0 + 40 * DAY_MS
 
 
-@pytest.fixture(params=["local", "s3"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "shared-store")
-    return str(request.getfixturevalue("s3").url("team-store"))
-
-
 @pytest.fixture
 def projects(tmp_path: Path, store_url: str,
              monkeypatch: pytest.MonkeyPatch) -> tuple[Project, Project]:
@@ -442,6 +435,16 @@ def _age(store: Store, paths: set[str], days: float) -> None:
         os.utime(os.path.join(store.root, rel), (then, then))
 
 
+def _old_unpinned_content(alpha: Project, beta: Project) -> tuple[dict[str, str], set[str]]:
+    """alpha's first pins, whose files only alpha's history names, made to look three days old;
+    beta declared to want that same data. Returns the pins and those files."""
+    first = alpha_moves_on(alpha)
+    doomed = files_of(alpha.store, first["a"]) - files_of(alpha.store, *alpha.pins().values())
+    _age(alpha.store, doomed, days=3)
+    beta.write()
+    return first, doomed
+
+
 def _beta_request(beta: Project) -> Any:
     from qmtl_engine import TimeRange
 
@@ -459,10 +462,7 @@ def test_a_resolve_running_before_gc_keeps_what_it_found_stored(
     from qmtl_engine import Engine
 
     alpha, beta = projects
-    first = alpha_moves_on(alpha)
-    doomed = files_of(alpha.store, first["a"]) - files_of(alpha.store, *alpha.pins().values())
-    _age(alpha.store, doomed, days=3)
-    beta.write()
+    first, doomed = _old_unpinned_content(alpha, beta)
     store = beta.store
     with store.lease(owner=f"resolve {beta.manifest}"):
         result = Engine(store).materialize(_beta_request(beta))
@@ -486,10 +486,7 @@ def test_a_resolve_that_comes_to_rely_on_old_content_while_gc_plans_stops_the_gc
     from qmtl_engine import Engine
 
     alpha, beta = projects
-    first = alpha_moves_on(alpha)
-    doomed = files_of(alpha.store, first["a"]) - files_of(alpha.store, *alpha.pins().values())
-    _age(alpha.store, doomed, days=3)
-    beta.write()
+    first, doomed = _old_unpinned_content(alpha, beta)
     store = beta.store
     done: list[Any] = []
     with store.lease(owner=f"resolve {beta.manifest}") as lease:

@@ -23,13 +23,6 @@ from qmtl_lock.pins import key_name, push_pins
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(params=["local", "s3"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "shared-store")
-    return str(request.getfixturevalue("s3").url("team-store"))
-
-
 @pytest.fixture
 def alpha(tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> Project:
     project, _ = two_projects(tmp_path, store_url, monkeypatch)
