@@ -8,6 +8,7 @@ All checks run on whole column buffers with pyarrow compute and numpy.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -425,12 +426,32 @@ def _scale(values: np.ndarray, unit: str, valid: np.ndarray) -> NormalizedTs:
     return NormalizedTs(values // divisor, valid, valid & (values % divisor != 0))
 
 
+@dataclass(frozen=True, eq=False)
+class RowOrigin:
+    """Where each row of a raw batch was read: the file (an index into ``files``) and the
+    1-based line (CSV: the line of the file, banner and header counted; JSON: the record's
+    position in its list; Parquet: the row's position in the file). Sources that read files
+    set it, so findings can name the file and line a user opens to look."""
+
+    files: tuple[str, ...]
+    file_index: np.ndarray  # int32 per row: index into ``files``
+    line: np.ndarray  # int64 per row
+
+    def describe(self, row: int) -> str:
+        """``EURUSD.csv line 1234`` for row ``row`` of the batch."""
+        name = posixpath.basename(self.files[int(self.file_index[row])])
+        return f"{name} line {int(self.line[row])}"
+
+
 @dataclass(frozen=True)
 class RawBatch:
-    """Rows as a source delivers them: canonical column names, any types, any order."""
+    """Rows as a source delivers them: canonical column names, any types, any order; and,
+    where the source read them from files, where each row came from (``origin``, same length
+    as ``table``)."""
 
     table: pa.Table
     hints: TsHints = TsHints()
+    origin: RowOrigin | None = None
 
 
 @dataclass(frozen=True)
