@@ -66,7 +66,7 @@ class Request:
         return SnapshotHeader(
             contract=self.contract_ref, preset=self.preset.id, symbol=self.symbol,
             interval_ms=self.preset.interval_ms, coverage_start=self.coverage.start,
-            coverage_end=self.coverage.end,
+            coverage_end=self.coverage.end, adjustment=self.preset.adjustment,
         )
 
     def job_key(self) -> str:
@@ -185,8 +185,9 @@ def plan(request: Request, *, previous: Snapshot | None = None,
 
 def _same_series(header: SnapshotHeader, request: Request) -> bool:
     """Whether a snapshot holds the series ``request`` asks for (its partitions may be reused)."""
-    return (header.preset, header.symbol, header.contract, header.interval_ms) == (
-        request.preset.id, request.symbol, request.contract_ref, request.preset.interval_ms)
+    return (header.preset, header.symbol, header.contract, header.interval_ms,
+            header.adjustment) == (request.preset.id, request.symbol, request.contract_ref,
+                                   request.preset.interval_ms, request.preset.adjustment)
 
 
 def _checkpoint_entries(request: Request, checkpoint: dict[str, dict[str, Any]] | None,
@@ -412,6 +413,7 @@ def _source_for(task: PartitionTask) -> Source:
     if found is None:
         found = task.source_factory(task.request.preset)
         found.use_clock(task.clock)
+        found.use_adjustment(task.request.preset.adjustment)
     cache[(id(task.source_factory), task.source_key)] = found  # most recent last
     while len(cache) > _SOURCES_PER_THREAD:
         cache.pop(next(iter(cache)))

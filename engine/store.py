@@ -165,7 +165,7 @@ class Snapshot:
         header = SnapshotHeader(
             contract=h["contract"], preset=h["preset"], symbol=h["symbol"],
             interval_ms=h["interval_ms"], coverage_start=h["coverage"][0],
-            coverage_end=h["coverage"][1],
+            coverage_end=h["coverage"][1], adjustment=h.get("adjustment", "raw"),
         )
         parts = [SnapshotPartition(p["start"], p["end"], p["rows"], p["digest"],
                                    dict(p.get("flags", {}))) for p in data["partitions"]]

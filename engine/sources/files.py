@@ -14,6 +14,8 @@ Options (every one is described in docs/sources.md, generated from :class:`Files
     records: result.{symbol}      # json: dotted path to the list of records
     complete_until: result.last   # json: bars at or after this time are still open
     complete_column: null         # a column that is 1/true for final bars only (OKX confirm)
+    file_adjustment: raw          # what the file's prices are: raw | splits | splits_dividends
+    adj_close_column: null        # Yahoo's "Adj Close"; or split_column / dividend_column
 
 A dataset may ask for several symbols only when ``url`` (or, for json, ``records``) has
 ``{symbol}`` or ``symbol_column`` is set: otherwise every symbol would be the same rows
@@ -22,7 +24,10 @@ A dataset may ask for several symbols only when ``url`` (or, for json, ``records
 Each file is read once per resolve. A partition gets the raw rows whose timestamps fall in its
 window; conformance then sees them exactly as the vendor wrote them (order, zone, unit, types).
 Bars a dump marks as still open (``complete_until``, ``complete_column``) are left out of each
-file before that, since a bar that may still change must never be pinned.
+file before that, since a bar that may still change must never be pinned. When the preset's
+``adjustment`` differs from ``file_adjustment``, the prices of a symbol's rows are adjusted once
+they are all read (:mod:`qmtl_engine.adjust`): a split scales every bar before it, whichever file
+of a glob holds it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from qmtl_engine.adjust import ADJ_CLOSE, DIVIDEND, SPLIT, Problem, apply
 from qmtl_engine.conformance import SAMPLE_SIZE, RawBatch, TsHints, normalize_ts
 from qmtl_engine.contracts import TS, VALUE_COLUMNS
 from qmtl_engine.errors import SourceError
@@ -141,7 +147,40 @@ class FilesSource(Source):
     def _raw_columns(self) -> dict[str, str | int]:
         cols: dict[str, str | int] = {c: c for c in (TS, *VALUE_COLUMNS)}
         cols.update(self.options.columns)
+        cols.update(self._adjustment_columns())
         return cols
+
+    def _adjustment_columns(self) -> dict[str, str | int]:
+        """The adjustment columns the preset's ``adjustment`` reads, under their own names."""
+        method = self.options.adjustment_method(self.adjustment)
+        if isinstance(method, Problem):
+            return {}
+        named = {ADJ_CLOSE: self.options.adj_close_column, SPLIT: self.options.split_column,
+                 DIVIDEND: self.options.dividend_column}
+        return {c: v for c in method.columns if (v := named[c]) is not None}
+
+    def _adjusted(self, table: pa.Table, times: np.ndarray, symbol: str, url: str) -> pa.Table:
+        """``table`` with the preset's adjustment applied (docs/sources.md#adjustment)."""
+        method = self.options.adjustment_method(self.adjustment)
+        if isinstance(method, Problem):  # catalogs are checked when they load: a guard
+            raise SourceError(method.what, source=self.name, symbol=symbol, url=url,
+                              fix=method.fix)
+        named = {ADJ_CLOSE: "adj_close", SPLIT: "split", DIVIDEND: "dividend"}
+        for column in method.columns:
+            if column not in table.column_names:
+                option = named[column]
+                raise SourceError(
+                    f"the {option} column {self._adjustment_columns()[column]!r} is not in the "
+                    "file", source=self.name, symbol=symbol, url=url,
+                    fix=f"fix `{option}_column` in the preset's files source options")
+        try:
+            return apply(table, times, method)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SourceError(
+                f"cannot adjust the prices ({self.adjustment}): {exc}", source=self.name,
+                symbol=symbol, url=url,
+                fix="the close, adjusted close, split and dividend columns must hold numbers; "
+                "check `columns` and the `*_column` options") from None
 
     def _complete_col(self) -> str | None:
         c = self.options.complete_column
@@ -204,6 +243,7 @@ class FilesSource(Source):
         url = self.url_for(symbol)
         table = self._read_all(symbol, url)
         times = self._row_times(table, symbol, url)
+        table = self._adjusted(table, times, symbol, url)
         self._cache = {symbol: (table, times)}  # one file at a time: memory stays bounded
         return table, times
 
