@@ -50,8 +50,10 @@ ACCEPT: dict[str, str] = {
                          "`calendar` the market keeps (the bars are kept either way)",
     "non_finite": "fix the file; a preset that does not block it pins the NaN",
     "negative_value": "fix the file; a preset that does not block it pins the value",
-    "ohlc_inconsistent": "check the column mapping (e.g. `low` and `high` swapped, or `close` "
-                         "mapped to an adjusted column)",
+    "ohlc_inconsistent": "check the column mapping (e.g. `low` and `high` swapped); `close` "
+                         "mapped to `Adj Close` alone disagrees with open, high and low: map "
+                         "`close: Close` and set the preset's `adjustment` with "
+                         "`adj_close_column` instead ([Adjustment](sources.md#adjustment))",
     "repeated_bars": "fix the file (often forward-filled bars); a preset that does not block "
                      "it pins them",
     "out_of_range": "nothing to do: rows outside the requested window are dropped",
@@ -84,6 +86,9 @@ PRESET_FIELDS: dict[str, str] = {
     "partition": "`day`, `month` or `year`: the UTC window of one stored file; null: by "
                  "interval (under 1m: day, under 1h: month, else year)",
     "source": "`{name, options}`: one of the sources below and its options",
+    "adjustment": "`raw`, `splits` or `splits_dividends`: which prices are pinned (see "
+                  "[Adjustment](#adjustment)); part of the request, of `show` and, when not "
+                  "`raw`, of the fingerprint",
     "live": "a live feed the dataset must configure; null for historical data",
     "sla_preset": "name of an SLA preset (budgets, `min_coverage`)",
     "conformance_preset": "name of a conformance preset (which flags block)",

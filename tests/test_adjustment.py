@@ -2,8 +2,9 @@
 
 Real files in their vendor's exact layout: Yahoo's history CSV (``Date,Open,High,Low,Close,Adj
 Close,Volume``, tests/fixtures/vendors/yahoo) and a Quandl WIKI CSV with its ``Ex-Dividend`` and
-``Split Ratio`` columns, newest first (tests/fixtures/adjustment/XYZ.csv: a 4-for-1 split on
-2024-01-08 and a 0.50 dividend going ex on 2024-01-04, expected values worked out by hand below).
+``Split Ratio`` columns, newest first (tests/fixtures/vendors/quandl-wiki/XYZ.csv: a 4-for-1
+split on 2024-01-08 and a 0.50 dividend going ex on 2024-01-04, expected values worked out by hand
+below).
 Polygon runs against the real HTTP server of tests/http_server.py. Every run goes through the
 command line in a temporary project; error texts users read are syrupy snapshots.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +32,7 @@ from qmtl_lock.lockfile import read_lock
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 YAHOO = FIXTURES / "vendors" / "yahoo"
-WIKI = FIXTURES / "adjustment"
+WIKI = FIXTURES / "vendors" / "quandl-wiki"
 
 PRESETS = """\
 version: 1
@@ -411,3 +413,72 @@ def test_polygon_refuses_what_it_cannot_give(project: Project, polygon: Server,
     out = scrubbed(project, "resolve")
     assert out.replace(polygon.url, "<server>") == snapshot
     assert polygon.requests == []  # refused before anything is fetched
+
+
+# -- the recipes of docs/sources.md#adjustment, as written ---------------------------------------
+SOURCES_MD = Path(__file__).resolve().parents[1] / "docs" / "sources.md"
+SECTION = SOURCES_MD.read_text(encoding="utf-8").split("\n## Adjustment\n", 1)[1].split(
+    "\n## ", 1)[0]
+RECIPE = re.compile(r"^<!-- adjustment-recipe: (\w+) -->$", re.MULTILINE)
+FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def recipe(name: str) -> tuple[dict[str, str], list[str]]:
+    """The recipe's files (by the name its first comment line gives) and its sample lines."""
+    parts = RECIPE.split(SECTION)
+    body = dict(zip(parts[1::2], parts[2::2], strict=True))[name].split("\n#### ", 1)[0]
+    files, samples = {}, []
+    for lang, text in FENCE.findall(body.split("\n### ", 1)[0]):
+        if lang == "yaml":
+            files[text.splitlines()[0].removeprefix("# ").strip()] = text
+        else:
+            samples += text.splitlines()
+    return files, samples
+
+
+def install(project: Project, name: str, folder: Path) -> list[str]:
+    files, samples = recipe(name)
+    assert sorted(files) == ["presets.yaml", "seamless.yaml"]
+    shutil.copytree(folder, project.root / "data" / name)
+    for file, text in files.items():
+        (project.root / file).write_text(text, encoding="utf-8")
+    return samples
+
+
+@pytest.mark.parametrize(("name", "folder"), [("yahoo", YAHOO), ("wiki", WIKI)])
+def test_the_recipes_show_their_fixtures_own_lines(name: str, folder: Path) -> None:
+    _, samples = recipe(name)
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.csv")))
+    assert samples and all(line in text for line in samples)
+
+
+def test_the_yahoo_recipe_pins_what_it_says(project: Project) -> None:
+    install(project, "yahoo", YAHOO)
+    expect(project.run("resolve"), 0)
+    adjusted = rows_of(project, "us_daily_adjusted", "AAPL")
+    assert adjusted[0]["open"] == pytest.approx(186.657795, abs=1e-6)
+    assert adjusted[0]["close"] == 187.302855
+    split_only = rows_of(project, "us_daily_split_adjusted", "AAPL")
+    assert (split_only[0]["open"], split_only[0]["close"]) == (187.15, 187.796761)
+    lock = read_lock(project.lock)
+    assert lock.datasets["us_daily_split_adjusted"].request["adjustment"] == "splits"
+    assert (lock.datasets["us_daily_adjusted"].symbols["AAPL"].dataset_fingerprint
+            != lock.datasets["us_daily_split_adjusted"].symbols["AAPL"].dataset_fingerprint)
+
+
+def test_the_wiki_recipe_pins_what_it_says(project: Project) -> None:
+    install(project, "wiki", WIKI)
+    expect(project.run("resolve"), 0)
+    got = {r["ts"]: prices(r) for r in rows_of(project, "wiki", "XYZ")}
+    assert got["2024-01-03"][3] == pytest.approx(24.875, rel=1e-15)
+    assert got == pytest.approx(by_hand("splits_dividends"), rel=1e-15)
+
+
+def test_the_refusal_shown_is_the_one_users_get(project: Project) -> None:
+    install(project, "yahoo", YAHOO)
+    catalog = project.root / "presets.yaml"
+    text = catalog.read_text(encoding="utf-8")
+    catalog.write_text(text.replace("        adj_close_column: Adj Close\n", ""),
+                       encoding="utf-8")
+    shown = SECTION.split("```text\nerror: ", 1)[1].split("```", 1)[0]
+    assert "error: " + shown.strip() == scrubbed(project, "resolve").strip()

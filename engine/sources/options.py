@@ -232,9 +232,10 @@ class PolygonOptions(NetworkOptions):
     auth: Literal["header", "query"] = Field(default="header", description="Send the key as "
                                              "`Authorization: Bearer` or as `?apiKey=`.")
     adjusted: bool | None = Field(
-        default=None, description="Replaced by the preset's `adjustment` (`splits` sends "
-        "`adjusted=true`); kept only so that catalogs saying `adjusted: false` with raw "
-        "prices still load. Any other use is refused with the fix.")
+        default=None, description="Replaced by the preset's `adjustment` (raw sends "
+        "`adjusted=false`, splits `adjusted=true`). Accepted only where it agrees with it, as "
+        "in older catalogs (the built-in one says `adjusted: false`); otherwise refused with "
+        "the fix.")
     limit: int = Field(default=50_000, ge=1, le=50_000, description="Bars per page.")
     trades: bool = Field(default=True, description="Keep Polygon's `n` as the optional "
                          "`trades` column.")
