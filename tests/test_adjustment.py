@@ -482,3 +482,21 @@ def test_the_refusal_shown_is_the_one_users_get(project: Project) -> None:
                        encoding="utf-8")
     shown = SECTION.split("```text\nerror: ", 1)[1].split("```", 1)[0]
     assert "error: " + shown.strip() == scrubbed(project, "resolve").strip()
+
+
+def test_a_polygon_source_built_from_old_options_keeps_asking_what_they_said() -> None:
+    from qmtl_engine.errors import PresetError
+    from qmtl_engine.ranges import DAY_MS, TimeRange, to_ms
+    from qmtl_engine.sources.polygon import PolygonOptions, PolygonSource
+
+    week = TimeRange(to_ms("2024-01-01"), to_ms("2024-01-08"))
+    old = PolygonSource(PolygonOptions(adjusted=True))
+    assert "?adjusted=true&" in (old.url_for("AAPL", week, DAY_MS) or "")
+    old.use_adjustment("splits")
+    with pytest.raises(PresetError, match="`adjusted: true` says otherwise"):
+        old.use_adjustment("raw")
+    new = PolygonSource(PolygonOptions())
+    new.use_adjustment("splits")
+    assert "?adjusted=true&" in (new.url_for("AAPL", week, DAY_MS) or "")
+    with pytest.raises(PresetError, match="splits only, never for dividends"):
+        new.use_adjustment("splits_dividends")

@@ -107,6 +107,8 @@ class PolygonSource(Source):
         self._key: str | None = None
         self._client: HttpClient | None = None
         self._zone = ZoneInfo(options.daily_timezone)
+        # until the engine says (use_adjustment), what the old `adjusted` option asked for
+        self.adjustment = "splits" if options.adjusted else "raw"
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
