@@ -500,3 +500,32 @@ def test_a_polygon_source_built_from_old_options_keeps_asking_what_they_said() -
     assert "?adjusted=true&" in (new.url_for("AAPL", week, DAY_MS) or "")
     with pytest.raises(PresetError, match="splits only, never for dividends"):
         new.use_adjustment("splits_dividends")
+
+
+WIKI_CLOSE = 'close: Close, volume: Volume}\n        ts_format: "%Y-%m-%d"\n        split_column'
+
+
+@pytest.mark.parametrize(("old", "new", "cell"), [
+    pytest.param("split_column: Split Ratio", "split_column: Splits", None, id="no-column"),
+    pytest.param(WIKI_CLOSE, WIKI_CLOSE.replace("Close", "Last"), None, id="no-close"),
+    pytest.param("", "", ("0.5,1.0", "$0.50,1.0"), id="not-a-number"),
+])
+def test_files_that_do_not_hold_what_the_options_say_fail_with_the_fix(
+        adj_project: Project, old: str, new: str, cell: tuple[str, str] | None,
+        snapshot: object) -> None:
+    (adj_project.root / "presets.yaml").write_text(PRESETS.replace(old, new), encoding="utf-8")
+    if cell is not None:
+        path = adj_project.root / "data" / "wiki" / "XYZ.csv"
+        text = path.read_text(encoding="utf-8")
+        assert cell[0] in text
+        path.write_text(text.replace(*cell), encoding="utf-8")
+    set_wiki_adjustment(adj_project, "splits_dividends")
+    out = adj_project.scrub(expect(adj_project.run("resolve", "wiki"), 3).output)
+    assert out == snapshot
+
+
+def test_an_adjustment_column_cannot_also_be_a_price(adj_project: Project,
+                                                     snapshot: object) -> None:
+    text = PRESETS.replace("close: Close,", "close: Adj Close,", 1)
+    (adj_project.root / "presets.yaml").write_text(text, encoding="utf-8")
+    assert scrubbed(adj_project, "check") == snapshot

@@ -165,6 +165,12 @@ class FilesSource(Source):
         if isinstance(method, Problem):  # catalogs are checked when they load: a guard
             raise SourceError(method.what, source=self.name, symbol=symbol, url=url,
                               fix=method.fix)
+        if not method.identity and "close" not in table.column_names:
+            raise SourceError(
+                f"adjustment {self.adjustment} needs the close column "
+                f"{self._mapping()['close']!r}, and it is not in the file", source=self.name,
+                symbol=symbol, url=url, fix="fix `columns.close` in the preset's files source "
+                "options")
         named = {ADJ_CLOSE: "adj_close", SPLIT: "split", DIVIDEND: "dividend"}
         for column in method.columns:
             if column not in table.column_names:

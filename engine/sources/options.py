@@ -160,8 +160,9 @@ class FilesOptions(SourceOptions):
             column = getattr(self, option)
             if column is not None and column in mapped:
                 raise ValueError(
-                    f"{option} {column!r} is also mapped to `{mapped[column]}` in `columns`: map "
-                    f"`{mapped[column]}` to the unadjusted column and let `adjustment` do the rest")
+                    f"{option} {column!r} is mapped to `{mapped[column]}` in `columns` too: "
+                    "name the vendor's own adjustment column here (and map `close` to the "
+                    "unadjusted close: `adjustment` does the rest)")
         return self
 
     def adjustment_method(self, adjustment: str) -> Method | Problem:
