@@ -529,3 +529,16 @@ def test_an_adjustment_column_cannot_also_be_a_price(adj_project: Project,
     text = PRESETS.replace("close: Close,", "close: Adj Close,", 1)
     (adj_project.root / "presets.yaml").write_text(text, encoding="utf-8")
     assert scrubbed(adj_project, "check") == snapshot
+
+
+def test_presets_lists_the_adjustment(adj_project: Project) -> None:
+    listed = expect(adj_project.run("presets"), 0).output.splitlines()
+    line = next(x for x in listed if x.startswith("ohlcv.yahoo.us_equity.1d"))
+    assert "[splits_dividends]" in line
+    assert "[raw]" not in "\n".join(listed)
+    data = {p["id"]: p for p in json.loads(expect(adj_project.run("presets", "--json"), 0).output)
+            if p["kind"] == "data_preset"}
+    assert data["ohlcv.yahoo.us_equity.1d"]["adjustment"] == "splits_dividends"
+    assert data["ohlcv.yahoo.us_equity.1d"]["preset"]["adjustment"] == "splits_dividends"
+    assert data["ohlcv.wiki.us_equity.1d"]["adjustment"] == "raw"
+    assert "adjustment" not in data["ohlcv.wiki.us_equity.1d"]["preset"]  # as hashed

@@ -38,7 +38,8 @@ def presets_command(manifest: Path, as_json: bool) -> None:
         if as_json:
             # One list; `kind` tells data presets from the conformance and SLA presets they name.
             emit_json([{"kind": "data_preset", **p.definition(), "digest": p.digest(),
-                        "catalog": p.catalog, "description": p.data.description}
+                        "adjustment": p.adjustment, "catalog": p.catalog,
+                        "description": p.data.description}
                        for p in resolved]
                       + [{"kind": "conformance_preset", "id": name,
                           **c.model_dump(mode="json"), "catalog": where}
@@ -48,7 +49,9 @@ def presets_command(manifest: Path, as_json: bool) -> None:
             return EXIT_OK
         width = max(len(p.id) for p in resolved)
         for p in resolved:
+            adjusted = f"[{p.adjustment}] " if p.adjustment != "raw" else ""
             echo(f"{p.id.ljust(width)}  {p.data.source.name:<14} {p.data.calendar:<5} "
+                 f"{adjusted}"
                  f"{p.data.description.splitlines()[0] if p.data.description else ''}".rstrip())
         echo("conformance presets (a dataset may pick one with `conformance_preset:`):")
         width = max(len(name) for name, _, _ in [*conformance, *slas])
@@ -65,3 +68,4 @@ def presets_command(manifest: Path, as_json: bool) -> None:
         return EXIT_OK
 
     run(as_json, go, files=Files(manifest))
+
