@@ -164,8 +164,8 @@ def _floats(table: pa.Table, name: str) -> np.ndarray:
     column = table[name]
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         column = _ratio_text(column)
-    values = pc.cast(column, pa.float64()).to_numpy()
-    return np.array(values, dtype=np.float64)  # a writable copy; nulls are NaN
+    # read-only is fine: nothing here writes into a column's values; nulls become NaN
+    return np.asarray(pc.cast(column, pa.float64()).to_numpy(), dtype=np.float64)
 
 
 def _ratio_text(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
