@@ -542,3 +542,14 @@ def test_presets_lists_the_adjustment(adj_project: Project) -> None:
     assert data["ohlcv.yahoo.us_equity.1d"]["preset"]["adjustment"] == "splits_dividends"
     assert data["ohlcv.wiki.us_equity.1d"]["adjustment"] == "raw"
     assert "adjustment" not in data["ohlcv.wiki.us_equity.1d"]["preset"]  # as hashed
+
+
+def test_the_manifest_offers_the_engines_adjustments() -> None:
+    from typing import get_args
+
+    from qmtl_engine.adjust import ADJUSTMENTS
+
+    from qmtl_lock.manifest import DatasetSpec
+
+    offered = get_args(DatasetSpec.model_fields["adjustment"].annotation)
+    assert set(get_args(offered[0])) == set(ADJUSTMENTS) and offered[1] is type(None)
