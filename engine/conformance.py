@@ -9,6 +9,7 @@ All checks run on whole column buffers with pyarrow compute and numpy.
 from __future__ import annotations
 
 import itertools
+import math
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -832,6 +833,48 @@ def price_moves(previous: np.ndarray, close: np.ndarray, threshold: float,
         move = close / previous - 1.0
         jump = (np.abs(move) > threshold) & np.isfinite(previous) & np.isfinite(close)
     return jump, move
+
+
+Edges = tuple[tuple[int, float], tuple[int, float]]  # (time, close) of the first and last bar
+
+
+def edge_bars(table: pa.Table) -> Edges | None:
+    """The time and close of the first and last bar of a canonical table (None: no bars):
+    what checks across partition boundaries compare, without the rows in between."""
+    n = table.num_rows
+    if not n:
+        return None
+    ends = table.select([TS, VALUE_COLUMNS[3]]).take(pa.array([0, n - 1]))
+    ts = ends[TS].cast(pa.int64()).to_pylist()
+    close = [math.nan if v is None else float(v) for v in ends[VALUE_COLUMNS[3]].to_pylist()]
+    return (int(ts[0]), close[0]), (int(ts[1]), close[1])
+
+
+def boundary_jump(previous: tuple[int, float], first: tuple[int, float], threshold: float,
+                  ) -> ConformanceReport:
+    """``price_jump`` of a partition's first bar against the last bar before it (the bars as
+    (time, close)); only the times and closes are at hand there, so only they are shown."""
+    report = ConformanceReport()
+    jump, move = price_moves(np.array([previous[1]]), np.array([first[1]]), threshold)
+    if jump[0]:
+        report.add("price_jump", 1, [first[0]], [
+            f"{iso(first[0])} close={_raw_text(first[1])}; close moved {move[0]:+.1%} from the "
+            f"previous close {_raw_text(previous[1])} at {iso(previous[0])}, the last bar before "
+            "this partition"])
+    return report
+
+
+def refusal_hints(report: ConformanceReport, refused: Mapping[str, int]) -> list[str]:
+    """Fixes that the findings of a refused request point to, before the general one."""
+    hints = []
+    inconsistent = report.counts.get("ohlc_inconsistent", 0)
+    if "ohlc_inconsistent" in refused and inconsistent and report.close_outside == inconsistent:
+        hints.append(
+            "in every ohlc_inconsistent row only `close` lies outside [low, high]: if `close` "
+            "is an adjusted close (mapped to a column such as `Adj Close`), map it to the raw "
+            "close and set `adjustment:` on the preset to ask for adjusted bars (see "
+            "docs/sources.md#adjustment)")
+    return hints
 
 
 def _price_jumps(found: _Found, close: np.ndarray, threshold: float) -> None:

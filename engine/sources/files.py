@@ -268,6 +268,11 @@ class FilesSource(Source):
         attributed = pc.fill_null_backward(pc.fill_null_forward(ms))
         return np.asarray(attributed.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
 
+    def data_extent(self, symbol: str) -> tuple[int, int] | None:
+        """The first and last time in the symbol's files (read once per resolve anyway)."""
+        times = self._load(symbol)[1]
+        return (int(times.min()), int(times.max())) if times.size else None
+
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         table, times = self._load(symbol)
         mask = (times >= window.start) & (times < window.end)
