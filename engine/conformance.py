@@ -43,8 +43,8 @@ class ConformanceReport:
     knows them, or only the time where no raw row is at hand (a missing bar, a check across
     partitions). ``extent`` is the first and last bar kept; ``source_extent`` the first and last
     bar the source says it has for the symbol (None: it cannot tell cheaply).
-    ``close_outside`` counts the ``ohlc_inconsistent`` rows where only ``close`` lies outside
-    ``[low, high]`` (what a close mapped to an adjusted column gives).
+    ``close_below`` counts the ``ohlc_inconsistent`` rows where only ``close`` is off, below
+    ``low`` (what a close mapped to an adjusted column gives).
     """
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FLAG_NAMES, 0))
@@ -52,7 +52,7 @@ class ConformanceReport:
     details: dict[str, list[str]] = field(default_factory=dict)
     extent: tuple[int, int] | None = None
     source_extent: tuple[int, int] | None = None
-    close_outside: int = 0
+    close_below: int = 0
 
     def add(self, flag: str, count: int, times: Iterable[Any] = (),
             details: Sequence[str] | None = None) -> None:
@@ -76,7 +76,7 @@ class ConformanceReport:
             self.add(flag, count, other.samples.get(flag, ()), other.details.get(flag))
         self.extent = _union(self.extent, other.extent)
         self.source_extent = _union(self.source_extent, other.source_extent)
-        self.close_outside += other.close_outside
+        self.close_below += other.close_below
 
     def nonzero(self) -> dict[str, int]:
         return {k: v for k, v in self.counts.items() if v}
@@ -815,10 +815,11 @@ def _value_flags(found: _Found, cols: dict[str, np.ndarray], names: list[str]) -
     found.add("negative_value", (o < 0) | (h < 0) | (lo < 0) | (c < 0) | (vol < 0))
     with np.errstate(invalid="ignore"):
         inconsistent = (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (h < lo)
-        # only close outside [low, high]: the mark of a close mapped to an adjusted column
-        close_only = inconsistent & (lo <= o) & (o <= h) & ((c < lo) | (c > h))
+        # only close out of [low, high], below it: the mark of a close mapped to an adjusted
+        # column (back-adjusted closes are at most the raw close; open, high and low are raw)
+        close_only = inconsistent & (lo <= o) & (o <= h) & (c < lo)
     found.add("ohlc_inconsistent", inconsistent)
-    found.report.close_outside += int(np.count_nonzero(close_only))
+    found.report.close_below += int(np.count_nonzero(close_only))
 
 
 def price_moves(previous: np.ndarray, close: np.ndarray, threshold: float,
@@ -868,9 +869,9 @@ def refusal_hints(report: ConformanceReport, refused: Mapping[str, int]) -> list
     """Fixes that the findings of a refused request point to, before the general one."""
     hints = []
     inconsistent = report.counts.get("ohlc_inconsistent", 0)
-    if "ohlc_inconsistent" in refused and inconsistent and report.close_outside == inconsistent:
+    if "ohlc_inconsistent" in refused and inconsistent and report.close_below == inconsistent:
         hints.append(
-            "in every ohlc_inconsistent row only `close` lies outside [low, high]: if `close` "
+            "in every ohlc_inconsistent row only `close` is off, below `low`: if `close` "
             "is an adjusted close (mapped to a column such as `Adj Close`), map it to the raw "
             "close and set `adjustment:` on the preset to ask for adjusted bars (see "
             "docs/sources.md#adjustment)")

@@ -354,7 +354,7 @@ class ConformanceError(MaterializationError):
             shown = details.get(flag, [])
             if not shown:
                 continue
-            head = f"  {flag}: first {len(shown)} of {count}" if len(shown) < count else \
+            head = f"  {flag}, first {len(shown)} of {count}:" if len(shown) < count else \
                 f"  {flag}:"
             if all(" " not in text for text in shown):  # bare times: one line
                 lines.append(f"{head} {', '.join(shown)}")
