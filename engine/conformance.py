@@ -527,7 +527,7 @@ class RawRows:
         values = {c: _column_values(taken[c]) for c in self.columns}
         out = []
         for k, row in enumerate(raw.tolist()):
-            text = " ".join(f"{c}={_raw_text(values[c][k])}" for c in self.columns)
+            text = " ".join(f"{c}={values[c][k]}" for c in self.columns)
             if times is not None:
                 text = f"{iso(int(times[k]))} {text}"
             if self.origin is not None:
@@ -536,16 +536,18 @@ class RawRows:
         return out
 
 
-def _column_values(column: pa.ChunkedArray) -> list[Any]:
-    """Python values of a few raw cells; times and other kinds as Arrow writes them as text."""
+def _column_values(column: pa.ChunkedArray) -> list[str]:
+    """A few raw cells as text: text quoted, numbers as Python writes them, other kinds (times,
+    dates, decimals) as Arrow writes them, unquoted, since the source gave no text."""
     typ = column.type
-    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_integer(typ)
+    if (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_integer(typ)
             or pa.types.is_floating(typ) or pa.types.is_null(typ)):
-        try:
-            column = pc.cast(column, pa.string())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return [str(v) for v in column.to_pylist()]
-    return list(column.to_pylist())
+        return [_raw_text(v) for v in column.to_pylist()]
+    try:
+        written = pc.cast(column, pa.string()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        written = [None if v is None else str(v) for v in column.to_pylist()]
+    return ["null" if v is None else v for v in written]
 
 
 @dataclass(frozen=True)
