@@ -523,3 +523,27 @@ def test_an_adjusted_close_refusal_points_to_the_adjustment_setting(
     assert (hint in result.stderr) is hinted
     if hinted:
         assert project.scrub(result.stderr) == snapshot
+
+
+def test_presets_lists_the_price_jump_threshold(project: Project) -> None:
+    setup_project(project, "jumps-count", daily("2024-01-01", 60))
+    shown = expect(project.run("presets"), 0).output
+    assert re.search(r"\n  jumps-count +blocks duplicate_ts; price_jump beyond 0\.5\n", shown)
+    assert re.search(r"\n  strict-no-jumps +blocks duplicate_ts, ohlc_inconsistent, gap_bars\n",
+                     shown)
+
+
+def test_several_refused_symbols_show_their_findings_under_each(project: Project) -> None:
+    setup_project(project, "jumps-block", daily("2024-01-01", 60, close=lambda i: 100.0 + i
+                                                if i != 40 else 400.0))
+    project.edit_manifest("symbols: [ABC]", "symbols: [ABC, XYZ]")
+    write_csv(project.root / "XYZ.csv", daily("2024-01-01", 60, close=lambda i: 100.0 + i
+                                              if i != 20 else 1.0))
+    result = expect(project.run("resolve"), 3)
+    assert "2 of 2 requests failed" in result.stderr
+    assert ("  daily/ABC: conformance refused the data: price_jump=2\n"
+            "      price_jump:\n"
+            "        2024-02-10T00:00:00Z ts='2024-02-10' ") in result.stderr
+    assert ("  daily/XYZ: conformance refused the data: price_jump=2\n"
+            "      price_jump:\n"
+            "        2024-01-21T00:00:00Z ts='2024-01-21' ") in result.stderr
