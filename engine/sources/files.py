@@ -74,6 +74,11 @@ class FilesSource(Source):
         return ("{symbol}" in parsed.url or "{symbol}" in (parsed.records or "")
                 or parsed.symbol_column is not None)
 
+    def data_extent(self, symbol: str) -> tuple[int, int] | None:
+        """The first and last time in the symbol's files (read once per resolve anyway)."""
+        times = self._load(symbol)[1]
+        return (int(times.min()), int(times.max())) if times.size else None
+
     @property
     def hints(self) -> TsHints:
         return TsHints(format=self.options.ts_format, unit=self.options.ts_unit,
@@ -267,11 +272,6 @@ class FilesSource(Source):
         # A row without a valid time goes to the partition of the row before it (or after it).
         attributed = pc.fill_null_backward(pc.fill_null_forward(ms))
         return np.asarray(attributed.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-    def data_extent(self, symbol: str) -> tuple[int, int] | None:
-        """The first and last time in the symbol's files (read once per resolve anyway)."""
-        times = self._load(symbol)[1]
-        return (int(times.min()), int(times.max())) if times.size else None
 
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         table, times = self._load(symbol)
