@@ -238,7 +238,7 @@ def nothing_to_resolve(manifest: Path) -> bool:
     fingerprints = sorted(current.fingerprints())
     root = setting.local_root()
     if root is not None:  # a folder: looked up without fsspec, which costs more than the rest
-        from qmtl_engine.layout import snapshot_key
+        from qmtl_engine import snapshot_key
 
         return all(os.path.isfile(os.path.join(root, snapshot_key(fp))) for fp in fingerprints)
     store = setting.open()

@@ -24,6 +24,7 @@ from qmtl_engine import (
     StoreBusy,
     SystemClock,
     TimeRange,
+    default_jobs,
     iso,
     to_ms,
 )
@@ -222,7 +223,7 @@ def resolve(
     locked: bool = False,
     frozen: bool = False,
     dry_run: bool = False,
-    jobs: int = 1,
+    jobs: int | None = None,
     clock: Clock | None = None,
     progress: ProgressFactory | None = None,
     metrics: RunMetrics | None = None,
@@ -240,8 +241,8 @@ def resolve(
     raises :class:`~qmtl_lock.project_lock.ProjectBusy` after ``lock_timeout_s``; one that
     materializes waits for a gc running on the store (``on_wait`` is told too), and raises
     :class:`~qmtl_engine.StoreBusy` when it runs on too long. Windows are fetched on
-    ``executor`` (a Dask cluster, say) when one is given, else on ``jobs`` threads; the lock is
-    the same either way.
+    ``executor`` (a Dask cluster, say) when one is given, else on ``jobs`` threads (default:
+    one per core, :func:`~qmtl_engine.default_jobs`); the lock is the same either way.
     """
     loaded = load_manifest(manifest_path)
     _refuse_unknown(loaded, datasets)
@@ -249,7 +250,8 @@ def resolve(
               writing_lock(loaded.root, timeout_s=lock_timeout_s, on_wait=on_wait))
     with writer:
         return _resolve(loaded, datasets=datasets, update=update, refresh=refresh,
-                        locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
+                        locked=locked, frozen=frozen, dry_run=dry_run,
+                        jobs=default_jobs() if jobs is None else jobs,
                         clock=clock or clock_from_env(), progress=progress, metrics=metrics,
                         executor=executor, on_wait=on_wait)
 
