@@ -521,11 +521,10 @@ class _Finalize:
 
     def _boundary(self, i: int, prev_keys: Any, keys: Any) -> ConformanceReport:
         """Repeated bars of partition ``i`` that repeat a bar of partition ``i - 1``."""
-        import numpy as np
-        from qmtl_engine.conformance import repeated_times
+        from qmtl_engine.conformance import common_keys, repeated_times
 
         report = ConformanceReport()
-        common = np.intersect1d(prev_keys, keys, assume_unique=True)
+        common = common_keys(prev_keys, keys)
         if common.size:
             times: Any = ()
             digest = self._digest(i)
