@@ -392,6 +392,7 @@ class _Runner:
         self._engine_lock = threading.Lock()
         self._lease: Any = None  # held from the first materialization on (see release)
         self._busy: StoreBusy | None = None  # the lease gave up waiting for a gc
+        self._missing: set[tuple[str, str]] = set()  # locked symbols whose snapshot is gone
 
     def run_all(self, tasks: list[_Task], jobs: int) -> list[_Outcome]:
         """Run every task (a failure does not stop the others, so that one run reports every
@@ -508,7 +509,9 @@ class _Runner:
         request and plan of one that does."""
         name, symbol = task.ds.name, task.symbol
         previous = None
-        if task.old is not None and self.store.has_snapshot(task.old.dataset_fingerprint):
+        if task.old is not None and not self.store.has_snapshot(task.old.dataset_fingerprint):
+            self._missing.add((name, symbol))
+        elif task.old is not None:
             if task.reason == "unchanged" and not self.frozen:
                 return _Outcome(task, Change(name, symbol, "unchanged"))
             previous = self.store.get_snapshot(task.old.dataset_fingerprint)
@@ -522,12 +525,13 @@ class _Runner:
         the_plan = engine.plan(request, previous=previous)
         if self.dry_run:
             fetch = len(the_plan.to_fetch)
-            if fetch == 0 and task.old is not None and task.detail.startswith("--update") \
-                    and TimeRange(*task.old.coverage_bounds) == task.coverage:
-                # --update that moves nothing: as a real run would report it
+            still = (task.old is not None and task.detail.startswith("--update")
+                     and TimeRange(*task.old.coverage_bounds) == task.coverage)
+            if fetch == 0 and still:  # --update that moves nothing: as a real run reports it
                 return _Outcome(task, Change(name, symbol, "unchanged"))
-            detail = task.detail or "snapshot missing from the store"
-            action: Action = "restored" if task.reason == "unchanged" else task.reason
+            restore = task.reason == "unchanged" or (still and (name, symbol) in self._missing)
+            detail = "snapshot missing from the store" if restore else task.detail
+            action: Action = "restored" if restore else task.reason
             return _Outcome(task, Change(name, symbol, action,
                                          f"{detail}; would fetch {fetch} of "
                                          f"{len(the_plan.partitions)} partitions",
@@ -551,7 +555,10 @@ class _Runner:
             entry = _with_retention(self.loaded, task.ds, old)
             if dict(entry.conformance_flags) != result.flags:  # e.g. newly accepted gaps
                 entry = replace(entry, conformance_flags=result.flags)
-            return _Outcome(task, Change(name, symbol, "unchanged", "same content"), entry)
+            same = (Change(name, symbol, "restored", "snapshot rebuilt in the store")
+                    if (name, symbol) in self._missing  # --update of data that did not move
+                    else Change(name, symbol, "unchanged", "same content"))
+            return _Outcome(task, same, entry)
         return _Outcome(task, self._new_pin_change(task, result), self._new_entry(task, result))
 
     def _new_pin_change(self, task: _Task, result: MaterializeResult) -> Change:
