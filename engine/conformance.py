@@ -583,13 +583,29 @@ def _in_sorted(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return values[pos] == keys
 
 
-def _repeated(hashes: np.ndarray, ordered: np.ndarray, memory: RowMemory | None) -> np.ndarray:
+def common_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The values in both ``a`` and ``b``, each sorted and distinct, sorted.
+
+    One stable sort of the two runs side by side: numpy's stable sort of 64-bit values is a
+    merge sort, which joins two sorted runs in one pass. A binary search of each value of one
+    in the other costs about five times as much at 44,640 rows (a month of minutes), and
+    ``np.intersect1d`` about three times.
+    """
+    if not a.size or not b.size:
+        return a[:0]
+    both = np.concatenate([a, b])
+    both.sort(kind="stable")
+    return both[1:][both[1:] == both[:-1]]
+
+
+def _repeated(hashes: np.ndarray, ordered: np.ndarray, distinct: np.ndarray,
+              memory: RowMemory | None) -> np.ndarray:
     """The rows (in time order) whose hash an earlier row has, or the previous partition's.
 
-    ``ordered`` is ``hashes`` sorted. Repeats are rare, so the sorted hashes settle the usual
-    case alone (no value twice, none remembered): neither a stable sort of all rows nor a
-    search with unsorted keys. Only rows holding a value seen twice are then put in time order,
-    to spare the first of each.
+    ``ordered`` is ``hashes`` sorted, ``distinct`` its distinct values. Repeats are rare, so
+    the sorted hashes settle the usual case alone (no value twice, none remembered): neither a
+    stable sort of all rows nor a search with unsorted keys. Only rows holding a value seen
+    twice are then put in time order, to spare the first of each.
     """
     repeated = np.zeros(hashes.size, dtype=bool)
     twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
@@ -601,9 +617,9 @@ def _repeated(hashes: np.ndarray, ordered: np.ndarray, memory: RowMemory | None)
         later[order[1:]] = values[order][1:] == values[order][:-1]
         repeated[rows[later]] = True
     if memory is not None and memory.hashes.size:
-        known = ordered[_in_sorted(memory.hashes, ordered)]
+        known = common_keys(memory.hashes, distinct)
         if known.size:
-            repeated |= _in_sorted(np.unique(known), hashes)
+            repeated |= _in_sorted(known, hashes)
     return repeated
 
 
@@ -676,7 +692,8 @@ def conform(
     eligible = ~((o == h) & (h == lo) & (lo == c) & (vol == 0))
     eh = hashes[eligible]
     ordered = np.sort(eh)  # serves both checks and the memory of the next partition
-    repeated = _repeated(eh, ordered, memory)
+    distinct = _distinct(ordered)
+    repeated = _repeated(eh, ordered, distinct, memory)
     repeated_rows = np.zeros(t.size, dtype=bool)
     repeated_rows[np.flatnonzero(eligible)[repeated]] = True
     found.add("repeated_bars", repeated_rows)
@@ -687,7 +704,7 @@ def conform(
     arrays = [pa.array(t, type=pa.timestamp("ms", tz="UTC"))]
     arrays += [pa.array(cols[n], type=pa.float64()) for n in names]
     out = pa.Table.from_arrays(arrays, names=[TS, *names])
-    return out, report, RowMemory(_distinct(ordered))
+    return out, report, RowMemory(distinct)
 
 
 def _distinct(ordered: np.ndarray) -> np.ndarray:

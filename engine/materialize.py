@@ -480,16 +480,31 @@ def run_partition(task: PartitionTask) -> PartitionOutcome:
         retries_after - retries_before, edge_bars(table))
 
 
+@dataclass
+class _Written:
+    """Objects a run wrote for requests it then refused, and objects its published snapshots
+    use. Two requests with the same bars in a window share one object, and with several tasks
+    at once one of them may find the object the other wrote: so what a refused request wrote
+    is removed only when the run is over, and only if no published snapshot of it uses it."""
+
+    refused: set[str] = field(default_factory=set)
+    used: set[str] = field(default_factory=set)
+
+    def take_back(self, store: Store) -> None:
+        store.remove_created(sorted(self.refused - self.used))
+
+
 class _Finalize:
     """The per-request step after its tasks: cross-partition checks, rules, snapshot."""
 
     def __init__(self, engine: Engine, the_plan: Plan, outcomes: dict[int, PartitionOutcome],
-                 as_of: int) -> None:
+                 as_of: int, written: _Written) -> None:
         self.engine, self.store, self.plan = engine, engine.store, the_plan
         self.request = the_plan.request
         self.preset = self.request.preset
         self.outcomes = outcomes
         self.as_of = as_of
+        self.written = written
         self._edges_read: dict[int, Edges | None] = {}
 
     def _keys(self, i: int) -> Any:
@@ -520,11 +535,10 @@ class _Finalize:
 
     def _boundary(self, i: int, prev_keys: Any, keys: Any) -> ConformanceReport:
         """Repeated bars of partition ``i`` that repeat a bar of partition ``i - 1``."""
-        import numpy as np
-        from qmtl_engine.conformance import repeated_times
+        from qmtl_engine.conformance import common_keys, repeated_times
 
         report = ConformanceReport()
-        common = np.intersect1d(prev_keys, keys, assume_unique=True)
+        common = common_keys(prev_keys, keys)
         if common.size:
             times: Any = ()
             digest = self._digest(i)
@@ -600,12 +614,12 @@ class _Finalize:
 
     def _refusal(self, total: ConformanceReport, refused: dict[str, int],
                  first: str | None) -> ConformanceError:
-        """The error of a refused request, once what its tasks wrote is taken back (DESIGN
-        §4: a refused request leaves nothing in the store, though its windows were stored as
-        each passed its own checks)."""
+        """The error of a refused request; what its tasks wrote is taken back (DESIGN §4: a
+        refused request leaves nothing in the store, though its windows were stored as each
+        passed its own checks): its checkpoints now, its objects when the run is over."""
         self.store.discard_job(self.request.job_key())
-        self.store.remove_created([o.digest for o in self.outcomes.values()
-                                   if o.digest is not None and o.bytes_written])
+        self.written.refused.update(o.digest for o in self.outcomes.values()
+                                    if o.digest is not None and o.bytes_written)
         preset_name = self.preset.data.conformance_preset
         notes, hints = self._extent_findings(total, refused)
         err = ConformanceError(total, blocking=refused, symbol=self.request.symbol,
@@ -674,6 +688,7 @@ class _Finalize:
         for outcome in self.outcomes.values():
             if outcome.digest is not None and outcome.bytes_written:  # written by this run
                 self.store.note_present(outcome.digest)
+        self.written.used.update(p.digest for p in parts)
         written = self.store.put_snapshot(snapshot)
         # Windows fetched now whose objects were already stored, and a manifest that was: a gc
         # may judge them old and unnamed, so the lease says this run relies on them (what the
@@ -734,9 +749,10 @@ def _run_plans(engine: Engine, plans: Sequence[Plan], executor: Executor,
     waiting = [len(pl.to_fetch) for pl in plans]
     outcomes: list[dict[int, PartitionOutcome]] = [{} for _ in plans]
     failed: list[dict[int, QmtlLockError]] = [{} for _ in plans]
+    written = _Written()
     for p, count in enumerate(waiting):  # nothing to fetch: only the reused windows to judge
         if count == 0:
-            yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of)
+            yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of, written)
     try:
         # A window that failed skips the windows of its request not started yet: they would
         # hit the same source, budget or data (the other requests go on; every window that
@@ -757,19 +773,23 @@ def _run_plans(engine: Engine, plans: Sequence[Plan], executor: Executor,
                 done = len(plans[p].partitions) - waiting[p]
                 progress(plans[p].request, done, len(plans[p].partitions))
             if waiting[p] == 0:
-                yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of)
+                yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of, written)
+        # Not on an interrupt: a checkpoint written meanwhile may name what a refused request
+        # wrote; gc removes what nothing names.
+        written.take_back(engine.store)
     finally:
         forget_sources()
 
 
 def _finish(engine: Engine, the_plan: Plan, outcomes: dict[int, PartitionOutcome],
-            failed: dict[int, QmtlLockError], as_of: int) -> MaterializeResult | QmtlLockError:
+            failed: dict[int, QmtlLockError], as_of: int,
+            written: _Written) -> MaterializeResult | QmtlLockError:
     """The result of one request, or why it failed: its first failed window in time order
     (the same error whatever order the executor finished them in)."""
     if failed:
         return failed[min(failed)]
     try:
-        return _Finalize(engine, the_plan, outcomes, as_of).run()
+        return _Finalize(engine, the_plan, outcomes, as_of, written).run()
     except QmtlLockError as exc:
         return exc
 

@@ -1118,3 +1118,18 @@ def test_samples_keep_the_first_five() -> None:
     _, report, _ = run(table([T0]), window=window)
     assert report.counts["gap_bars"] == 23
     assert report.samples["gap_bars"] == [T0 + i * H for i in range(1, 6)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=60),
+       st.lists(st.integers(0, 2**64 - 1), max_size=60), st.integers(0, 40))
+def test_common_keys_are_the_intersection_of_two_sets_of_row_hashes(
+        a: list[int], b: list[int], shared: int) -> None:
+    from qmtl_engine.conformance import common_keys
+
+    b = b + a[:shared]  # some values in both
+    left = np.unique(np.array(a, dtype=np.uint64))
+    right = np.unique(np.array(b, dtype=np.uint64))
+    got = common_keys(left, right)
+    assert got.dtype == np.uint64
+    assert got.tolist() == sorted(set(a) & set(b))
