@@ -849,7 +849,7 @@ def price_moves(previous: np.ndarray, close: np.ndarray, threshold: float,
     Moves from or to a NaN or infinite close are not judged (``non_finite`` counts those); a
     move from a zero close to any other is infinite, so a jump.
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         move = close / previous - 1.0
         jump = (np.abs(move) > threshold) & np.isfinite(previous) & np.isfinite(close)
     return jump, move
