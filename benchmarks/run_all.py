@@ -71,7 +71,9 @@ SUMMARY = {
     ],
     "extend": [
         ("  bound: no-op `qmtl-lock resolve`", "  bound of extension: no-op resolve"),
-        ("  extension above a no-op resolve (the work)", "  extension above a no-op resolve"),
+        ("  extension above a no-op resolve (imports of pyarrow & co, work)",
+         "  extension above a no-op resolve"),
+        ("  library imports against the goal", "  bound of extension: library imports vs goal"),
     ],
     "load": [
         ("rows / table size (nbytes)", "rows / table size"),
