@@ -111,7 +111,10 @@ def peak_rss() -> int:
 def child_memory(lock_path: str) -> None:
     """Peak RSS of one ``Lock.load`` above what the process held before it."""
     import pyarrow as pa
-    import pyarrow.parquet  # the load path's imports, made before the baseline
+    import pyarrow.compute  # the load path's imports, made before the baseline
+    import pyarrow.parquet
+    import qmtl_engine.arrow_np
+    import qmtl_engine.fingerprint
     import qmtl_engine.read  # noqa: F401
 
     from qmtl_lock import Lock
