@@ -15,7 +15,7 @@ rows with the synthetic source and runs conformance), which is part of what it i
 
 DVC is no dependency of qmtl-lock: it is looked for in ``--peers DIR`` (or
 ``$QMTL_BENCH_PEERS``), then on PATH; without it both goals are printed as skipped. DVC runs with
-``DVC_NO_ANALYTICS=1`` and its site cache inside the temporary folder.
+``DVC_NO_ANALYTICS=1`` and its site cache (``DVC_SITE_CACHE_DIR``) inside the temporary folder.
 """
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ RUNS = 3
 DVC_ENV = {**ENV, "DVC_NO_ANALYTICS": "1"}
 
 
-def dvc(exe: str, *args: str, cwd: Path) -> float:
-    """Wall time of one ``dvc ARGS`` process; stops the benchmark if it fails."""
+def dvc(exe: str, *args: str, cwd: Path, site: Path) -> float:
+    """Wall time of one ``dvc ARGS`` process, its site cache (where it keeps the hashes it
+    computed) in ``site``; stops the benchmark if it fails."""
+    env = {**DVC_ENV, "DVC_SITE_CACHE_DIR": str(site)}
     t0 = time.perf_counter()
-    proc = subprocess.run([exe, *args], cwd=cwd, env=DVC_ENV, capture_output=True, text=True)
+    proc = subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n"
@@ -60,8 +62,7 @@ def dvc(exe: str, *args: str, cwd: Path) -> float:
 def dvc_repo(exe: str, root: Path, files: list[tuple[str, Path]]) -> Path:
     """A fresh DVC repository (no git) at ``root`` with the files under ``data/`` (not timed)."""
     root.mkdir()
-    dvc(exe, "init", "--no-scm", "-q", cwd=root)
-    dvc(exe, "config", "core.site_cache_dir", str(root / "site"), cwd=root)
+    dvc(exe, "init", "--no-scm", "-q", cwd=root, site=root / "site")
     (root / "data").mkdir()
     for name, path in files:
         shutil.copyfile(path, root / "data" / name)
@@ -69,7 +70,8 @@ def dvc_repo(exe: str, root: Path, files: list[tuple[str, Path]]) -> Path:
 
 
 def wipe_state(repo: Path) -> None:
-    """DVC's memory of file hashes: its site cache (state and index) and ``.dvc/tmp``."""
+    """DVC's memory of file hashes: its site cache (``DVC_SITE_CACHE_DIR``: state and index)
+    and ``.dvc/tmp``."""
     shutil.rmtree(repo / "site", ignore_errors=True)
     shutil.rmtree(repo / ".dvc" / "tmp", ignore_errors=True)
 
@@ -113,12 +115,12 @@ def main() -> None:
                 step(f"`dvc add data` of the {len(paths)} files, {RUNS} fresh repositories")
                 for i in range(RUNS):
                     repo = dvc_repo(exe, Path(tmp) / f"repo{i}", months)
-                    adds.append(dvc(exe, "add", "-q", "data", cwd=repo))
+                    adds.append(dvc(exe, "add", "-q", "data", cwd=repo, site=repo / "site"))
                 step(f"`dvc status` after wiping DVC's state, {RUNS} runs (and one warm)")
-                warm.append(dvc(exe, "status", "-q", cwd=repo))
+                warm.append(dvc(exe, "status", "-q", cwd=repo, site=repo / "site"))
                 for _ in range(RUNS):
                     wipe_state(repo)
-                    statuses.append(dvc(exe, "status", "-q", cwd=repo))
+                    statuses.append(dvc(exe, "status", "-q", cwd=repo, site=repo / "site"))
 
     pin, verify = statistics.median(pins), statistics.median(verifies)
     rep.row("files / bytes", f"{len(paths)} / {size / 1e6:.1f} MB")
