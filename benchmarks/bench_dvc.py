@@ -4,7 +4,7 @@ What maps onto what: ``dvc add data/`` hashes every file, copies it into DVC's c
 cache and writes ``data.dvc`` (the pin); ``qmtl-lock resolve`` into an empty store is qmtl-lock's
 first pin: it produces the partitions, hashes their canonical columns, writes them into its
 content-addressed store and writes ``seamless.lock``. ``dvc status`` with DVC's state wiped
-(its hash cache in ``core.site_cache_dir`` and ``.dvc/tmp``) re-hashes every file and compares
+(its hash cache in the site cache dir and ``.dvc/tmp``) re-hashes every file and compares
 with ``data.dvc``; ``qmtl-lock verify`` re-reads every stored object, re-hashes it and compares
 with the lock. Both sides are whole processes (the console scripts), so start-up and imports
 count on both.
