@@ -55,6 +55,9 @@ ACCEPT: dict[str, str] = {
     "repeated_bars": "fix the file (often forward-filled bars); a preset that does not block "
                      "it pins them",
     "out_of_range": "nothing to do: rows outside the requested window are dropped",
+    "price_jump": "check the adjustment (an unadjusted split is a one-bar jump) and the "
+                  "vendor's prices; raise `price_jump_threshold`, or leave `price_jump` out "
+                  "of `block:` to only count it",
 }
 
 # What each SLA budget measures (the model holds types and defaults).

@@ -72,6 +72,9 @@ class DataPreset(_Model):
 class ConformancePreset(_Model):
     partial_ok: bool = False
     block: list[str] = Field(default_factory=list)
+    # A one-bar move of close beyond this share (0.5: 50 %) is counted as ``price_jump``;
+    # None: not checked. Whether it blocks is up to ``block`` like any flag.
+    price_jump_threshold: float | None = Field(default=None, gt=0)
     description: str = ""
 
     @field_validator("block")
@@ -142,7 +145,8 @@ class ResolvedPreset:
             "id": self.id,
             "preset": data,
             "conformance": {"name": self.data.conformance_preset,
-                            **self.conformance.model_dump(mode="json", exclude={"description"})},
+                            **self.conformance.model_dump(mode="json",
+                                                          exclude=_unset_checks(self.conformance))},
             "sla": {"name": self.data.sla_preset, **self.sla.model_dump(mode="json")},
         }
 
@@ -167,6 +171,14 @@ class ResolvedPreset:
             return self
         return dataclasses.replace(self, data=self.data.model_copy(update=update),
                                    conformance=conformance, sla=sla)
+
+
+def _unset_checks(preset: ConformancePreset) -> set[str]:
+    """Fields left out of a definition: the description, and checks added after locks were
+    written while they are off, so the digest of every preset that does not use them (and
+    so the locks that name it) stays what it was."""
+    return {"description"} | ({"price_jump_threshold"} if preset.price_jump_threshold is None
+                              else set())
 
 
 @dataclass

@@ -63,6 +63,12 @@ class Source(ABC):
         """Take the engine's wall clock (``QMTL_LOCK_NOW`` when pinned) as this source's now."""
         self.wall_clock = clock
 
+    def data_extent(self, symbol: str) -> tuple[int, int] | None:
+        """The first and last bar time (epoch ms) this source has for ``symbol``, when it can
+        tell without fetching more (a files source knows the files it read); None otherwise.
+        Only messages use it: a refusal for missing bars says where the data lies."""
+        return None
+
     @staticmethod
     def available_until(now_ms: int) -> int | None:
         """End of the data this source can deliver at ``now_ms`` (None: up to now).

@@ -75,6 +75,11 @@ class FilesSource(Source):
         return ("{symbol}" in parsed.url or "{symbol}" in (parsed.records or "")
                 or parsed.symbol_column is not None)
 
+    def data_extent(self, symbol: str) -> tuple[int, int] | None:
+        """The first and last time in the symbol's files (read once per resolve anyway)."""
+        times = self._load(symbol)[1]
+        return (int(times.min()), int(times.max())) if times.size else None
+
     @property
     def hints(self) -> TsHints:
         return TsHints(format=self.options.ts_format, unit=self.options.ts_unit,

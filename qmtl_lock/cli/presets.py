@@ -54,8 +54,10 @@ def presets_command(manifest: Path, as_json: bool) -> None:
         width = max(len(name) for name, _, _ in [*conformance, *slas])
         for name, c, _ in conformance:
             blocks = f"blocks {', '.join(c.block)}" if c.block else "blocks nothing"
+            jumps = (f"; price_jump beyond {c.price_jump_threshold:g}"
+                     if c.price_jump_threshold is not None else "")
             echo(f"  {name.ljust(width)}  {blocks}"
-                 + ("; partial ok" if c.partial_ok else ""))
+                 + ("; partial ok" if c.partial_ok else "") + jumps)
         echo("SLA presets (a dataset may pick one with `sla_preset:`):")
         for name, s, _ in slas:
             deadline = (f"deadline {s.total_deadline_ms // 1000}s"
