@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pyarrow as pa
+from qmtl_engine import arrow_np
 from qmtl_engine.calendars import Calendar, get_calendar
 from qmtl_engine.clock import Clock, SystemClock
 from qmtl_engine.conformance import (
@@ -308,7 +309,7 @@ class Engine:
             return exc.what
         if table.num_rows != part.rows:
             return f"its object has {table.num_rows} rows, the checkpoint says {part.rows}"
-        ts = np.asarray(table["ts"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+        ts = np.asarray(arrow_np.values(table["ts"], null=0), dtype=np.int64)
         stray = (ts < part.start) | (ts >= part.end) | (ts % request.preset.interval_ms != 0)
         if stray.any():
             return (f"its object holds a bar at {iso(int(ts[stray][0]))}, outside the window "

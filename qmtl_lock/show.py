@@ -76,7 +76,7 @@ def gap_ranges(manifest_path: str | Path, dataset: str) -> list[dict[str, Any]]:
     dataset declares it under ``accepted_gaps``.
     """
     import numpy as np
-    from qmtl_engine import TimeRange, get_calendar, partition_windows
+    from qmtl_engine import TimeRange, get_calendar, numpy_values, partition_windows
 
     from qmtl_lock.manifest import load_manifest
     from qmtl_lock.runtime import Lock
@@ -93,7 +93,7 @@ def gap_ranges(manifest_path: str | Path, dataset: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for symbol in lock.symbols(dataset):
         entry = lock.entry(dataset, symbol)
-        present = lock.load(dataset, symbol)["ts"].cast("int64").to_numpy()
+        present = numpy_values(lock.load(dataset, symbol)["ts"])  # int64 epoch ms
         coverage = TimeRange(*entry.coverage_bounds)
         runs: list[list[int]] = []  # [first missing bar, end, bars], in time order
         open_run = False  # the last run reached the end of its window's expected bars

@@ -41,6 +41,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from qmtl_engine import arrow_np
 from qmtl_engine.adjust import ADJ_CLOSE, DIVIDEND, SPLIT, Problem, apply
 from qmtl_engine.conformance import SAMPLE_SIZE, RawBatch, TsHints, normalize_ts
 from qmtl_engine.contracts import TS, VALUE_COLUMNS
@@ -217,14 +218,15 @@ class FilesSource(Source):
         sym = self._symbol_col()
         if sym:
             self._require_column(table, sym, "symbol", symbol, path)
-            table = table.filter(pc.equal(table[sym].cast(pa.string()), symbol))
+            table = table.filter(pc.equal(table[sym].cast(pa.string()),
+                                          arrow_np.scalar(symbol, pa.string())))
         done = self._complete_col()
         if done:
             self._require_column(table, done, "complete", symbol, path)
             # Only a bar the vendor marks final is kept: an open one may still change.
             final = pc.is_in(pc.utf8_lower(pc.cast(table[done], pa.string())),
-                             value_set=pa.array(["1", "true"]))
-            table = table.filter(pc.fill_null(final, False))
+                             value_set=arrow_np.strings(["1", "true"]))
+            table = table.filter(pc.fill_null(final, arrow_np.scalar(False, pa.bool_())))
         inverse = {v: k for k, v in mapping.items()}
         table = table.rename_columns([inverse.get(c, c) for c in table.column_names])
         if until is not None and TS in table.column_names:
@@ -234,7 +236,7 @@ class FilesSource(Source):
     def _before(self, table: pa.Table, until: object, path: str, symbol: str) -> pa.Table:
         """The rows of ``table`` before the dump's complete-until time (bars after are open)."""
         hints = TsHints(unit=self.options.ts_unit, timezone=self.options.timezone)
-        limit = normalize_ts(pa.array([str(until)]), hints)
+        limit = normalize_ts(arrow_np.strings([str(until)]), hints)
         if not limit.valid[0]:
             raise SourceError(
                 f"cannot read {self.options.complete_until!r} ({until!r}) as a time",
@@ -245,7 +247,7 @@ class FilesSource(Source):
         except ValueError:  # no times at all: reading the whole file reports it
             return table
         keep = ~norm.valid | (norm.ms < limit.ms[0])  # unreadable rows stay, to be counted
-        return table.filter(pa.array(keep))
+        return table.filter(arrow_np.array(keep, pa.bool_()))
 
     def _load(self, symbol: str) -> tuple[pa.Table, np.ndarray]:
         """The rows of ``symbol`` and, per row, the time that decides its partition."""
@@ -314,12 +316,12 @@ class FilesSource(Source):
                 fix="set `ts_format` in the preset's files source options to the file's "
                 "format in Python strptime codes (e.g. '%d.%m.%Y %H:%M:%S.%f'), or `ts_unit` "
                 "for epoch numbers")
-        ms = pa.array(norm.ms, mask=~norm.valid)
+        ms = arrow_np.array(norm.ms, pa.int64(), valid=norm.valid)
         # A row without a valid time goes to the partition of the row before it (or after it).
         attributed = pc.fill_null_backward(pc.fill_null_forward(ms))
-        return np.asarray(attributed.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return np.asarray(arrow_np.values(attributed, null=0), dtype=np.int64)
 
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         table, times = self._load(symbol)
         mask = (times >= window.start) & (times < window.end)
-        return RawBatch(table.filter(pa.array(mask)), self.hints)
+        return RawBatch(table.filter(arrow_np.array(mask, pa.bool_())), self.hints)
