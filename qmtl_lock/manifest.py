@@ -529,8 +529,8 @@ def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:
         fix = f"add `{loc[-1]}:` to the entry"
     elif _in_symbols(loc) and len(loc) == 4 and kind in ("string_type", "model_type"):
         msg = f"symbol {_shown(err.get('input'))} is neither a name nor a mapping"
-        fix = ("quote a symbol that YAML reads as a number or a date (\"0700\"), or "
-               + SYMBOL_KEYS_FIX)
+        fix = (f"quote it (\"{err.get('input')}\") if it is a name: YAML reads bare digits as "
+               f"a number; {SYMBOL_KEYS_FIX}")
     else:
         msg = str(err["msg"]).removeprefix("Value error, ")
         fix = "correct the value; see schemas/seamless.schema.json"
