@@ -89,6 +89,16 @@ class DateProblem(ValueError):
         super().__init__(reason or "not a date")
 
 
+class ItemProblem(ValueError):
+    """A problem of one item of a list that only the whole list shows (a duplicate): names the
+    item, so the message points at its line (:func:`_manifest_error`)."""
+
+    def __init__(self, reason: str, *, index: int, fix: str) -> None:
+        self.index = index
+        self.fix = fix
+        super().__init__(reason)
+
+
 def check_when(value: Any, *, now_ok: bool = True) -> Any:
     """Return ``value`` if it is a start or end, else raise :class:`DateProblem`.
 
@@ -256,6 +266,17 @@ class DatasetSpec(BaseModel):
     conformance_preset: str | None = None
     sla_preset: str | None = None
     description: str = ""
+
+    @field_validator("symbols")
+    @classmethod
+    def _once(cls, v: list[str | SymbolSpec]) -> list[str | SymbolSpec]:
+        names = [s if isinstance(s, str) else s.symbol for s in v]
+        for i, symbol in enumerate(names):
+            if symbol in names[:i]:
+                raise ItemProblem(f"symbol {symbol} is listed twice", index=i,
+                                  fix="keep one entry per symbol (a mapping holds all its "
+                                  "settings)")
+        return v
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -534,6 +555,10 @@ def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:
     else:
         msg = str(err["msg"]).removeprefix("Value error, ")
         fix = "correct the value; see schemas/seamless.schema.json"
+        problem = err.get("ctx", {}).get("error")
+        if isinstance(problem, ItemProblem):
+            loc, fix = [*loc, problem.index], problem.fix
+            key = ".".join(str(p) for p in loc)
         if date_key is not None:
             problem = err.get("ctx", {}).get("error")
             reason = problem.reason if isinstance(problem, DateProblem) else ""
@@ -666,10 +691,6 @@ def _validate_symbols(req: DatasetRequest, doc: LocatedYAML) -> None:
                              key=".".join(str(p) for p in loc), fix=fix)
 
     names = spec.symbol_names
-    for i, symbol in enumerate(names):
-        if symbol in names[:i]:
-            raise fail(f"dataset {name!r} lists symbol {symbol} twice",
-                       "keep one entry per symbol (a mapping holds all its settings)", i=i)
     for i, item in enumerate(spec.symbols):
         if isinstance(item, SymbolSpec):
             _check_own_range(req, item, partial(fail, i=i))

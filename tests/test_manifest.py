@@ -82,7 +82,7 @@ CASES = [
      ("symbols:", 1), "datasets.crypto.symbols", "at least 1"),
     ("duplicated_symbols",
      _replace("[AAPL, MSFT]", "[AAPL, MSFT, AAPL]"),
-     ("symbols:", 2), "datasets.equities.symbols.2", "lists symbol AAPL twice"),
+     ("symbols:", 2), "datasets.equities.symbols.2", "symbol AAPL is listed twice"),
     ("duplicate_yaml_key_in_dataset",
      _replace("    end: 2013-01-01\n", "    end: 2013-01-01\n    end: 2012-01-01\n"),
      ("end: 2012-01-01", 1), "datasets.equities.end", "duplicate key 'end'"),

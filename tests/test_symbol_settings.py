@@ -22,12 +22,14 @@ from pathlib import Path
 
 import pytest
 from conftest import LATER, Project, expect
+from qmtl_engine.ranges import DAY_MS
 from vendor_catalog import vendor_catalog
 
 from qmtl_lock import Lock
 from qmtl_lock.errors import ManifestError
-from qmtl_lock.lockfile import SymbolEntry, read_lock
+from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock, render
 from qmtl_lock.manifest import load_manifest
+from qmtl_lock.merge import merge
 
 DAY = dt.timedelta(days=1)
 
@@ -292,7 +294,7 @@ BAD = [
     ("start_after_end", "      - {symbol: A, start: 2000-02-10, end: 2000-02-01}\n", 7,
      "at or after end 2000-02-01"),
     ("duplicate_symbol", "      - A\n      - {symbol: A, start: 2000-02-01}\n", 8,
-     "lists symbol A twice"),
+     "symbol A is listed twice"),
     ("one_source_symbol_twice", "      - A\n      - {symbol: B, source_symbol: A}\n", 8,
      "both read source symbol A over the same bars"),
     ("bad_date", "      - {symbol: A, start: 2000-02-30}\n", 7,
@@ -325,3 +327,49 @@ def test_a_mistake_in_a_symbol_is_one_exit_2_message(project: Project, snapshot:
     with pytest.raises(ManifestError) as info:
         load_manifest(project.manifest)
     assert str(info.value).replace(str(project.root), "<tmp>") == snapshot
+
+
+# -- merging locks -------------------------------------------------------------------------------
+def _merge_lock(settings: list[dict[str, str]], **entries: str) -> Lockfile:
+    """A lock of one dataset ``a`` whose symbols' entries have the given fingerprint digits."""
+    symbols = {s: SymbolEntry(
+        dataset_fingerprint="sha256:" + fp * 64, coverage_bounds=(0, 2 * DAY_MS), as_of=0,
+        rows=2, partitions=1, conformance_flags={"gap_bars": 0},
+        sla={"deadline_ms": 60000, "violation": None}, retention_class="default",
+        expires_at=None) for s, fp in entries.items()}
+    request: dict[str, object] = {"preset": "ohlcv.vendor.crypto.1d", "symbols": sorted(symbols)}
+    if settings:
+        request["symbol_settings"] = settings
+    request.update({"start": "1970-01-01", "end": "1970-01-03", "contract_version": "v1"})
+    return Lockfile({"a": DatasetEntry(request, "sha256:" + "d" * 64, symbols)})
+
+
+def test_branches_that_set_up_different_symbols_merge_per_symbol() -> None:
+    base = _merge_lock([], X="0")
+    ours = _merge_lock([{"symbol": "V", "source_symbol": "VV"}], X="0", V="1")
+    theirs = _merge_lock([{"symbol": "W", "start": "1970-01-02"}], X="0", W="2")
+    one, two = merge(base, ours, theirs), merge(base, theirs, ours)
+    assert one.clean and two.clean, (one.conflicts, two.conflicts)
+    assert render(one.lock) == render(two.lock)
+    merged = one.lock.datasets["a"]
+    assert merged.request["symbol_settings"] == [{"symbol": "V", "source_symbol": "VV"},
+                                                 {"symbol": "W", "start": "1970-01-02"}]
+    # a branch that drops the symbol drops its settings too
+    dropped = merge(ours, ours, _merge_lock([], X="0"))
+    assert dropped.clean and "symbol_settings" not in dropped.lock.datasets["a"].request
+
+
+def test_an_entry_resolved_under_other_settings_of_its_symbol_is_a_conflict() -> None:
+    """Ours moved X to another source symbol that gave the same rows (the entry stayed); theirs
+    resolved X again under the old one: that entry is not what the merged settings ask for."""
+    base = _merge_lock([], X="0", Y="1")
+    ours = _merge_lock([{"symbol": "X", "source_symbol": "XX"}], X="0", Y="1")
+    theirs = _merge_lock([], X="3", Y="1")
+    result = merge(base, ours, theirs)
+    assert [c.line() for c in result.conflicts] == [
+        "a/X: the entry from their branch was resolved for another request than the merged "
+        "one: our branch changed settings of X"]
+    both = merge(base, ours, _merge_lock([{"symbol": "X", "source_symbol": "XY"}], X="0", Y="1"))
+    assert [c.line() for c in both.conflicts] == [
+        "a/X: both branches changed the settings of X: ours {'source_symbol': 'XX'}, theirs "
+        "{'source_symbol': 'XY'}"]
