@@ -438,18 +438,18 @@ class DatasetRequest:
         """What the lock records as asked for (no credentials, canonical text)."""
         from qmtl_lock.redact import redact
 
-        out: dict[str, Any] = {
-            "preset": self.spec.preset,
-            "symbols": sorted(self.spec.symbol_names),
+        out: dict[str, Any] = {"preset": self.spec.preset,
+                               "symbols": sorted(self.spec.symbol_names)}
+        settings = self.spec.symbol_settings()
+        if settings:  # only when a symbol has settings, so other locks keep their bytes; the
+            out["symbol_settings"] = settings  # place the lock's reader gives it (RequestModel)
+        out |= {
             "start": when_text(self.spec.start),
             "end": when_text(self.spec.end),
             "contract_version": self.spec.contract_version,
             "retention_class": self.spec.retention_class,
             "priority": self.spec.priority,
         }
-        settings = self.spec.symbol_settings()
-        if settings:  # only when a symbol has settings, so other locks keep their bytes
-            out["symbol_settings"] = settings
         if self.spec.live is not None:
             out["live"] = redact(self.spec.live)
         if self.spec.accepted_gaps:

@@ -20,14 +20,24 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 from conftest import LATER, Project, expect
 from qmtl_engine.ranges import DAY_MS
+from test_schemas import ROOT, _jsonable
 from vendor_catalog import vendor_catalog
 
 from qmtl_lock import Lock
 from qmtl_lock.errors import ManifestError
-from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock, render
+from qmtl_lock.lockfile import (
+    DatasetEntry,
+    Lockfile,
+    SymbolEntry,
+    parse_lock,
+    read_lock,
+    render,
+)
 from qmtl_lock.manifest import load_manifest
 from qmtl_lock.merge import merge
 
@@ -112,6 +122,14 @@ def test_a_later_listing_resolves_without_a_pre_listing_gap(project: Project) ->
     assert request["symbol_settings"] == [{"symbol": "NEW", "start": "2000-02-01"}]
     expect(project.run("check"), 0)
     expect(project.run("verify"), 0)
+    # read back, the lock renders to its own bytes (an entry kept as locked keeps its text)
+    text = project.lock.read_text(encoding="utf-8")
+    assert render(parse_lock(text, "seamless.lock")) == text
+    # and both files are what the checked-in JSON Schemas describe
+    for name, path in (("seamless.schema.json", project.manifest),
+                       ("seamless.lock.schema.json", project.lock)):
+        schema = json.loads((ROOT / "schemas" / name).read_text(encoding="utf-8"))
+        jsonschema.validate(_jsonable(yaml.safe_load(path.read_text(encoding="utf-8"))), schema)
 
 
 def test_a_listing_before_the_dataset_start_is_the_dataset_start(project: Project) -> None:
