@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,8 @@ import jsonschema
 import pytest
 import yaml
 from conftest import LATER, Project, expect
-from qmtl_engine.ranges import DAY_MS
+from qmtl_engine.ranges import DAY_MS, to_ms
+from test_readme import section
 from test_schemas import ROOT, _jsonable
 from vendor_catalog import vendor_catalog
 
@@ -391,3 +393,40 @@ def test_an_entry_resolved_under_other_settings_of_its_symbol_is_a_conflict() ->
     assert [c.line() for c in both.conflicts] == [
         "a/X: both branches changed the settings of X: ours {'source_symbol': 'XX'}, theirs "
         "{'source_symbol': 'XY'}"]
+
+
+# -- the documented examples ---------------------------------------------------------------------
+def _fenced_yaml(text: str) -> list[str]:
+    return re.findall(r"^```yaml\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+
+
+def test_the_example_of_docs_sources_md_is_a_manifest_with_those_ranges(tmp_path: Path) -> None:
+    [text] = [b for b in _fenced_yaml((ROOT / "docs" / "sources.md").read_text(encoding="utf-8"))
+              if "all_tickers" in b]
+    (tmp_path / "presets.yaml").write_text(vendor_catalog("year").replace(
+        "ohlcv.vendor.crypto.1d", "ohlcv.vendor.us_equity.1d"), encoding="utf-8")
+    (tmp_path / "seamless.yaml").write_text(text, encoding="utf-8")
+    ds = load_manifest(tmp_path / "seamless.yaml").datasets["all_tickers"]
+    day = to_ms("2000-01-01")
+    assert ds.symbol_range("AAPL") == (day, None)  # follows `end: now`
+    assert ds.symbol_range("META") == (to_ms("2012-05-18"), None)
+    assert ds.symbol_range("LEH") == (day, to_ms("2008-09-16"))
+    assert [ds.source_symbol(s) for s in ("AAPL", "META", "LEH", "BRK.B")] == [
+        "AAPL", "FB", "LEH", "BRK-B"]
+
+
+def test_the_readme_example_resolves_a_renamed_later_listing_from_the_shipped_data(
+        project: Project) -> None:
+    """The README's symbols with the built-in Quandl WIKI data (which has FB from its 2012
+    listing, no LEH): META is read as FB from its listing on, in the dataset from 2001."""
+    [fragment] = _fenced_yaml(section("Listings, delistings and vendor names"))
+    symbols = "".join(line + "\n" for line in fragment.splitlines() if "LEH" not in line)
+    project.write_manifest(
+        "version: 1\ndatasets:\n  us:\n    preset: ohlcv.quandl_wiki.us_equity.1d\n" + symbols
+        + "    start: 2001-01-01\n    end: 2013-01-01\n    contract_version: v1\n")
+    expect(project.run("resolve"), 0)
+    lock = read_lock(project.lock)
+    meta = lock.entry("us", "META")
+    assert meta is not None and meta.coverage_bounds == (to_ms("2012-05-18"), to_ms("2013-01-01"))
+    assert Lock.open(project.lock).load("us", "META").num_rows == meta.rows == 155
+    expect(project.run("check"), 0)
