@@ -242,6 +242,7 @@ def test_a_changed_source_symbol_is_drift_and_resolve_fetches_it_again(
             "seamless.yaml has 'XXBTZUSD'") in drift.output
     assert "ETHUSD" not in drift.output
     expect(project.run("resolve", "--locked"), 1)
+    shutil.copy(project.lock, project.root / "old.lock")
 
     result = expect(project.run("resolve"), 0)
     assert "updated   stocks/BTCUSD: changed source_symbol; fetched 2, reused 0 partitions" \
@@ -251,6 +252,9 @@ def test_a_changed_source_symbol_is_drift_and_resolve_fetches_it_again(
         before.entry("stocks", "BTCUSD").dataset_fingerprint
     assert after.entry("stocks", "ETHUSD") == before.entry("stocks", "ETHUSD")
     expect(project.run("check"), 0)
+    diff = expect(project.run("diff", "old.lock", "seamless.lock"), 1).output
+    assert "request symbol_settings.BTCUSD.source_symbol: XBTUSDT → XXBTZUSD" in diff
+    assert "2000-01 (31 rows, content changed)" in diff
 
     # Removing the mapping goes back to reading BTCUSD.csv: drift again, with None.
     project.edit_manifest("{symbol: BTCUSD, source_symbol: XXBTZUSD}", "BTCUSD")
