@@ -202,11 +202,16 @@ def _planned_coverage(loaded: LoadedManifest, ds: DatasetRequest, symbol: str, n
     elif pinned_end is not None:
         end = pinned_end if asked is None else min(pinned_end, asked)
     if end <= start:
-        who = f"dataset {ds.name!r}" if start == ds.start_ms else \
-            f"symbol {symbol} of dataset {ds.name!r}"
-        raise InputError(
-            f"{who}: nothing to resolve, start {iso(start)} is not before the last closed bar "
-            f"{iso(end)}", where=str(loaded.path), fix="move start earlier")
+        if start == ds.start_ms:
+            raise InputError(
+                f"dataset {ds.name!r}: nothing to resolve, start {iso(start)} is not before "
+                f"the last closed bar {iso(end)}", where=str(loaded.path), fix="move start earlier")
+        at = ("datasets", ds.name, "symbols", ds.spec.symbol_names.index(symbol), "start")
+        raise InputError(  # a listing still to come: nothing of it is final yet
+            f"symbol {symbol} of dataset {ds.name!r}: nothing to resolve, its start {iso(start)} "
+            f"is not before the last closed bar {iso(end)}",
+            where=f"{loaded.path}:{loaded.doc.line_of(at)}",
+            fix=f"move its start earlier, or add {symbol} once it has closed bars")
     return TimeRange(start, end)
 
 

@@ -434,3 +434,17 @@ def test_the_readme_example_resolves_a_renamed_later_listing_from_the_shipped_da
     assert meta is not None and meta.coverage_bounds == (to_ms("2012-05-18"), to_ms("2013-01-01"))
     assert Lock.open(project.lock).load("us", "META").num_rows == meta.rows == 155
     expect(project.run("check"), 0)
+
+
+def test_a_listing_still_to_come_under_end_now_is_bad_input_at_its_line(
+        project: Project) -> None:
+    daily_csv(project.root / "LIVE.csv", "2024-05-01", "2024-06-10")
+    setup(project, "      - LIVE\n      - {symbol: SOON, start: 2024-07-01}\n",
+          start="2024-05-01", end="now")
+    result = expect(project.run("resolve"), 2)
+    assert "symbol SOON of dataset 'stocks': nothing to resolve, its start " \
+        "2024-07-01T00:00:00Z is not before the last closed bar 2024-06-01T00:00:00Z" \
+        in result.output
+    assert "seamless.yaml:8" in result.output and "add SOON once it has closed bars" \
+        in result.output
+    assert not project.lock.exists()
