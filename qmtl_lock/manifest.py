@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -185,7 +186,6 @@ class AcceptedGap(BaseModel):
                 "reason": self.reason}
 
 
-SYMBOL_KEYS = ("symbol", "source_symbol", "start", "end")
 SYMBOL_KEYS_FIX = ("a symbol's mapping takes symbol, source_symbol, start and end, e.g. "
                    "`- {symbol: BTCUSD, source_symbol: XBTUSDT, start: 2013-10-06}`")
 
@@ -266,6 +266,7 @@ class DatasetSpec(BaseModel):
     conformance_preset: str | None = None
     sla_preset: str | None = None
     description: str = ""
+    _own: dict[str, SymbolSpec] = PrivateAttr(default_factory=dict)
 
     @field_validator("symbols")
     @classmethod
@@ -288,10 +289,13 @@ class DatasetSpec(BaseModel):
         """The dataset's symbols, as the lock and every message name them, in manifest order."""
         return [s if isinstance(s, str) else s.symbol for s in self.symbols]
 
+    def model_post_init(self, context: Any, /) -> None:
+        # by name, so that a dataset of thousands of tickers is not searched for each of them
+        self._own = {s.symbol: s for s in self.symbols if isinstance(s, SymbolSpec)}
+
     def symbol_spec(self, symbol: str) -> SymbolSpec | None:
         """The settings of ``symbol`` when it is written as a mapping, else None."""
-        return next((s for s in self.symbols if isinstance(s, SymbolSpec) and s.symbol == symbol),
-                    None)
+        return self._own.get(symbol)
 
     def symbol_settings(self) -> list[dict[str, str]]:
         """The symbols that have settings of their own, sorted, each as ``{symbol, …its
@@ -720,11 +724,11 @@ def _check_own_range(req: DatasetRequest, item: SymbolSpec,
     if end is not None and end <= start:
         dataset_range = (f"{when_text(req.spec.start)} .. {when_text(req.spec.end)}")
         if item.end is not None and to_ms(item.end) <= req.start_ms:
-            what, key = f"ends {when_text(item.end)}, when the dataset starts", "end"
+            what, key = f"its end {when_text(item.end)} is not after the dataset's start", "end"
         else:
-            what, key = f"starts {when_text(item.start or req.spec.start)}, when the dataset " \
-                "ends", "start"
+            what, key = (f"its start {when_text(item.start or req.spec.start)} is not before "
+                         "the dataset's end", "start")
         raise fail(f"symbol {symbol} of dataset {name!r} has no bars in the dataset's range "
-                   f"{dataset_range}: it {what}",
+                   f"{dataset_range}: {what}",
                    f"move the dataset's start or end to include {symbol}, or remove {symbol} "
                    "from this dataset", key)

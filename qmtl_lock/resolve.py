@@ -119,13 +119,9 @@ def _same_request(ds: DatasetRequest, old: DatasetEntry) -> list[str]:
     return changed
 
 
-def _symbol_changes(ds: DatasetRequest, old: DatasetEntry, symbol: str) -> list[str]:
-    """The settings of ``symbol`` of its own that differ from the lock (``source_symbol``,
-    ``start``, ``end``), named as resolve prints them."""
-    new = ds.spec.symbol_settings()
-    want = next((dict(s) for s in new if s["symbol"] == symbol), {})
-    want.pop("symbol", None)
-    have = symbol_settings(old.request).get(symbol, {})
+def _symbol_changes(want: dict[str, str], have: dict[str, str]) -> list[str]:
+    """The settings of a symbol of its own (``source_symbol``, ``start``, ``end``) that differ
+    between seamless.yaml (``want``) and the lock (``have``), named as resolve prints them."""
     return [key if key == "source_symbol" else f"symbol {key}"
             for key in ("source_symbol", "start", "end") if want.get(key) != have.get(key)]
 
@@ -158,10 +154,13 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
         in_scope = not selected or name in selected
         why = _same_request(ds, old_ds) if old_ds else ["new dataset"]
         pinned_ends = [e.coverage_bounds[1] for e in (old_ds.symbols.values() if old_ds else [])]
+        own_want = symbol_settings({"symbol_settings": ds.spec.symbol_settings()})
+        own_have = symbol_settings(old_ds.request) if old_ds else {}
         for symbol in sorted(ds.spec.symbol_names):
             old = old_ds.symbols.get(symbol) if old_ds else None
             moving = update and in_scope
-            own = _symbol_changes(ds, old_ds, symbol) if old_ds and old else []
+            own = (_symbol_changes(own_want.get(symbol, {}), own_have.get(symbol, {}))
+                   if old is not None else [])
             if old is not None and not why and not own and not ((update or refresh) and in_scope):
                 kept[name][symbol] = _with_retention(loaded, ds, old)
                 tasks.append(_Task(ds, symbol, TimeRange(*old.coverage_bounds), old,
