@@ -448,3 +448,18 @@ def test_a_listing_still_to_come_under_end_now_is_bad_input_at_its_line(
     assert "seamless.yaml:8" in result.output and "add SOON once it has closed bars" \
         in result.output
     assert not project.lock.exists()
+
+
+def test_the_source_symbol_enters_the_job_key_but_not_the_fingerprint_header() -> None:
+    """Checkpoints of one source symbol are never taken for another's, while the header (what
+    the data is) stays the one of our symbol."""
+    from dataclasses import replace
+
+    from qmtl_engine import Request, TimeRange, load_registry
+
+    preset = load_registry([]).get("ohlcv.synthetic.crypto.1m")
+    plain = Request(preset, "BTCUSD", TimeRange(0, 86_400_000), "v1")
+    renamed = replace(plain, source_symbol="XBTUSDT")
+    assert (plain.fetch_symbol, renamed.fetch_symbol) == ("BTCUSD", "XBTUSDT")
+    assert renamed.job_key() != plain.job_key()
+    assert renamed.header() == plain.header()
