@@ -25,7 +25,7 @@ import jsonschema
 import pytest
 import yaml
 from conftest import LATER, Project, expect
-from qmtl_engine.ranges import DAY_MS, to_ms
+from qmtl_engine.ranges import DAY_MS, TimeRange, to_ms
 from test_readme import section
 from test_schemas import ROOT, _jsonable
 from vendor_catalog import vendor_catalog
@@ -463,3 +463,50 @@ def test_the_source_symbol_enters_the_job_key_but_not_the_fingerprint_header() -
     assert (plain.fetch_symbol, renamed.fetch_symbol) == ("BTCUSD", "XBTUSDT")
     assert renamed.job_key() != plain.job_key()
     assert renamed.header() == plain.header()
+
+
+def test_a_network_source_is_asked_for_the_source_symbol(project: Project) -> None:
+    """binance_vision on a real HTTP server: our BTCUSD is fetched from the archive's BTCUSDT
+    folder; the lock and the loaded table say BTCUSD."""
+    from http_server import serve
+    from test_binance_vision import FAST, build_archive, route_archive
+
+    day = TimeRange(to_ms("2024-01-01"), to_ms("2024-01-03"))
+    archive = build_archive(["BTCUSDT"], day, 60_000)
+    for server in serve():
+        route_archive(server, archive)
+        options = {"market": "spot", "base_url": server.url, **FAST}
+        (project.root / "binance.yaml").write_text(
+            "version: 1\ndata_presets:\n  ohlcv.local_binance.spot.1m:\n    kind: ohlcv\n"
+            "    interval_ms: 60000\n    contract: {name: ohlcv, version: v1}\n"
+            "    calendar: 24x7\n    partition: day\n"
+            f"    source: {{name: binance_vision, options: {json.dumps(options)}}}\n"
+            "    sla_preset: baseline\n    conformance_preset: strict-blocking\n",
+            encoding="utf-8")
+        project.write_manifest(
+            "version: 1\npresets: [binance.yaml]\ndatasets:\n  btc:\n"
+            "    preset: ohlcv.local_binance.spot.1m\n"
+            "    symbols: [{symbol: BTCUSD, source_symbol: BTCUSDT}]\n"
+            "    start: 2024-01-01\n    end: 2024-01-03\n    contract_version: v1\n")
+        expect(project.run("resolve"), 0)
+        assert server.count("/data/spot/daily/klines/BTCUSDT/1m/") >= 2
+        assert server.count("/data/spot/daily/klines/BTCUSD/") == 0
+    assert list(read_lock(project.lock).datasets["btc"].symbols) == ["BTCUSD"]
+    table = Lock.open(project.lock).load("btc", "BTCUSD")
+    assert table.num_rows == 2 * 1440
+    assert table["close"].equals(archive.bars["BTCUSDT"]["close"])
+
+
+def test_the_manifest_schema_takes_names_and_mappings_and_refuses_unknown_keys() -> None:
+    schema = json.loads((ROOT / "schemas" / "seamless.schema.json").read_text(encoding="utf-8"))
+
+    def manifest(*symbols: object) -> dict[str, object]:
+        return {"version": 1, "datasets": {"d": {
+            "preset": "p", "symbols": list(symbols), "start": "2000-01-01", "end": "now",
+            "contract_version": "v1"}}}
+
+    jsonschema.validate(manifest("A", {"symbol": "B", "source_symbol": "XB",
+                                       "start": "2001-01-01", "end": "2002-01-01"}), schema)
+    for bad in ({"symbol": "B", "listed": "2001-01-01"}, {"source_symbol": "XB"}, 7):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(manifest("A", bad), schema)
