@@ -429,9 +429,11 @@ class DatasetRequest:
             end = own_end if end is None else min(end, own_end)
         return start, end
 
-    def follows_now(self, symbol: str) -> bool:
-        """Whether ``symbol`` ends with the dataset's ``end: now`` (not at an end of its own)."""
-        return self.symbol_range(symbol)[1] is None
+    def follows_now(self, symbol: str, coverage_end: int) -> bool:
+        """Whether ``symbol``, covered up to ``coverage_end``, follows the dataset's ``end:
+        now``: it has no end of its own, or one (a delisting still to come) not reached yet."""
+        own_end = self.symbol_range(symbol)[1]
+        return self.end_is_now and (own_end is None or coverage_end < own_end)
 
     def source_symbol(self, symbol: str) -> str:
         """The name the source is asked for: the symbol's ``source_symbol``, else itself."""

@@ -542,7 +542,8 @@ class _Runner:
                 previous = None
         engine = self.engine()
         request = task.ds.engine_request(symbol, task.coverage,
-                                         follows_now=task.ds.follows_now(symbol))
+                                         follows_now=task.ds.follows_now(
+                                             symbol, task.coverage.end))
         the_plan = engine.plan(request, previous=previous)
         if self.dry_run:
             fetch = len(the_plan.to_fetch)

@@ -170,6 +170,21 @@ def test_a_delisting_under_end_now_is_fixed_while_the_others_move(project: Proje
     expect(project.run("check"), 0)
 
 
+
+def test_a_delisted_ticker_is_not_judged_for_lag_behind_now(project: Project) -> None:
+    """The SLA's max_lag_seconds is for data that follows ``end: now``; a delisting is an end of
+    its own, so its last bar 17 days before now is no violation of a 2-day limit."""
+    daily_csv(project.root / "LIVE.csv", "2024-05-01", "2024-05-31", seed=1)
+    daily_csv(project.root / "GONE.csv", "2024-05-01", "2024-05-14", seed=2)
+    catalog = vendor_catalog("month").replace("sla_preset: baseline", "sla_preset: fresh") + (
+        "sla_presets:\n  fresh: {total_deadline_ms: 60000, min_coverage: 0.98, "
+        "max_lag_seconds: 172800, on_violation: fail_fast}\n")
+    setup(project, "      - LIVE\n      - {symbol: GONE, end: 2024-05-15}\n",
+          start="2024-05-01", end="now", catalog=catalog)
+    expect(project.run("resolve"), 0)
+    assert entry(project, "GONE").sla["violation"] is None
+
+
 # -- the source symbol ---------------------------------------------------------------------------
 def test_the_source_is_asked_for_the_source_symbol_through_the_url(project: Project) -> None:
     rows = daily_csv(project.root / "XBTUSDT.csv", "2000-01-01", "2000-02-29", seed=3)
