@@ -525,3 +525,21 @@ def test_the_manifest_schema_takes_names_and_mappings_and_refuses_unknown_keys()
     for bad in ({"symbol": "B", "listed": "2001-01-01"}, {"source_symbol": "XB"}, 7):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(manifest("A", bad), schema)
+
+
+def test_the_kraken_recipe_pins_the_pair_under_our_name(project: Project) -> None:
+    """The cookbook's Kraken recipe, on its fixture, with the source symbol its note gives:
+    ``records: result.{symbol}`` and the file name take XXBTZUSD, the lock says BTCUSD."""
+    from test_cookbook import DOCUMENTED, FIXTURES
+
+    recipe = DOCUMENTED["kraken"]
+    shutil.copytree(FIXTURES / "kraken", project.root / "data" / "kraken")
+    (project.root / "presets.yaml").write_text(recipe.files["presets.yaml"], encoding="utf-8")
+    manifest = recipe.files["seamless.yaml"].replace(
+        "symbols: [XXBTZUSD]", "symbols: [{symbol: BTCUSD, source_symbol: XXBTZUSD}]")
+    assert manifest != recipe.files["seamless.yaml"]
+    project.write_manifest(manifest)
+    expect(project.run("resolve"), 0)
+    assert list(read_lock(project.lock).datasets["kraken_btc"].symbols) == ["BTCUSD"]
+    table = Lock.open(project.lock).load("kraken_btc", "BTCUSD")
+    assert table.num_rows == 48 and table["open"][0].as_py() == 30765.4
