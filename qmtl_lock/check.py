@@ -248,10 +248,7 @@ def _symbol_settings_drift(name: str, want: dict[str, Any],
                     name, "request",
                     f"{key} of {symbol} changed: lock has {h.get(key)!r}, seamless.yaml has "
                     f"{w.get(key)!r}", _RESOLVE, symbol))
-    if symbol_settings(have) == {} and have.get("symbol_settings") not in (None, []):
-        drifts.append(Drift(name, "lock-edited", "the lock's symbol_settings are not a list "
-                            "of {symbol, …} mappings", "restore the lock from git or " + _RESOLVE))
-    return drifts
+    return drifts  # (a lock whose symbol_settings are not of that shape is refused on read)
 
 
 def _entry_drift(name: str, symbol: str, sym: Any, ds: Any, strict: bool,
