@@ -543,3 +543,13 @@ def test_the_kraken_recipe_pins_the_pair_under_our_name(project: Project) -> Non
     assert list(read_lock(project.lock).datasets["kraken_btc"].symbols) == ["BTCUSD"]
     table = Lock.open(project.lock).load("kraken_btc", "BTCUSD")
     assert table.num_rows == 48 and table["open"][0].as_py() == 30765.4
+
+
+def test_a_lock_with_edited_symbol_settings_is_refused_at_its_line(project: Project) -> None:
+    daily_csv(project.root / "XBTUSDT.csv", "2000-01-01", "2000-02-29")
+    setup(project, "      - {symbol: BTCUSD, source_symbol: XBTUSDT}\n")
+    expect(project.run("resolve"), 0)
+    project.edit_lock("source_symbol: XBTUSDT", "vendor: XBTUSDT")
+    result = expect(project.run("check"), 2)
+    assert "invalid seamless.lock" in result.output and "vendor" in result.output
+    assert "seamless.lock:" in result.output and "qmtl-lock resolve" in result.output
