@@ -92,7 +92,8 @@ def _column_values(arr: pa.Array) -> np.ndarray:
 
     typ = arr.type
     if pa.types.is_timestamp(typ) or pa.types.is_integer(typ):
-        storage = arr.cast(pa.int64()) if pa.types.is_timestamp(typ) else arr
+        # a view, not a cast: the same int64 values, and pyarrow.compute is not imported
+        storage = arr.view(pa.int64()) if pa.types.is_timestamp(typ) else arr
         kind = "u" if pa.types.is_unsigned_integer(storage.type) else "i"
         native = _buffer_view(storage, np.dtype(f"{kind}{storage.type.bit_width // 8}"))
         if not arr.null_count:

@@ -15,16 +15,14 @@ from typing import TYPE_CHECKING, Any
 from qmtl_engine import FingerprintMismatch, InputError, TimeRange, iso, to_ms
 
 from qmtl_lock.errors import ContractMismatch
-from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock
-from qmtl_lock.manifest import (
+from qmtl_lock.inputs import (
     DEFAULT_STORE,
     MANIFEST_NAME,
     StoreSetting,
-    manifest_store_setting,
-    parse_manifest,
-    read_manifest_text,
     resolve_store_url,
+    store_setting_in,
 )
+from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,6 +42,20 @@ def entry_mismatch(snapshot: Snapshot, dataset: DatasetEntry, symbol: str) -> li
     return pin_mismatch(snapshot, symbol=symbol, preset=dataset.request.get("preset"),
                         coverage=entry.coverage_bounds, rows=entry.rows,
                         partitions=entry.partitions)
+
+
+def _manifest_store(manifest: Path) -> StoreSetting:
+    """The store (and cache) seamless.yaml names: only ``store`` and ``cache`` are read, as
+    ``verify`` and ``diff`` read them, since a strategy's start-up should not pay for the
+    manifest's models. A file that cannot be read that way goes through the full reader, whose
+    error says what is wrong with it."""
+    setting = store_setting_in(manifest.read_bytes(), manifest)
+    if setting is not None:
+        return setting
+    from qmtl_lock.manifest import manifest_store_setting, parse_manifest, read_manifest_text
+
+    parsed = parse_manifest(read_manifest_text(manifest), str(manifest))[0]
+    return manifest_store_setting(parsed, manifest.parent)
 
 
 class Lock:
@@ -74,8 +86,7 @@ class Lock:
             setting = StoreSetting(resolve_store_url(DEFAULT_STORE, p.parent))
             manifest = p.with_name(MANIFEST_NAME)
             if manifest.exists():
-                parsed = parse_manifest(read_manifest_text(manifest), str(manifest))[0]
-                setting = manifest_store_setting(parsed, p.parent)
+                setting = _manifest_store(manifest)
         return cls(p, lockfile, setting.url, store_setting=setting)
 
     @property

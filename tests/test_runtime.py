@@ -182,6 +182,29 @@ def test_open_uses_the_store_named_by_the_manifest(resolved: Project) -> None:
     assert lock.load("equities", "MSFT").num_rows == EQUITY_ROWS
 
 
+def test_open_reads_only_the_store_of_the_manifest(resolved: Project) -> None:
+    """A strategy's start-up reads ``store`` and ``cache`` of seamless.yaml, not its models: a
+    dataset being edited does not stop a backtest of what the lock pins (the data is still
+    verified on every read); a file that is not YAML is refused, naming it."""
+    import subprocess
+    import sys
+
+    from qmtl_engine import QmtlLockError
+
+    resolved.edit_manifest("contract_version: v1", "contract_version: v9")
+    code = ("import sys; from qmtl_lock import Lock; "
+            "t = Lock.open('seamless.lock').load('equities', 'MSFT'); "
+            "print(t.num_rows, 'qmtl_lock.manifest' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=resolved.root, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(EQUITY_ROWS), "False"]
+    resolved.manifest.write_text("store: [unclosed\n", encoding="utf-8")
+    with pytest.raises(QmtlLockError) as info:
+        Lock.open(resolved.lock)
+    assert str(resolved.manifest) in str(info.value.where)
+
+
 def test_lock_entry_that_describes_another_snapshot_is_refused(resolved: Project) -> None:
     """Pointing BTCUSDT's entry at ETHUSDT's (valid) snapshot must not hand out ETH data."""
     lock = Lock.open(resolved.lock)
