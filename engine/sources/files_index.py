@@ -107,7 +107,9 @@ def file_identity(protocol: str, info: dict[str, Any]) -> tuple[dict[str, Any], 
         key["ino"] = info["ino"]
     if key["size"] is None or not (tags or times):
         return {}, None  # nothing would tell that it changed: never indexed
-    return key, None if tags else max(times.values())
+    # A write always moves the mtime (other times, like a local file's ctime, move with it or
+    # more often): the mtime is what a rewrite within its resolution could leave unchanged.
+    return key, None if tags else times.get("mtime", max(times.values()))
 
 
 def _seconds(value: object) -> float | None:
