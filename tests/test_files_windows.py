@@ -39,7 +39,7 @@ from qmtl_engine.fingerprint import partition_digest
 from qmtl_engine.ranges import TimeRange, partition_windows, to_ms
 from qmtl_engine.sources import make_source
 from qmtl_engine.sources.base import Source
-from qmtl_engine.sources.files import ROW
+from qmtl_engine.sources.files_session import ROW
 from test_sources import VENDOR_COLUMNS, csv_text, fmt_time, synthetic_bars
 
 H, D = 3_600_000, 86_400_000
@@ -116,7 +116,7 @@ def break_times(body: str, rows: list[int]) -> str:
     """``body`` with the times of the data rows at ``rows`` (0-based) made unreadable."""
     lines = body.splitlines()
     for r in rows:
-        head, rest = lines[1 + r].split(",", 1)
+        rest = lines[1 + r].split(",", 1)[1]
         lines[1 + r] = f"n/a,{rest}"
     return "\n".join(lines) + "\n"
 

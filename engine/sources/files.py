@@ -42,10 +42,10 @@ from qmtl_engine.contracts import TS, VALUE_COLUMNS
 from qmtl_engine.errors import SourceError
 from qmtl_engine.ranges import TimeRange
 from qmtl_engine.sources.base import Source
+from qmtl_engine.sources.files_session import ROW, session_for
 from qmtl_engine.sources.json_records import RecordsError, find, records_table
 from qmtl_engine.sources.options import FilesOptions, SourceOptions
 
-ROW = "__qmtl_row"  # each row's position in its file, carried until the rows are handed over
 CSV_BLOCK = 4 << 20  # bytes of CSV read and converted at a time
 PARQUET_BATCH = 1 << 16  # rows of Parquet read at a time
 
@@ -91,6 +91,10 @@ class FilesSource(Source):
     def _mapping(self) -> dict[str, str]:
         """Canonical name -> column name in the file (positions become f0, f1, ...)."""
         return {k: (f"f{v}" if isinstance(v, int) else v) for k, v in self._raw_columns().items()}
+
+    def ts_column(self) -> str | int | None:
+        """The file's timestamp column as the options name it (for messages)."""
+        return self._mapping().get(TS)
 
     def _symbol_col(self) -> str | None:
         s = self.options.symbol_column
@@ -227,8 +231,6 @@ class FilesSource(Source):
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         """The rows of ``symbol`` attributed to ``window``, read from the files that can hold
         them (:class:`qmtl_engine.sources.files_session.Session`), with where each was read."""
-        from qmtl_engine.sources.files_session import session_for
-
         url = self.url_for(symbol)
         with self.read_errors(symbol, url):
             session = session_for(self, symbol, url)

@@ -25,13 +25,14 @@ system with neither a time nor a content tag in ``info`` is never indexed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -68,6 +69,17 @@ class Span:
         return Span(self.rows + other.rows, self.lead, self.first, other.last,
                     min(self.low, other.low), max(self.high, other.high))
 
+    def consistent(self) -> bool:
+        """Whether its fields can describe rows at all (an index entry must)."""
+        times = (self.first, self.last, self.low, self.high)
+        if self.first is None:
+            return all(t is None for t in times) and self.lead == self.rows
+        if any(t is None for t in times):
+            return False
+        low, high = cast(int, self.low), cast(int, self.high)
+        return self.lead < self.rows and low <= min(cast(int, self.first), cast(int, self.last)) \
+            and max(cast(int, self.first), cast(int, self.last)) <= high
+
     def attributed(self, carry: int | None) -> tuple[int, int] | None:
         """The earliest and latest time its rows are attributed to, when rows before its first
         readable time take ``carry``; None when it has no rows."""
@@ -99,8 +111,11 @@ def file_identity(protocol: str, info: dict[str, Any]) -> tuple[dict[str, Any], 
     key: dict[str, Any] = {"protocol": protocol, "name": str(info.get("name")),
                            "size": info.get("size")}
     tags = {k: str(info[k]) for k in _TAGS if info.get(k) not in (None, "")}
-    times = {k: _seconds(info[k]) for k in _TIMES if info.get(k) is not None}
-    times = {k: v for k, v in times.items() if v is not None}
+    times: dict[str, float] = {}
+    for k in _TIMES:
+        seconds = _seconds(info.get(k))
+        if seconds is not None:
+            times[k] = seconds
     key.update(tags)
     key.update(times)
     if info.get("ino") is not None:
@@ -151,9 +166,12 @@ class SpanIndex:
             if doc["version"] != INDEX_VERSION or doc["key"] != json.loads(
                     json.dumps(key, default=str)):
                 return None
-            span = Span(**{f: _opt_int(doc["span"][f]) for f in
-                           ("rows", "lead", "first", "last", "low", "high")})
-            if span.rows is None or span.lead is None or span.rows < 0:
+            got = doc["span"]
+            rows, lead = _opt_int(got["rows"]), _opt_int(got["lead"])
+            if rows is None or lead is None or not 0 <= lead <= rows:
+                return None
+            span = Span(rows, lead, *(_opt_int(got[f]) for f in ("first", "last", "low", "high")))
+            if not span.consistent():
                 return None
             schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(doc["schema"])))
             sample = tuple(str(s) for s in doc["sample"])
@@ -177,7 +195,8 @@ class SpanIndex:
             tmp.write_text(json.dumps(doc, default=str), encoding="utf-8")
             tmp.replace(path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             if not self._warned:
                 self._warned = True
                 _log.warning("cannot write the files index in %s: %s (files are read again "

@@ -24,21 +24,21 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from qmtl_engine.cache import default_cache_dir
-from qmtl_engine.conformance import SAMPLE_SIZE, RawBatch, RowOrigin, normalize_ts
+from qmtl_engine.conformance import SAMPLE_SIZE, RawBatch, RowOrigin, TsHints, normalize_ts
 from qmtl_engine.contracts import TS
 from qmtl_engine.errors import SourceError
 from qmtl_engine.ranges import TimeRange
 from qmtl_engine.sources.csv_lines import LineCounter, row_lines
-from qmtl_engine.sources.files import ROW, FilesSource
 from qmtl_engine.sources.files_index import (
     RACY_SECONDS,
     FileSummary,
@@ -48,9 +48,32 @@ from qmtl_engine.sources.files_index import (
     overlaps,
 )
 
+ROW = "__qmtl_row"  # each row's position in its file, carried until the rows are handed over
 TIME = "__qmtl_time"  # each spilled row's own epoch ms (null: unreadable)
 _GLOB_CHARS = set("*?[")
 _log = logging.getLogger("qmtl_lock.files")
+
+
+class Reader(Protocol):
+    """What a session needs of the files source (:class:`qmtl_engine.sources.files.FilesSource`):
+    its options, how it reads one file, and its messages."""
+
+    name: ClassVar[str]
+    options: Any
+    base_dir: str
+
+    def __init__(self, options: Any, *, base_dir: str) -> None: ...
+
+    @property
+    def hints(self) -> TsHints: ...
+
+    def ts_column(self) -> str | int | None: ...
+
+    def blocks(self, f: Any, symbol: str, path: str, *, stream: bool = True,
+               ) -> tuple[pa.Schema, Iterator[pa.Table]]: ...
+
+    def no_times_error(self, symbol: str, url: str, exc: ValueError | None,
+                       sample: Sequence[str]) -> SourceError: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +107,7 @@ _SESSIONS: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictiona
 _SESSIONS_LOCK = threading.Lock()
 
 
-def session_for(source: FilesSource, symbol: str, url: str) -> Session:
+def session_for(source: Reader, symbol: str, url: str) -> Session:
     """The live session of ``symbol``'s files under ``source``'s options, or a new one when
     there is none or its files changed since it listed them."""
     import fsspec
@@ -96,7 +119,7 @@ def session_for(source: FilesSource, symbol: str, url: str) -> Session:
     with _SESSIONS_LOCK:
         found = _SESSIONS.get(name) if shareable else None
         if found is None or found.listing != listing:
-            reader = FilesSource(source.options, base_dir=source.base_dir)
+            reader = type(source)(source.options, base_dir=source.base_dir)  # its own
             found = Session(reader, symbol, url, fs, listing)
             if shareable:
                 _SESSIONS[name] = found
@@ -143,7 +166,7 @@ class _Plan:
 class Session:
     """One symbol's files for the life of the sources that share it (see the module doc)."""
 
-    reader: FilesSource
+    reader: Reader
     symbol: str
     url: str
     fs: Any
@@ -205,7 +228,7 @@ class Session:
         src = self.reader
         if TS not in schema.names:
             raise SourceError(
-                f"the timestamp column {src._mapping().get(TS)!r} is not in the file",
+                f"the timestamp column {src.ts_column()!r} is not in the file",
                 source=src.name, symbol=self.symbol, url=self.url,
                 fix="fix `columns.ts` in the preset's files source options")
         if not sum(s.span.rows for s in summaries):
