@@ -1,0 +1,296 @@
+"""The `files` source: peak memory of 1 year against ``--years`` years, and files read by an
+extension (issue 11: "peak memory flat from 1 to 20 years; an extension reads only the files that
+can hold the new windows").
+
+Vendor data: 1-minute bars from 2015-01-01 as CSV (``Date,Open,High,Low,Close,Volume``, ISO
+times), in two layouts: one file per month (``monthly``) and one file holding every year
+(``single``). Each case is a temporary project with a files preset (monthly partitions), written
+by this process and resolved by ``qmtl_lock.resolve.resolve()`` in a fresh subprocess (this
+script with ``--child``), so memory figures never mix:
+
+- memory: the RSS high-water mark (``ru_maxrss``) of the child and its rise above the
+  post-import baseline, and pyarrow's pool peak; the reference is the 1-year case of the same
+  layout in the same run (one month when ``--years 1``).
+- extension: ``--years`` years of monthly files plus a first one of January holding one day are
+  resolved; the vendor then adds the second day to January's file and the request's end moves
+  by one day. Files read by that resolve are counted in the child by an audit hook
+  (``sys.addaudithook``, ``open`` events under the vendor folder), with the index of the first
+  resolve in the cache folder, and again with an empty cache folder (no index: every file
+  must be read to know what it holds). The reference is the number of files whose rows can fall
+  in the windows the extension fetches, from what was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from _common import ENV, PYTHON, START_YEAR, Report, parser, secs, step
+
+PID = "ohlcv.vendor.csv.1m"
+SYMBOL = "BTCUSD"
+CATALOG = """\
+version: 1
+data_presets:
+  {pid}:
+    kind: ohlcv
+    interval_ms: 60000
+    stabilization_bars: 0
+    contract: {{name: ohlcv, version: v1}}
+    calendar: 24x7
+    partition: month
+    source: {{name: files, options: {{url: "vendor/{url}", columns: {{ts: Date, open: Open,
+      high: High, low: Low, close: Close, volume: Volume}}}}}}
+    sla_preset: baseline
+    conformance_preset: strict-blocking
+"""
+MANIFEST = """\
+version: 1
+store: .seamless/store
+presets: [presets.yaml]
+datasets:
+  vendor:
+    preset: {pid}
+    symbols: [{symbol}]
+    start: {start}
+    end: {end}
+    contract_version: v1
+"""
+
+
+def month_start(k: int) -> datetime:
+    """The first instant of month ``k`` counted from START_YEAR-01."""
+    return datetime(START_YEAR + k // 12, k % 12 + 1, 1, tzinfo=UTC)
+
+
+def to_ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def bars_csv(start_ms: int, end_ms: int, seed: int, header: bool = True) -> bytes:
+    """1-minute bars of ``[start_ms, end_ms)`` as vendor CSV text (a seeded random walk)."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    ts = np.arange(start_ms, end_ms, 60_000, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 1e-4, ts.size)))
+    open_ = np.concatenate(([100.0], close[:-1]))
+    spread = np.abs(rng.normal(0, 5e-5, ts.size)) * close
+    table = pa.table({
+        "Date": pc.strftime(pa.array(ts, pa.timestamp("ms", tz="UTC")), "%Y-%m-%d %H:%M:%S"),
+        "Open": open_, "High": np.maximum(open_, close) + spread,
+        "Low": np.minimum(open_, close) - spread, "Close": close,
+        "Volume": np.round(rng.uniform(0, 50, ts.size), 4)})
+    out = io.BytesIO()
+    pcsv.write_csv(table, out, pcsv.WriteOptions(include_header=header, quoting_style="none"))
+    return out.getvalue()
+
+
+def write_vendor(folder: Path, months: int, layout: str, *, tail_days: int = 0) -> list[str]:
+    """``months`` months of bars (and ``tail_days`` days of the month after) in ``layout``;
+    the file names, in order. Their mtimes are set a minute back, as a vendor's files are."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    spans = [(to_ms(month_start(k)), to_ms(month_start(k + 1))) for k in range(months)]
+    if tail_days:
+        start = to_ms(month_start(months))
+        spans.append((start, start + tail_days * 86_400_000))
+    single = folder / f"{SYMBOL}.csv"
+    for k, (start, end) in enumerate(spans):
+        text = bars_csv(start, end, seed=k, header=layout == "monthly" or k == 0)
+        if layout == "monthly":
+            name = f"{SYMBOL}-{datetime.fromtimestamp(start / 1000, UTC):%Y-%m}.csv"
+            (folder / name).write_bytes(text)
+            names.append(name)
+        else:
+            with single.open("ab") as f:
+                f.write(text)
+    if layout == "single":
+        names.append(single.name)
+    age(folder)
+    return names
+
+
+def age(where: Path) -> None:
+    """Set the mtime of ``where`` (or of every file in it) a minute back."""
+    past = time.time() - 60
+    for p in ([where] if where.is_file() else where.iterdir()):
+        os.utime(p, (past, past))
+
+
+def project(root: Path, layout: str, end: datetime) -> Path:
+    url = f"{SYMBOL}-*.csv" if layout == "monthly" else f"{SYMBOL}.csv"
+    (root / "presets.yaml").write_text(CATALOG.format(pid=PID, url=url), encoding="utf-8")
+    manifest = root / "seamless.yaml"
+    manifest.write_text(MANIFEST.format(pid=PID, symbol=SYMBOL, start=f"{START_YEAR}-01-01",
+                                        end=end.strftime("%Y-%m-%d")), encoding="utf-8")
+    return manifest
+
+
+# -- the child: one resolve in a fresh process ------------------------------------------------
+def child(manifest: Path, vendor: Path, update: bool) -> None:
+    import contextlib
+
+    import pyarrow as pa
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    from qmtl_lock.resolve import resolve
+
+    with contextlib.suppress(ImportError):
+        import pandas  # noqa: F401  (pyarrow imports it on first use: before measuring)
+    opened: set[str] = set()
+    prefix = str(vendor.resolve())
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and isinstance(args[0], str) and args[0].startswith(prefix):
+            opened.add(args[0])
+
+    sys.addaudithook(hook)
+    out: dict[str, float] = {"rss_before": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                             * 1024}
+    t0 = time.perf_counter()
+    result = resolve(manifest, update=update)
+    out["seconds"] = time.perf_counter() - t0
+    out["rss_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["pool_peak"] = pa.default_memory_pool().max_memory()
+    out["files_opened"] = len(opened)
+    out["rows"] = sum(s.rows for d in result.lock.datasets.values() for s in d.symbols.values())
+    print("RESULT " + json.dumps(out))
+
+
+def run_child(manifest: Path, vendor: Path, cache: Path, update: bool = False,
+              ) -> dict[str, float]:
+    cmd = [PYTHON, str(Path(__file__).resolve()), "--child", str(manifest), "--vendor",
+           str(vendor)] + (["--update"] if update else [])
+    proc = subprocess.run(cmd, cwd=manifest.parent, env={**ENV, "QMTL_LOCK_CACHE": str(cache)},
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n"
+                         f"{proc.stdout}\n{proc.stderr}")
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    data: dict[str, float] = json.loads(line[len("RESULT "):])
+    return data
+
+
+# -- cases -------------------------------------------------------------------------------------
+def single_case(tmp: Path, months: int) -> dict[str, float]:
+    """``months`` months in one file, resolved."""
+    root = tmp / f"single-{months}"
+    root.mkdir()
+    write_vendor(root / "vendor", months, "single")
+    out = run_child(project(root, "single", month_start(months)), root / "vendor",
+                    root / "cache")
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def monthly_case(tmp: Path, months: int, *, extend: bool) -> dict[str, Any]:
+    """``months`` monthly files and a last one holding one day, resolved to the end of that
+    day; with ``extend``, the vendor then adds the next day and the request follows it, once
+    with the index of the first resolve and once (a copy of the project) without."""
+    root = tmp / f"monthly-{months}"
+    root.mkdir()
+    vendor = root / "vendor"
+    names = write_vendor(vendor, months, "monthly", tail_days=1)
+    day1 = month_start(months)
+    manifest = project(root, "monthly", day1.replace(day=2))
+    out: dict[str, Any] = {"files": len(names), "first": run_child(manifest, vendor,
+                                                                    root / "cache")}
+    if extend:
+        (vendor / names[-1]).write_bytes(bars_csv(to_ms(day1), to_ms(day1) + 2 * 86_400_000,
+                                                  seed=months))
+        age(vendor / names[-1])  # only the file the vendor changed
+        bare = tmp / "monthly-no-index"
+        shutil.copytree(root, bare, ignore=shutil.ignore_patterns("cache"))
+        age(bare / "vendor")
+        for where in (root, bare):
+            project(where, "monthly", day1.replace(day=3))
+        # the windows the extension fetches: the last month's, now two days long
+        window = (to_ms(day1), to_ms(day1) + 2 * 86_400_000)
+        spans = [(to_ms(month_start(k)), to_ms(month_start(k + 1))) for k in range(months)]
+        spans.append(window)
+        out["can_hold"] = sum(1 for a, b in spans if a < window[1] and b > window[0])
+        out["extended"] = run_child(manifest, vendor, root / "cache", update=True)
+        out["no_index"] = run_child(bare / "seamless.yaml", bare / "vendor", bare / "cache",
+                                    update=True)
+        shutil.rmtree(bare, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--vendor", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--update", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child is not None:
+        child(args.child, args.vendor, args.update)
+        return
+    big_m = args.years * 12
+    base_m = 12 if big_m > 12 else 1
+
+    def name(months: int) -> str:
+        return f"{months // 12}y" if months % 12 == 0 else f"{months}m"
+
+    label, ref = name(big_m), name(base_m)
+    rep = Report(f"files source: {ref} vs {label} of 1-minute bars from vendor CSV "
+                 "(fresh subprocesses)")
+    mib = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="qmtl-bench-files-") as tmp_name:
+        tmp = Path(tmp_name)
+        step(f"subprocess: resolve {ref} of monthly vendor files")
+        small_m = monthly_case(tmp, base_m, extend=False)
+        step(f"subprocess: resolve {label} of monthly vendor files, then a one-day extension")
+        big_m_case = monthly_case(tmp, big_m, extend=True)
+        step(f"subprocess: resolve {ref} and {label} in one vendor file")
+        small_s, big_s = single_case(tmp, base_m), single_case(tmp, big_m)
+    for files, small, big in ((f"{big_m + 1} monthly files", small_m["first"],
+                               big_m_case["first"]), ("one file", small_s, big_s)):
+        rep.goal(f"files source peak RSS, {label} in {files}", big["rss_peak"], ref,
+                 small["rss_peak"], 1.5, unit=mib)
+        above_big = big["rss_peak"] - big["rss_before"]
+        above_small = small["rss_peak"] - small["rss_before"]
+        rep.row(f"  peak RSS above imports, {label}", mib(above_big), f"{ref} {mib(above_small)}",
+                f"{above_big / above_small:.2f}x")
+        rep.row(f"  pyarrow pool peak, {label}", mib(big["pool_peak"]),
+                f"{ref} {mib(small['pool_peak'])}", f"{big['pool_peak'] / small['pool_peak']:.2f}x")
+        rep.row(f"  resolve time, {label}, {big['rows']:,.0f} rows", secs(big["seconds"]),
+                f"{ref} {secs(small['seconds'])}",
+                f"{big['seconds'] / small['seconds']:.2f}x for {big['rows'] / small['rows']:.1f}x "
+                "the rows")
+    ext = big_m_case
+    rep.goal(f"files read by a one-day extension of {ext['files']} monthly files",
+             ext["extended"]["files_opened"], "files that can hold the new window",
+             ext["can_hold"], 1.0, unit=lambda n: f"{n:.0f}")
+    rep.row("  the same extension without the index (empty cache)",
+            f"{ext['no_index']['files_opened']:.0f} files", f"of {ext['files']}")
+    rep.row("  one-day extension time", secs(ext["extended"]["seconds"]),
+            f"first resolve {secs(ext['first']['seconds'])}",
+            f"{ext['extended']['seconds'] / ext['first']['seconds']:.2f}x")
+    rep.row("  one-day extension time without the index", secs(ext["no_index"]["seconds"]),
+            f"first resolve {secs(ext['first']['seconds'])}",
+            f"{ext['no_index']['seconds'] / ext['first']['seconds']:.2f}x")
+    rep.note("peak RSS is the child's whole high-water mark (imports included); memory is flat "
+             "when it does not grow with the years")
+    rep.finish(args.json)
+
+
+if __name__ == "__main__":
+    main()
