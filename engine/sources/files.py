@@ -19,10 +19,17 @@ A dataset may ask for several symbols only when ``url`` (or, for json, ``records
 ``{symbol}`` or ``symbol_column`` is set: otherwise every symbol would be the same rows
 (:meth:`FilesSource.distinguishes_symbols`).
 
-Each file is read once per resolve. A partition gets the raw rows whose timestamps fall in its
-window; conformance then sees them exactly as the vendor wrote them (order, zone, unit, types).
-Bars a dump marks as still open (``complete_until``, ``complete_column``) are left out of each
-file before that, since a bar that may still change must never be pinned.
+A partition gets the raw rows whose timestamps fall in its window; conformance then sees them
+exactly as the vendor wrote them (order, zone, unit, types), and where each was read
+(``RawBatch.origin``: file and line). Bars a dump marks as still open (``complete_until``,
+``complete_column``) are left out of each file before that, since a bar that may still change
+must never be pinned.
+
+Only the files that can hold a window are read, each at most once per resolve, streamed block
+by block, so memory does not grow with the history (:mod:`qmtl_engine.sources.files_session`);
+what each file holds in time is remembered between runs by the file's identity
+(:mod:`qmtl_engine.sources.files_index`), so an extension reads only the files that can hold
+its new windows.
 """
 
 from __future__ import annotations
