@@ -31,7 +31,7 @@ from _common import ENV, PYTHON, goal_text, parser, secs, table
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
 BEGIN, END = "<!-- run_all.py: begin -->", "<!-- run_all.py: end -->"
-SCRIPTS = ("resolve", "verify", "memory", "check", "store", "dask_overhead")
+SCRIPTS = ("resolve", "verify", "memory", "check", "store", "dask_overhead", "files")
 
 # The rows that go into the summary, by script: (metric as printed by the script, short label).
 # Goal rows go into the goals table without being listed here.
@@ -80,6 +80,13 @@ SUMMARY = {
         ("DaskExecutor(workers=2), processes", "Dask per-task overhead"),
         ("  against one month's Parquet write", "  vs one month's Parquet write"),
         ("  cluster start-up (once per run)", "  cluster start-up"),
+    ],
+    "files": [  # the files source (issue 11)
+        ("  peak RSS above imports, monthly files", "files: peak RSS above imports, monthly"),
+        ("  peak RSS above imports, one file", "files: peak RSS above imports, one file"),
+        ("  resolve time, one file", "files: resolve time, one file"),
+        ("  the same extension without the index (empty cache)", "files: extension, no index"),
+        ("  one-day extension time", "files: one-day extension time"),
     ],
 }
 

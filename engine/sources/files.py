@@ -49,7 +49,7 @@ from qmtl_engine.contracts import TS, VALUE_COLUMNS
 from qmtl_engine.errors import SourceError
 from qmtl_engine.ranges import TimeRange
 from qmtl_engine.sources.base import Source
-from qmtl_engine.sources.files_session import ROW, session_for
+from qmtl_engine.sources.files_session import ROW, Session, session_for
 from qmtl_engine.sources.json_records import RecordsError, find, records_table
 from qmtl_engine.sources.options import FilesOptions, SourceOptions
 
@@ -71,7 +71,7 @@ class FilesSource(Source):
     def __init__(self, options: FilesOptions, *, base_dir: str) -> None:
         self.options = options
         self.base_dir = base_dir
-        self._session: object = None  # the files of the symbol served last
+        self._session: Session | None = None  # the files of the symbol served last
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
@@ -240,8 +240,10 @@ class FilesSource(Source):
         them (:class:`qmtl_engine.sources.files_session.Session`), with where each was read."""
         url = self.url_for(symbol)
         with self.read_errors(symbol, url):
-            session = session_for(self, symbol, url)
-            self._session = session  # kept while this source serves the symbol's windows
+            session = self._session
+            if session is None or (session.symbol, session.url) != (symbol, url):
+                # listed once per source: the engine builds one per resolve, thread and symbol
+                session = self._session = session_for(self, symbol, url)
             return session.fetch(window)
 
     @contextmanager

@@ -10,7 +10,11 @@ is read twice: a window is cut from the spilled blocks whose times can reach it.
 Rows are attributed to windows exactly as a read of the whole glob would: files in path order,
 rows in file order, a row whose time cannot be read takes the time of the readable row before
 it (or, before the first readable row of all, the time of that row). So the partitions, and
-the locks, are the ones a whole read gives, whatever set of files a window needs.
+the locks, are the ones a whole read gives, whatever set of files a window needs. Times are
+read per block with conformance's own rules; the two of them that weigh a whole column (whether
+text holds epoch numbers, and the epoch unit guessed from their size) weigh one block, which
+changes nothing unless one history mixes epoch units or numbers and dates (such rows are
+refused as off the grid or unreadable either way).
 
 Sessions are shared by the threads of a resolve (``--jobs``): the first to ask for a symbol's
 files creates one, the others find it while it lives and its files are still the ones they list.
@@ -171,7 +175,6 @@ class Session:
     url: str
     fs: Any
     listing: tuple[Listed, ...]
-    reads: int = 0  # files read by this session
     _plan: _Plan | None = field(default=None, repr=False)
     _spilled: dict[int, Spilled] = field(default_factory=dict, repr=False)
 
@@ -264,7 +267,6 @@ class Session:
                 # pyarrow's read_csv widens them (or says what is wrong with it).
                 spilled = self._read(i, stream=False)
             self._spilled[i] = spilled
-            self.reads += 1
             _log.info("files source read file=%s rows=%d", listed.shown,
                       spilled.summary.span.rows)
             if listed.key and (listed.stamp is None or started - listed.stamp >= RACY_SECONDS):
