@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from conftest import Project, expect
 from qmtl_engine.calendars import get_calendar
 from qmtl_engine.conformance import RawBatch, conform, normalize_ts
 from qmtl_engine.contracts import OHLCV_V1, TS
@@ -487,3 +488,51 @@ def test_reading_io_errors_say_which_url() -> None:
     with pytest.raises(SourceError, match="no file for symbol 'AAA'"):
         src.fetch("AAA", days("2024-01-01", "2024-01-02")[0], H)
     assert io  # the module is used by the helpers of other tests too
+
+
+# -- through the command line ------------------------------------------------------------------
+E2E_CATALOG = """\
+version: 1
+data_presets:
+  ohlcv.vendor.csv.1h:
+    kind: ohlcv
+    interval_ms: 3600000
+    stabilization_bars: 0
+    contract: {{name: ohlcv, version: v1}}
+    calendar: 24x7
+    partition: {partition}
+    source: {{name: files, options: {{url: "vendor/{{symbol}}/*.csv", columns: {columns}}}}}
+    sla_preset: baseline
+    conformance_preset: strict-blocking
+"""
+E2E_MANIFEST = """\
+version: 1
+presets: [presets.yaml]
+datasets:
+  bars:
+    preset: ohlcv.vendor.csv.1h
+    symbols: [AAA, BBB]
+    start: 2024-01-01
+    end: {end}
+    contract_version: v1
+"""
+
+
+@pytest.mark.parametrize("partition", ["day", "month"])
+def test_jobs_give_the_same_lock_and_read_each_file_once(project: Project, reads: Reads,
+                                                         partition: str) -> None:
+    for symbol in ("AAA", "BBB"):
+        write_months(project.root / "vendor" / symbol, "2024-01-01", 3)
+    (project.root / "presets.yaml").write_text(E2E_CATALOG.format(
+        partition=partition, columns=json.dumps(VENDOR_COLUMNS)))
+    project.write_manifest(E2E_MANIFEST.format(end="2024-04-01"))
+    locks = []
+    for jobs in ("1", "3"):
+        shutil.rmtree(project.root / ".seamless", ignore_errors=True)
+        project.lock.unlink(missing_ok=True)
+        reads.paths.clear()
+        expect(project.run("resolve", "--jobs", jobs), 0)
+        locks.append(project.lock.read_bytes())
+        assert sorted(reads.paths) == sorted(
+            str(p) for p in (project.root / "vendor").rglob("*.csv")), jobs
+    assert locks[0] == locks[1]
