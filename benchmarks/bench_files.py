@@ -2,17 +2,18 @@
 extension (issue 11: "peak memory flat from 1 to 20 years; an extension reads only the files that
 can hold the new windows").
 
-Vendor data: 1-minute bars from 2015-01-01 as CSV (``Date,Open,High,Low,Close,Volume``, ISO
-times), in two layouts: one file per month (``monthly``) and one file holding every year
-(``single``). Each case is a temporary project with a files preset (monthly partitions), written
-by this process and resolved by ``qmtl_lock.resolve.resolve()`` in a fresh subprocess (this
-script with ``--child``), so memory figures never mix:
+Vendor data: 1-minute bars from 2000-01-01 as CSV (``Date,Open,High,Low,Close,Volume``, naive
+ISO times), written once as one file per month; the cases take the first months of them, as
+hard links (``monthly``) or joined into one file (``single``). Each case is a temporary
+project with a files preset (monthly partitions), written by this process and resolved by
+``qmtl_lock.resolve.resolve()`` in a fresh subprocess (this script with ``--child``), so memory
+figures never mix:
 
 - memory: the RSS high-water mark (``ru_maxrss``) of the child and its rise above the
   post-import baseline, and pyarrow's pool peak; the reference is the 1-year case of the same
   layout in the same run (one month when ``--years 1``).
-- extension: ``--years`` years of monthly files plus a first one of January holding one day are
-  resolved; the vendor then adds the second day to January's file and the request's end moves
+- extension: ``--years`` years of monthly files plus one of the next January holding one day
+  are resolved; the vendor then adds the second day to that file and the request's end moves
   by one day. Files read by that resolve are counted in the child by an audit hook
   (``sys.addaudithook``, ``open`` events under the vendor folder), with the index of the first
   resolve in the cache folder, and again with an empty cache folder (no index: every file
@@ -35,8 +36,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import ENV, PYTHON, START_YEAR, Report, parser, secs, step
+from _common import ENV, PYTHON, Report, parser, secs, step
 
+# Vendor histories start early enough that twenty-odd years end before the pinned clock
+# (QMTL_LOCK_NOW, 2026-01-01): a request is cut at the last closed bar.
+START_YEAR = 2000
+MAX_YEARS = 25
 PID = "ohlcv.vendor.csv.1m"
 SYMBOL = "BTCUSD"
 CATALOG = """\
@@ -101,29 +106,40 @@ def bars_csv(start_ms: int, end_ms: int, seed: int, header: bool = True) -> byte
     return out.getvalue()
 
 
-def write_vendor(folder: Path, months: int, layout: str, *, tail_days: int = 0) -> list[str]:
-    """``months`` months of bars (and ``tail_days`` days of the month after) in ``layout``;
-    the file names, in order. Their mtimes are set a minute back, as a vendor's files are."""
+def write_months(folder: Path, months: int) -> list[Path]:
+    """One CSV per month for ``months`` months, and one more holding only that month's first
+    day (a vendor's file of the month under way); the files, in order."""
     folder.mkdir(parents=True, exist_ok=True)
-    names: list[str] = []
-    spans = [(to_ms(month_start(k)), to_ms(month_start(k + 1))) for k in range(months)]
-    if tail_days:
-        start = to_ms(month_start(months))
-        spans.append((start, start + tail_days * 86_400_000))
-    single = folder / f"{SYMBOL}.csv"
-    for k, (start, end) in enumerate(spans):
-        text = bars_csv(start, end, seed=k, header=layout == "monthly" or k == 0)
-        if layout == "monthly":
-            name = f"{SYMBOL}-{datetime.fromtimestamp(start / 1000, UTC):%Y-%m}.csv"
-            (folder / name).write_bytes(text)
-            names.append(name)
-        else:
-            with single.open("ab") as f:
-                f.write(text)
-    if layout == "single":
-        names.append(single.name)
+    out = []
+    for k in range(months + 1):
+        start = to_ms(month_start(k))
+        end = to_ms(month_start(k + 1)) if k < months else start + 86_400_000
+        path = folder / f"{SYMBOL}-{month_start(k):%Y-%m}.csv"
+        path.write_bytes(bars_csv(start, end, seed=k))
+        out.append(path)
+    return out
+
+
+def link_months(pool: list[Path], months: int, folder: Path, *, tail: bool) -> list[str]:
+    """The first ``months`` monthly files of ``pool`` (and its last, one-day file with
+    ``tail``) in ``folder``, as hard links: the same bytes, no copy."""
+    folder.mkdir(parents=True)
+    chosen = pool[:months] + (pool[-1:] if tail else [])
+    for path in chosen:
+        os.link(path, folder / path.name)
+    return [p.name for p in chosen]
+
+
+def join_months(pool: list[Path], months: int, folder: Path) -> None:
+    """The first ``months`` monthly files of ``pool`` as one file with one header."""
+    folder.mkdir(parents=True)
+    with (folder / f"{SYMBOL}.csv").open("wb") as out:
+        for k, path in enumerate(pool[:months]):
+            with path.open("rb") as f:
+                if k:
+                    f.readline()  # the header, once
+                shutil.copyfileobj(f, out, 1 << 22)
     age(folder)
-    return names
 
 
 def age(where: Path) -> None:
@@ -189,49 +205,70 @@ def run_child(manifest: Path, vendor: Path, cache: Path, update: bool = False,
 
 
 # -- cases -------------------------------------------------------------------------------------
-def single_case(tmp: Path, months: int) -> dict[str, float]:
+def single_case(tmp: Path, pool: list[Path], months: int) -> dict[str, float]:
     """``months`` months in one file, resolved."""
     root = tmp / f"single-{months}"
-    root.mkdir()
-    write_vendor(root / "vendor", months, "single")
+    join_months(pool, months, root / "vendor")
     out = run_child(project(root, "single", month_start(months)), root / "vendor",
                     root / "cache")
     shutil.rmtree(root, ignore_errors=True)
     return out
 
 
-def monthly_case(tmp: Path, months: int, *, extend: bool) -> dict[str, Any]:
-    """``months`` monthly files and a last one holding one day, resolved to the end of that
-    day; with ``extend``, the vendor then adds the next day and the request follows it, once
-    with the index of the first resolve and once (a copy of the project) without."""
+def monthly_case(tmp: Path, pool: list[Path], months: int) -> dict[str, float]:
+    """``months`` monthly files, resolved."""
     root = tmp / f"monthly-{months}"
-    root.mkdir()
-    vendor = root / "vendor"
-    names = write_vendor(vendor, months, "monthly", tail_days=1)
-    day1 = month_start(months)
-    manifest = project(root, "monthly", day1.replace(day=2))
-    out: dict[str, Any] = {"files": len(names), "first": run_child(manifest, vendor,
-                                                                    root / "cache")}
-    if extend:
-        (vendor / names[-1]).write_bytes(bars_csv(to_ms(day1), to_ms(day1) + 2 * 86_400_000,
-                                                  seed=months))
-        age(vendor / names[-1])  # only the file the vendor changed
-        bare = tmp / "monthly-no-index"
-        shutil.copytree(root, bare, ignore=shutil.ignore_patterns("cache"))
-        age(bare / "vendor")
-        for where in (root, bare):
-            project(where, "monthly", day1.replace(day=3))
-        # the windows the extension fetches: the last month's, now two days long
-        window = (to_ms(day1), to_ms(day1) + 2 * 86_400_000)
-        spans = [(to_ms(month_start(k)), to_ms(month_start(k + 1))) for k in range(months)]
-        spans.append(window)
-        out["can_hold"] = sum(1 for a, b in spans if a < window[1] and b > window[0])
-        out["extended"] = run_child(manifest, vendor, root / "cache", update=True)
-        out["no_index"] = run_child(bare / "seamless.yaml", bare / "vendor", bare / "cache",
-                                    update=True)
-        shutil.rmtree(bare, ignore_errors=True)
+    link_months(pool, months, root / "vendor", tail=False)
+    out = run_child(project(root, "monthly", month_start(months)), root / "vendor",
+                    root / "cache")
     shutil.rmtree(root, ignore_errors=True)
     return out
+
+
+def extension_case(tmp: Path, pool: list[Path], months: int) -> dict[str, Any]:
+    """``months`` monthly files and one holding a day, resolved to the end of that day; the
+    vendor then adds the next day to that file and the request follows it: once with the index
+    of the first resolve, once (a copy of the project) with an empty cache folder."""
+    root, bare = tmp / "extension", tmp / "extension-no-index"
+    names = link_months(pool, months, root / "vendor", tail=True)
+    # Linked now, not after the first resolve: a new link moves a file's ctime, which is part
+    # of its identity, so the index would rightly not be believed.
+    link_months(pool, months, bare / "vendor", tail=True)
+    vendor = root / "vendor"
+    day1 = month_start(months)
+    manifest = project(root, "monthly", day1.replace(day=2))
+    out: dict[str, Any] = {"files": len(names),
+                           "first": run_child(manifest, vendor, root / "cache")}
+    text = bars_csv(to_ms(day1), to_ms(day1) + 2 * 86_400_000, seed=months)
+    for where in (root, bare):  # the vendor rewrites the last file (not the pool's: a link)
+        last = where / "vendor" / names[-1]
+        last.unlink()
+        last.write_bytes(text)
+        age(last)
+    shutil.copytree(root / ".seamless", bare / ".seamless", copy_function=_link)
+    shutil.copy2(root / "seamless.lock", bare / "seamless.lock")
+    shutil.copy2(root / "presets.yaml", bare / "presets.yaml")
+    for where in (root, bare):
+        project(where, "monthly", day1.replace(day=3))
+    # the window the extension fetches: the last month's, now two days long
+    window = (to_ms(day1), to_ms(day1) + 2 * 86_400_000)
+    spans = [(to_ms(month_start(k)), to_ms(month_start(k + 1))) for k in range(months)]
+    spans.append(window)
+    out["can_hold"] = sum(1 for a, b in spans if a < window[1] and b > window[0])
+    out["extended"] = run_child(manifest, vendor, root / "cache", update=True)
+    out["no_index"] = run_child(bare / "seamless.yaml", bare / "vendor", bare / "cache",
+                                update=True)
+    shutil.rmtree(bare, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def _link(src: str, dst: str) -> None:
+    """Link the store's immutable objects and snapshot manifests; copy what may change."""
+    if any(part in Path(src).parts for part in ("objects", "snapshots")):
+        os.link(src, dst)
+    else:
+        shutil.copy2(src, dst)
 
 
 def main() -> None:
@@ -243,6 +280,8 @@ def main() -> None:
     if args.child is not None:
         child(args.child, args.vendor, args.update)
         return
+    if not 1 <= args.years <= MAX_YEARS:
+        raise SystemExit(f"--years must be 1 to {MAX_YEARS}: bars start in {START_YEAR}")
     big_m = args.years * 12
     base_m = 12 if big_m > 12 else 1
 
@@ -255,13 +294,16 @@ def main() -> None:
     mib = lambda n: f"{n / 2**20:.0f} MiB"  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="qmtl-bench-files-") as tmp_name:
         tmp = Path(tmp_name)
-        step(f"subprocess: resolve {ref} of monthly vendor files")
-        small_m = monthly_case(tmp, base_m, extend=False)
-        step(f"subprocess: resolve {label} of monthly vendor files, then a one-day extension")
-        big_m_case = monthly_case(tmp, big_m, extend=True)
+        step(f"writing {big_m} monthly files of 1-minute bars")
+        pool = write_months(tmp / "pool", big_m)
+        age(tmp / "pool")
+        step(f"subprocess: resolve {ref} and {label} of monthly vendor files")
+        small_m, big_m_case = monthly_case(tmp, pool, base_m), monthly_case(tmp, pool, big_m)
+        step(f"subprocess: a one-day extension of {big_m + 1} monthly files")
+        ext = extension_case(tmp, pool, big_m)
         step(f"subprocess: resolve {ref} and {label} in one vendor file")
-        small_s, big_s = single_case(tmp, base_m), single_case(tmp, big_m)
-    for layout, small, big in (("monthly files", small_m["first"], big_m_case["first"]),
+        small_s, big_s = single_case(tmp, pool, base_m), single_case(tmp, pool, big_m)
+    for layout, small, big in (("monthly files", small_m, big_m_case),
                                ("one file", small_s, big_s)):
         rep.goal(f"files source peak RSS, {layout}, {label} vs {ref}", big["rss_peak"], ref,
                  small["rss_peak"], 1.5, unit=mib)
@@ -275,7 +317,6 @@ def main() -> None:
                 f"{ref} {secs(small['seconds'])}",
                 f"{big['seconds'] / small['seconds']:.2f}x for {big['rows'] / small['rows']:.1f}x "
                 "the rows")
-    ext = big_m_case
     rep.goal("files read by a one-day extension of monthly files",
              ext["extended"]["files_opened"], "files that can hold the new window",
              ext["can_hold"], 1.0, unit=lambda n: f"{n:.0f}")
