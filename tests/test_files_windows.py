@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -536,3 +537,27 @@ def test_jobs_give_the_same_lock_and_read_each_file_once(project: Project, reads
         assert sorted(reads.paths) == sorted(
             str(p) for p in (project.root / "vendor").rglob("*.csv")), jobs
     assert locks[0] == locks[1]
+
+
+def test_s3_objects_are_indexed_by_their_etag(s3: Any, monkeypatch: pytest.MonkeyPatch,
+                                              reads: Reads) -> None:
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    fs = fsspec.filesystem("s3", **s3.options())
+    prefix = f"{s3.name}/vendor/AAA"
+    spans = months("2024-01-01", "2024-04-01")
+    for i, span in enumerate(spans):
+        fs.pipe(f"{prefix}/{i}.csv", csv_text(synthetic_bars("AAA", span, H, seed=i)).encode())
+    options = {"url": f"s3://{s3.name}/vendor/{{symbol}}/*.csv", "columns": VENDOR_COLUMNS}
+    feb = days("2024-02-05", "2024-02-06")[0]
+    assert files(options).fetch("AAA", feb, H).table.num_rows == 24
+    assert len(reads.paths) == 3  # nothing known yet: every object read, and indexed
+    reads.paths.clear()
+    assert files(options).fetch("AAA", feb, H).table.num_rows == 24
+    assert reads.paths == [f"s3://{prefix}/1.csv"]  # the ETag vouches for the other two
+    fs.pipe(f"{prefix}/2.csv", csv_text(synthetic_bars("AAA", spans[1], H, seed=9)).encode())
+    fs.invalidate_cache()
+    reads.paths.clear()
+    got = files(options).fetch("AAA", feb, H)  # March's object now holds February too
+    assert sorted(reads.paths) == [f"s3://{prefix}/1.csv", f"s3://{prefix}/2.csv"]
+    assert got.table.num_rows == 48

@@ -91,7 +91,11 @@ class Listed:
 
 
 def list_files(fs: Any, pattern: str) -> tuple[Listed, ...]:
-    """The files ``pattern`` names, in path order; FileNotFoundError when there are none."""
+    """The files ``pattern`` names, in path order; FileNotFoundError when there are none.
+
+    Listed afresh: a listing an object store's client cached earlier in this process could
+    name an object's old ETag, and the index would then be believed for a rewritten object."""
+    fs.invalidate_cache()
     if _GLOB_CHARS & set(pattern):
         infos = fs.glob(pattern, detail=True)
         if not infos:
