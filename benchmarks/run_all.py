@@ -85,8 +85,8 @@ SUMMARY = {
         ("  peak RSS above imports, monthly files", "files: peak RSS above imports, monthly"),
         ("  peak RSS above imports, one file", "files: peak RSS above imports, one file"),
         ("  resolve time, one file", "files: resolve time, one file"),
-        ("  the same extension without the index (empty cache)", "files: extension, no index"),
-        ("  one-day extension time", "files: one-day extension time"),
+        ("  one-day extension, time", "files: one-day extension time"),
+        ("  extension with the index vs without, files read", "files: extension reads, no index"),
     ],
 }
 
