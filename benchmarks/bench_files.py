@@ -97,7 +97,7 @@ def bars_csv(start_ms: int, end_ms: int, seed: int, header: bool = True) -> byte
     open_ = np.concatenate(([100.0], close[:-1]))
     spread = np.abs(rng.normal(0, 5e-5, ts.size)) * close
     table = pa.table({
-        "Date": pc.strftime(pa.array(ts, pa.timestamp("ms", tz="UTC")), "%Y-%m-%d %H:%M:%S"),
+        "Date": pc.strftime(pa.array(ts // 1000, pa.timestamp("s")), "%Y-%m-%d %H:%M:%S"),
         "Open": open_, "High": np.maximum(open_, close) + spread,
         "Low": np.minimum(open_, close) - spread, "Close": close,
         "Volume": np.round(rng.uniform(0, 50, ts.size), 4)})
