@@ -202,7 +202,7 @@ def main() -> None:
 
 def slow(report: Report, s3: S3, base: Path, names: list[str], delay_s: float,
          dask_args: list[str] | None) -> None:
-    runs: dict[str, list[str]] = {"one thread": [], "--jobs 4": ["--jobs", "4"]}
+    runs: dict[str, list[str]] = {"one thread": ["--jobs", "1"], "--jobs 4": ["--jobs", "4"]}
     if dask_args is not None:
         runs["Dask"] = dask_args
     times: dict[str, float] = {}

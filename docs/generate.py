@@ -50,11 +50,16 @@ ACCEPT: dict[str, str] = {
                          "`calendar` the market keeps (the bars are kept either way)",
     "non_finite": "fix the file; a preset that does not block it pins the NaN",
     "negative_value": "fix the file; a preset that does not block it pins the value",
-    "ohlc_inconsistent": "check the column mapping (e.g. `low` and `high` swapped, or `close` "
-                         "mapped to an adjusted column)",
+    "ohlc_inconsistent": "check the column mapping (e.g. `low` and `high` swapped); `close` "
+                         "mapped to `Adj Close` alone disagrees with open, high and low: map "
+                         "`close: Close` and set the preset's `adjustment` with "
+                         "`adj_close_column` instead ([Adjustment](sources.md#adjustment))",
     "repeated_bars": "fix the file (often forward-filled bars); a preset that does not block "
                      "it pins them",
     "out_of_range": "nothing to do: rows outside the requested window are dropped",
+    "price_jump": "check the adjustment (an unadjusted split is a one-bar jump) and the "
+                  "vendor's prices; raise `price_jump_threshold`, or leave `price_jump` out "
+                  "of `block:` to only count it",
 }
 
 # What each SLA budget measures (the model holds types and defaults).
@@ -84,6 +89,9 @@ PRESET_FIELDS: dict[str, str] = {
     "partition": "`day`, `month` or `year`: the UTC window of one stored file; null: by "
                  "interval (under 1m: day, under 1h: month, else year)",
     "source": "`{name, options}`: one of the sources below and its options",
+    "adjustment": "`raw`, `splits` or `splits_dividends`: which prices are pinned (see "
+                  "[Adjustment](#adjustment)); part of the request, of `show` and, when not "
+                  "`raw`, of the fingerprint",
     "live": "a live feed the dataset must configure; null for historical data",
     "sla_preset": "name of an SLA preset (budgets, `min_coverage`)",
     "conformance_preset": "name of a conformance preset (which flags block)",

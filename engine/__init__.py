@@ -35,6 +35,9 @@ _EXPORTS: dict[str, str] = {
     "registered_secrets": "errors",
     # executors: where partition tasks run
     "DaskExecutor": "dask_executor", "Executor": "executor", "LocalExecutor": "executor",
+    "default_jobs": "executor",
+    # where a store keeps each kind of file
+    "object_key": "layout", "snapshot_key": "layout",
     # flags
     "FLAG_NAMES": "flags",
     # calendars
@@ -99,8 +102,9 @@ if TYPE_CHECKING:
         register_secret,
         registered_secrets,
     )
-    from qmtl_engine.executor import Executor, LocalExecutor
+    from qmtl_engine.executor import Executor, LocalExecutor, default_jobs
     from qmtl_engine.flags import FLAG_NAMES
+    from qmtl_engine.layout import object_key, snapshot_key
     from qmtl_engine.materialize import Engine, MaterializeResult, Plan, Request, check_symbols
     from qmtl_engine.metrics import RunMetrics
     from qmtl_engine.presets import (
@@ -213,11 +217,13 @@ __all__ = [
     "closed_before",
     "coverage_end",
     "default_cache_dir",
+    "default_jobs",
     "get_calendar",
     "is_listed_calendar",
     "iso",
     "load_registry",
     "load_yaml",
+    "object_key",
     "partition_windows",
     "pin_bytes",
     "pin_mismatch",
@@ -225,6 +231,7 @@ __all__ = [
     "read_yaml_text",
     "register_secret",
     "registered_secrets",
+    "snapshot_key",
     "to_ms",
     "window_containing",
     "window_name",

@@ -1,4 +1,10 @@
-"""Data contracts: the canonical schema of a kind of data, versioned (``ohlcv@v1``)."""
+"""Data contracts: the canonical schema of a kind of data, versioned (``ohlcv@v1``).
+
+The columns are the same whether prices are raw or adjusted: the adjustment (raw, splits,
+splits_dividends; :mod:`qmtl_engine.adjust`) is declared by the preset, recorded in the request
+and, when not raw, in the fingerprint header, so ``ohlcv@v1`` bars of either kind never share a
+fingerprint while strategy code reads them the same way.
+"""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 
@@ -304,22 +304,32 @@ class MissingDependency(SourceError):
 
 
 class FlagCounts(Protocol):
-    """What an error needs of a conformance report: the count of each flag by name."""
+    """What an error needs of a conformance report: the count of each flag by name, and the
+    first offenders of each as users read them (see ``ConformanceReport.details``)."""
 
     counts: dict[str, int]
+    details: dict[str, list[str]]
 
 
 class ConformanceError(MaterializationError):
-    """Conformance found flags that the conformance preset blocks; nothing was written."""
+    """Conformance found flags that the conformance preset blocks; nothing was written.
+
+    The message lists, per blocking flag, its first offenders (the rows as the source wrote
+    them, with file and line where known); ``notes`` add what the data says as a whole (where
+    it starts and ends), ``hints`` the fixes the findings point to, before the general one.
+    """
 
     def __init__(self, report: FlagCounts, *, blocking: Mapping[str, int],
                  symbol: str | None = None, partition: str | None = None,
-                 preset: str | None = None) -> None:
+                 preset: str | None = None, notes: Sequence[str] = (),
+                 hints: Sequence[str] = ()) -> None:
         self.report = report
         self.blocking = dict(blocking)
         self.symbol = symbol
         self.partition = partition
         self.preset = preset
+        self.notes = list(notes)
+        self.hints = list(hints)
         listing = ", ".join(f"{k}={v}" for k, v in sorted(self.blocking.items()))
         where = ", ".join(
             b for b in (
@@ -328,12 +338,39 @@ class ConformanceError(MaterializationError):
                 f"conformance preset {preset}" if preset else "",
             ) if b
         )
+        general = ("fix the source data, or declare the dataset with a conformance preset that "
+                   "accepts these flags (e.g. permissive-dev) if you are sure they are harmless")
         super().__init__(
-            f"conformance refused the data: {listing}",
+            f"conformance refused the data: {listing}" + self._findings(),
             where=where or None,
-            fix="fix the source data, or declare the dataset with a conformance preset that "
-            "accepts these flags (e.g. permissive-dev) if you are sure they are harmless",
+            fix="; ".join([*self.hints, f"otherwise {general}" if self.hints else general]),
         )
+
+    def _findings(self) -> str:
+        """Lines under the first: each blocking flag's first offenders, then the notes."""
+        lines = []
+        details = getattr(self.report, "details", {})
+        for flag, count in sorted(self.blocking.items()):
+            shown = details.get(flag, [])
+            if not shown:
+                continue
+            head = f"  {flag}, first {len(shown)} of {count}:" if len(shown) < count else \
+                f"  {flag}:"
+            if all(" " not in text for text in shown):  # bare times: one line
+                lines.append(f"{head} {', '.join(shown)}")
+            else:
+                lines += [head, *(f"    {text}" for text in shown)]
+        lines += [f"  {note}" for note in self.notes]
+        return "".join(f"\n{line}" for line in lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        details = getattr(self.report, "details", {})
+        data["blocking"] = dict(sorted(self.blocking.items()))
+        data["findings"] = {f: list(details.get(f, [])) for f in sorted(self.blocking)}
+        if self.notes:
+            data["notes"] = list(self.notes)
+        return data
 
 
 class SLAExceeded(MaterializationError):

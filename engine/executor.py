@@ -8,6 +8,7 @@ ran, so every executor produces the same snapshots and the same lock.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
@@ -36,6 +37,20 @@ class Executor(Protocol):
     def close(self, *, cancel: bool = False) -> None:
         """Release what the executor holds; with ``cancel``, drop tasks not yet started."""
         ...
+
+
+MAX_DEFAULT_JOBS = 8
+
+
+def default_jobs() -> int:
+    """Partitions materialized at once when the user does not say: one per core this process
+    may run on (its CPU affinity, as a container or ``taskset`` limits it), at most
+    :data:`MAX_DEFAULT_JOBS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_JOBS, cores))
 
 
 class LocalExecutor:

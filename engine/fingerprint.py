@@ -156,9 +156,10 @@ class SnapshotHeader:
     interval_ms: int
     coverage_start: int
     coverage_end: int
+    adjustment: str = "raw"  # raw | splits | splits_dividends (qmtl_engine.adjust)
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "algorithm": FINGERPRINT_ALGORITHM,
             "contract": self.contract,
             "preset": self.preset,
@@ -166,6 +167,11 @@ class SnapshotHeader:
             "interval_ms": self.interval_ms,
             "coverage": [self.coverage_start, self.coverage_end],
         }
+        # Only adjusted bars say so: the header of raw bars, and so every fingerprint written
+        # before adjustment existed, stays byte for byte what it was (docs/fingerprint.md §3).
+        if self.adjustment != "raw":
+            doc["adjustment"] = self.adjustment
+        return doc
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -23,6 +23,8 @@ FLAG_DOCS: dict[str, str] = {
     "ohlc_inconsistent": "rows where high < max(open, close), low > min(open, close) or high < low",
     "repeated_bars": "rows repeating an earlier bar's OHLCV values (not flat zero-volume fills)",
     "out_of_range": "rows outside the requested window (dropped)",
+    "price_jump": "one-bar moves of close beyond the conformance preset's price_jump_threshold "
+                  "(|close / previous close - 1|; only checked where a threshold is set)",
 }
 
 # report order: the order of FLAG_DOCS

@@ -23,7 +23,16 @@ from typing import Any, Literal
 import pyarrow as pa
 from qmtl_engine.calendars import Calendar, get_calendar
 from qmtl_engine.clock import Clock, SystemClock
-from qmtl_engine.conformance import ConformanceReport, RowMemory, blocking, conform
+from qmtl_engine.conformance import (
+    ConformanceReport,
+    Edges,
+    RowMemory,
+    blocking,
+    boundary_jump,
+    conform,
+    edge_bars,
+    refusal_hints,
+)
 from qmtl_engine.contracts import Contract, get_contract
 from qmtl_engine.coverage import closed_before, coverage_end
 from qmtl_engine.errors import (
@@ -66,7 +75,7 @@ class Request:
         return SnapshotHeader(
             contract=self.contract_ref, preset=self.preset.id, symbol=self.symbol,
             interval_ms=self.preset.interval_ms, coverage_start=self.coverage.start,
-            coverage_end=self.coverage.end,
+            coverage_end=self.coverage.end, adjustment=self.preset.adjustment,
         )
 
     def job_key(self) -> str:
@@ -185,8 +194,9 @@ def plan(request: Request, *, previous: Snapshot | None = None,
 
 def _same_series(header: SnapshotHeader, request: Request) -> bool:
     """Whether a snapshot holds the series ``request`` asks for (its partitions may be reused)."""
-    return (header.preset, header.symbol, header.contract, header.interval_ms) == (
-        request.preset.id, request.symbol, request.contract_ref, request.preset.interval_ms)
+    return (header.preset, header.symbol, header.contract, header.interval_ms,
+            header.adjustment) == (request.preset.id, request.symbol, request.contract_ref,
+                                   request.preset.interval_ms, request.preset.adjustment)
 
 
 def _checkpoint_entries(request: Request, checkpoint: dict[str, dict[str, Any]] | None,
@@ -385,7 +395,8 @@ class PartitionTask:
 class PartitionOutcome:
     """What one fetched window produced. ``digest`` is None when its own flags refused it (it
     was not stored); ``keys`` are the window's distinct row hashes, for repeated bars across a
-    boundary; the report holds the flags found within the window."""
+    boundary, and ``edges`` its first and last bar (time, close), for price jumps across one;
+    the report holds the flags found within the window."""
 
     window: TimeRange
     rows: int
@@ -397,6 +408,7 @@ class PartitionOutcome:
     bytes_written: int = 0
     source_requests: int = 0
     retries: int = 0
+    edges: Edges | None = None
 
 
 _sources = threading.local()  # per thread: a source is used by one task at a time
@@ -412,6 +424,7 @@ def _source_for(task: PartitionTask) -> Source:
     if found is None:
         found = task.source_factory(task.request.preset)
         found.use_clock(task.clock)
+        found.use_adjustment(task.request.preset.adjustment)
     cache[(id(task.source_factory), task.source_key)] = found  # most recent last
     while len(cache) > _SOURCES_PER_THREAD:
         cache.pop(next(iter(cache)))
@@ -445,6 +458,8 @@ def run_partition(task: PartitionTask) -> PartitionOutcome:
     with timer.phase("backfill"):
         table, report, memory = _fetch_and_conform(source, request, window, contract, calendar,
                                                    None)
+        if report.counts["gap_bars"]:  # so a refusal can say where the data lies
+            report.source_extent = source.data_extent(request.symbol)
     name = window_name(window, preset.partition)
     log.info("conformed dataset=%s symbol=%s partition=%s rows=%d flags=%s",
              request.dataset, request.symbol, name, table.num_rows,
@@ -464,19 +479,35 @@ def run_partition(task: PartitionTask) -> PartitionOutcome:
     return PartitionOutcome(
         window, table.num_rows, digest, report, memory.hashes, dict(timer.violations),
         timer.elapsed_ms(), written, requests_after - requests_before,
-        retries_after - retries_before)
+        retries_after - retries_before, edge_bars(table))
+
+
+@dataclass
+class _Written:
+    """Objects a run wrote for requests it then refused, and objects its published snapshots
+    use. Two requests with the same bars in a window share one object, and with several tasks
+    at once one of them may find the object the other wrote: so what a refused request wrote
+    is removed only when the run is over, and only if no published snapshot of it uses it."""
+
+    refused: set[str] = field(default_factory=set)
+    used: set[str] = field(default_factory=set)
+
+    def take_back(self, store: Store) -> None:
+        store.remove_created(sorted(self.refused - self.used))
 
 
 class _Finalize:
     """The per-request step after its tasks: cross-partition checks, rules, snapshot."""
 
     def __init__(self, engine: Engine, the_plan: Plan, outcomes: dict[int, PartitionOutcome],
-                 as_of: int) -> None:
+                 as_of: int, written: _Written) -> None:
         self.engine, self.store, self.plan = engine, engine.store, the_plan
         self.request = the_plan.request
         self.preset = self.request.preset
         self.outcomes = outcomes
         self.as_of = as_of
+        self.written = written
+        self._edges_read: dict[int, Edges | None] = {}
 
     def _keys(self, i: int) -> Any:
         """The distinct row hashes of partition ``i`` (read from the store when reused)."""
@@ -506,11 +537,10 @@ class _Finalize:
 
     def _boundary(self, i: int, prev_keys: Any, keys: Any) -> ConformanceReport:
         """Repeated bars of partition ``i`` that repeat a bar of partition ``i - 1``."""
-        import numpy as np
-        from qmtl_engine.conformance import repeated_times
+        from qmtl_engine.conformance import common_keys, repeated_times
 
         report = ConformanceReport()
-        common = np.intersect1d(prev_keys, keys, assume_unique=True)
+        common = common_keys(prev_keys, keys)
         if common.size:
             times: Any = ()
             digest = self._digest(i)
@@ -520,6 +550,32 @@ class _Finalize:
                 times = repeated_times(self.store.check_object(digest, partition=name), common)
             report.add("repeated_bars", int(common.size), times)
         return report
+
+    def _edges(self, i: int) -> Edges | None:
+        """The first and last bar (time, close) of partition ``i`` (None: it has no bars),
+        read from the store, once, for a reused partition."""
+        if i in self.outcomes:
+            return self.outcomes[i].edges
+        reused = self.plan.partitions[i].reused
+        if reused is None or reused.rows == 0:
+            return None
+        if i not in self._edges_read:
+            name = window_name(self.plan.partitions[i].window, self.preset.partition)
+            self._edges_read[i] = edge_bars(self.store.check_object(reused.digest,
+                                                                    partition=name))
+        return self._edges_read[i]
+
+    def _jump_boundary(self, i: int) -> ConformanceReport:
+        """A price jump from the last bar before partition ``i`` (in the nearest earlier
+        partition that has bars) to its first bar."""
+        threshold = self.preset.conformance.price_jump_threshold
+        edges = self._edges(i) if threshold is not None else None
+        if threshold is None or edges is None:
+            return ConformanceReport()
+        before = next((e for j in range(i - 1, -1, -1) if (e := self._edges(j)) is not None),
+                      None)
+        return boundary_jump(before[1], edges[0], threshold) if before is not None \
+            else ConformanceReport()
 
     def run(self) -> MaterializeResult:
         total, refused = ConformanceReport(), dict[str, int]()
@@ -540,6 +596,7 @@ class _Finalize:
                 keys = self._keys(i)
                 prev_keys = self._keys(i - 1) if prev_keys is None else prev_keys
                 report = _merged(report, self._boundary(i, prev_keys, keys))
+                report = _merged(report, self._jump_boundary(i))
                 prev_keys = keys
             else:
                 prev_keys = None
@@ -559,21 +616,60 @@ class _Finalize:
 
     def _refusal(self, total: ConformanceReport, refused: dict[str, int],
                  first: str | None) -> ConformanceError:
-        """The error of a refused request, once what its tasks wrote is taken back (DESIGN
-        §4: a refused request leaves nothing in the store, though its windows were stored as
-        each passed its own checks)."""
+        """The error of a refused request; what its tasks wrote is taken back (DESIGN §4: a
+        refused request leaves nothing in the store, though its windows were stored as each
+        passed its own checks): its checkpoints now, its objects when the run is over."""
         self.store.discard_job(self.request.job_key())
-        self.store.remove_created([o.digest for o in self.outcomes.values()
-                                   if o.digest is not None and o.bytes_written])
+        self.written.refused.update(o.digest for o in self.outcomes.values()
+                                    if o.digest is not None and o.bytes_written)
         preset_name = self.preset.data.conformance_preset
+        notes, hints = self._extent_findings(total, refused)
         err = ConformanceError(total, blocking=refused, symbol=self.request.symbol,
-                               partition=first, preset=preset_name)
+                               partition=first, preset=preset_name, notes=notes,
+                               hints=[*hints, *refusal_hints(total, refused)])
         err.where = (f"{self.request.where()}, first in partition {first}, "
                      f"conformance preset {preset_name}")
-        unreadable = total.sample_texts("invalid_timestamp")
-        if "invalid_timestamp" in refused and unreadable:
-            err.what += f"; timestamps that cannot be read, first: {', '.join(unreadable)}"
         return err
+
+    def _extent_findings(self, total: ConformanceReport, refused: dict[str, int],
+                         ) -> tuple[list[str], list[str]]:
+        """When missing bars block because the range reaches past the data: where the data
+        starts and ends (as the source lists it, else as the fetched windows had it), and how
+        to ask for a range within it. Nothing when the data spans the range."""
+        if "gap_bars" not in refused:
+            return [], []
+        request, step = self.request, self.preset.interval_ms
+        coverage, symbol = request.coverage, request.symbol
+        asked = f"[{iso(coverage.start)}, {iso(coverage.end)})"
+        known = total.source_extent
+        count = len(self.plan.partitions)
+        first = next((e[0][0] for i in range(count) if (e := self._edges(i)) is not None), None)
+        last = next((e[1][0] for i in reversed(range(count)) if (e := self._edges(i)) is not None),
+                    None)
+        if first is None or last is None:
+            note = f"the source gave no bars of {symbol} in the requested range {asked}"
+            if known is None:
+                return [note], [f"check the symbol {symbol!r} and the range against the source"]
+            return [f"{note}; the data for {symbol} starts at {iso(known[0])} and ends at "
+                    f"{iso(known[1])}"], [
+                f"ask for a range within the data (from {iso(known[0])} to "
+                f"{iso(known[1] + step)})"]
+        calendar = get_calendar(self.preset.data.calendar)
+        late = first > coverage.start and calendar.count(TimeRange(coverage.start, first), step)
+        early = (last + step < coverage.end
+                 and calendar.count(TimeRange(last + step, coverage.end), step))
+        if not (late or early):
+            return [], []
+        hints = []
+        if late:
+            hints.append(f"move the dataset's `start` to {iso(first)} or later")
+        if early:
+            hints.append(f"move the dataset's `end` to {iso(last + step)} or earlier")
+        if known is None:
+            return [f"in the requested range {asked}, the data for {symbol} starts at "
+                    f"{iso(first)} and ends at {iso(last)}"], hints
+        return [f"the data for {symbol} starts at {iso(known[0])} and ends at {iso(known[1])} "
+                f"(as the source lists it); the requested range is {asked}"], hints
 
     def _publish(self, total: ConformanceReport, parts: list[SnapshotPartition],
                  violations: dict[str, str]) -> MaterializeResult:
@@ -594,6 +690,7 @@ class _Finalize:
         for outcome in self.outcomes.values():
             if outcome.digest is not None and outcome.bytes_written:  # written by this run
                 self.store.note_present(outcome.digest)
+        self.written.used.update(p.digest for p in parts)
         written = self.store.put_snapshot(snapshot)
         # Windows fetched now whose objects were already stored, and a manifest that was: a gc
         # may judge them old and unnamed, so the lease says this run relies on them (what the
@@ -654,9 +751,10 @@ def _run_plans(engine: Engine, plans: Sequence[Plan], executor: Executor,
     waiting = [len(pl.to_fetch) for pl in plans]
     outcomes: list[dict[int, PartitionOutcome]] = [{} for _ in plans]
     failed: list[dict[int, QmtlLockError]] = [{} for _ in plans]
+    written = _Written()
     for p, count in enumerate(waiting):  # nothing to fetch: only the reused windows to judge
         if count == 0:
-            yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of)
+            yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of, written)
     try:
         # A window that failed skips the windows of its request not started yet: they would
         # hit the same source, budget or data (the other requests go on; every window that
@@ -677,19 +775,23 @@ def _run_plans(engine: Engine, plans: Sequence[Plan], executor: Executor,
                 done = len(plans[p].partitions) - waiting[p]
                 progress(plans[p].request, done, len(plans[p].partitions))
             if waiting[p] == 0:
-                yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of)
+                yield p, _finish(engine, plans[p], outcomes[p], failed[p], as_of, written)
+        # Not on an interrupt: a checkpoint written meanwhile may name what a refused request
+        # wrote; gc removes what nothing names.
+        written.take_back(engine.store)
     finally:
         forget_sources()
 
 
 def _finish(engine: Engine, the_plan: Plan, outcomes: dict[int, PartitionOutcome],
-            failed: dict[int, QmtlLockError], as_of: int) -> MaterializeResult | QmtlLockError:
+            failed: dict[int, QmtlLockError], as_of: int,
+            written: _Written) -> MaterializeResult | QmtlLockError:
     """The result of one request, or why it failed: its first failed window in time order
     (the same error whatever order the executor finished them in)."""
     if failed:
         return failed[min(failed)]
     try:
-        return _Finalize(engine, the_plan, outcomes, as_of).run()
+        return _Finalize(engine, the_plan, outcomes, as_of, written).run()
     except QmtlLockError as exc:
         return exc
 
@@ -752,7 +854,8 @@ def _fetch_and_conform(source: Source, request: Request, window: TimeRange, cont
         ) from exc
     try:
         return conform(batch, window=window, interval_ms=preset.interval_ms, contract=contract,
-                       calendar=calendar, memory=memory, accepted_gaps=request.accepted_gaps)
+                       calendar=calendar, memory=memory, accepted_gaps=request.accepted_gaps,
+                       price_jump_threshold=preset.conformance.price_jump_threshold)
     except ConformanceError as exc:
         exc.symbol, exc.preset = request.symbol, preset.data.conformance_preset
         raise

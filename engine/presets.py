@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from qmtl_engine.adjust import DEFAULT_ADJUSTMENT, Adjustment, Problem
 from qmtl_engine.builtin import builtin_catalog_bytes, builtin_data_dir
 from qmtl_engine.calendar_names import BUILTIN_CALENDARS, EXCHANGE_CALENDARS, is_known_calendar
 from qmtl_engine.errors import PresetError, YAMLFileError
@@ -62,6 +63,8 @@ class DataPreset(_Model):
     calendar: str = "24x7"
     partition: Literal["day", "month", "year"] | None = None
     source: SourceSpec
+    # raw | splits | splits_dividends: which prices are pinned (docs/sources.md#adjustment)
+    adjustment: Adjustment = DEFAULT_ADJUSTMENT
     live: dict[str, Any] | None = None
     sla_preset: str
     conformance_preset: str
@@ -72,6 +75,9 @@ class DataPreset(_Model):
 class ConformancePreset(_Model):
     partial_ok: bool = False
     block: list[str] = Field(default_factory=list)
+    # A one-bar move of close beyond this share (0.5: 50 %) is counted as ``price_jump``;
+    # None: not checked. Whether it blocks is up to ``block`` like any flag.
+    price_jump_threshold: float | None = Field(default=None, gt=0)
     description: str = ""
 
     @field_validator("block")
@@ -138,11 +144,14 @@ class ResolvedPreset:
         """The resolved definition: printed by ``presets --json``, hashed by :meth:`digest`."""
         data = self.data.model_dump(mode="json", exclude={"override", "description"})
         data["partition"] = self.partition
+        if data["adjustment"] == DEFAULT_ADJUSTMENT:  # so digests from before it stay the same
+            del data["adjustment"]
         return {
             "id": self.id,
             "preset": data,
             "conformance": {"name": self.data.conformance_preset,
-                            **self.conformance.model_dump(mode="json", exclude={"description"})},
+                            **self.conformance.model_dump(mode="json",
+                                                          exclude=_unset_checks(self.conformance))},
             "sla": {"name": self.data.sla_preset, **self.sla.model_dump(mode="json")},
         }
 
@@ -150,12 +159,24 @@ class ResolvedPreset:
         text = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
+    @property
+    def adjustment(self) -> Adjustment:
+        return self.data.adjustment
+
     def with_overrides(self, registry: PresetRegistry, *, conformance_preset: str | None = None,
-                       sla_preset: str | None = None) -> ResolvedPreset:
-        """This preset with another conformance or SLA preset, as a dataset may ask for. The
-        names go into the data preset too, so :meth:`definition`, the digest and messages that
-        name the conformance preset all see the override. An unknown name is a PresetError."""
+                       sla_preset: str | None = None,
+                       adjustment: Adjustment | None = None) -> ResolvedPreset:
+        """This preset with another conformance or SLA preset or adjustment, as a dataset may
+        ask for. The names go into the data preset too, so :meth:`definition`, the digest and
+        messages that name the conformance preset all see the override. An unknown name, or an
+        adjustment the preset's source cannot give, is a PresetError."""
         update: dict[str, str] = {}
+        if adjustment is not None and adjustment != self.data.adjustment:
+            problem = adjustment_problem(self.data.source, adjustment)
+            if problem is not None:
+                raise PresetError(f"preset {self.id!r} cannot give adjustment {adjustment}: "
+                                  f"{problem.what}", preset=self.id, fix=problem.fix)
+            update["adjustment"] = adjustment
         conformance, sla = self.conformance, self.sla
         if conformance_preset is not None:
             conformance = registry.conformance_preset(conformance_preset)
@@ -167,6 +188,14 @@ class ResolvedPreset:
             return self
         return dataclasses.replace(self, data=self.data.model_copy(update=update),
                                    conformance=conformance, sla=sla)
+
+
+def _unset_checks(preset: ConformancePreset) -> set[str]:
+    """Fields left out of a definition: the description, and checks added after locks were
+    written while they are off, so the digest of every preset that does not use them (and
+    so the locks that name it) stays what it was."""
+    return {"description"} | ({"price_jump_threshold"} if preset.price_jump_threshold is None
+                              else set())
 
 
 @dataclass
@@ -249,6 +278,14 @@ class PresetRegistry:
                 fix=f"see the options of the {name} source in docs/sources.md (and the presets "
                 "as loaded in `qmtl-lock presets --json`)",
                 prefix=("data_presets", pid, "source", "options")) from None
+        problem = adjustment_problem(preset.source, preset.adjustment)
+        if problem is not None:
+            legacy = ("data_presets", pid, "source", "options", "adjusted")
+            at = legacy if legacy in doc.lines and "`adjusted" in problem.what else (
+                "data_presets", pid, "adjustment")
+            raise PresetError(
+                f"preset {pid!r} asks for adjustment {preset.adjustment}, but {problem.what}",
+                preset=pid, path=doc.path, line=doc.line_of(at), fix=problem.fix)
         if not is_known_calendar(preset.calendar):
             raise PresetError(
                 f"preset {pid!r} names unknown calendar {preset.calendar!r}", preset=pid,
@@ -355,6 +392,14 @@ class PresetRegistry:
 
     def retention_classes(self) -> list[str]:
         return sorted(self._retention)
+
+
+def adjustment_problem(source: SourceSpec, adjustment: str) -> Problem | None:
+    """Why ``source`` (name and options, valid) cannot give ``adjustment`` prices, or None."""
+    from qmtl_engine.sources.options import OPTIONS  # pydantic only: check stays light
+
+    options = OPTIONS[source.name].model_validate(source.options)
+    return options.adjustment_problem(adjustment, source.name)
 
 
 def _where(entry: _Entry) -> str:

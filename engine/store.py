@@ -67,6 +67,7 @@ from qmtl_engine.fingerprint import (
     dataset_fingerprint,
     partition_digest,
 )
+from qmtl_engine.layout import object_key, snapshot_key
 from qmtl_engine.ranges import PartitionScheme, TimeRange, partition_windows, window_name
 from qmtl_engine.sharing import (
     GC_LOCK_HEARTBEAT_S,
@@ -165,7 +166,7 @@ class Snapshot:
         header = SnapshotHeader(
             contract=h["contract"], preset=h["preset"], symbol=h["symbol"],
             interval_ms=h["interval_ms"], coverage_start=h["coverage"][0],
-            coverage_end=h["coverage"][1],
+            coverage_end=h["coverage"][1], adjustment=h.get("adjustment", "raw"),
         )
         parts = [SnapshotPartition(p["start"], p["end"], p["rows"], p["digest"],
                                    dict(p.get("flags", {}))) for p in data["partitions"]]
@@ -247,12 +248,10 @@ class Store:
         return posixpath.join(self.root, *parts)
 
     def object_path(self, digest: str) -> str:
-        hexd = Fingerprint(digest).hex
-        return self._path("objects", hexd[:2], f"{hexd}.parquet")
+        return self._path(object_key(digest))
 
     def snapshot_path(self, fingerprint: str) -> str:
-        hexd = Fingerprint(fingerprint).hex
-        return self._path("snapshots", hexd[:2], f"{hexd}.json")
+        return self._path(snapshot_key(fingerprint))
 
     def display(self, path: str) -> str:
         """A path as the user would write it (with the protocol for non-local stores)."""

@@ -90,7 +90,7 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
         drifts.extend(_request_drift(name, want, have))
         # A changed preset name or override is reported as a request drift above already.
         same_names = all(want.get(k) == have.get(k)
-                         for k in ("preset", "conformance_preset", "sla_preset"))
+                         for k in ("preset", "conformance_preset", "sla_preset", "adjustment"))
         if ds.preset.digest() != entry.preset_digest and same_names:
             drifts.append(Drift(
                 name, "preset",
@@ -211,6 +211,11 @@ def _catalog_calendars(inputs: Inputs) -> set[str] | None:
     return found
 
 
+# A request records these keys only when they differ from the default, so that locks written
+# before the key existed keep their bytes; a message names the default instead of None.
+_REQUEST_DEFAULTS = {"adjustment": "raw"}
+
+
 def _request_drift(name: str, want: dict[str, Any], have: dict[str, Any]) -> list[Drift]:
     """Each request key whose value in seamless.yaml differs from the locked request."""
     from qmtl_lock.manifest import REQUEST_KEYS
@@ -219,10 +224,11 @@ def _request_drift(name: str, want: dict[str, Any], have: dict[str, Any]) -> lis
     for key in REQUEST_KEYS:
         if want.get(key) != have.get(key):
             kind = "contract" if key == "contract_version" else "request"
+            default = _REQUEST_DEFAULTS.get(key)  # what a request without the key means
             drifts.append(Drift(
                 name, kind,
-                f"{key} changed: lock has {have.get(key)!r}, seamless.yaml has "
-                f"{want.get(key)!r}",
+                f"{key} changed: lock has {have.get(key, default)!r}, seamless.yaml has "
+                f"{want.get(key, default)!r}",
                 _RESOLVE if kind == "request" else
                 "update the strategy code for the new contract, then " + _RESOLVE))
     return drifts

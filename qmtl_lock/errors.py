@@ -148,7 +148,8 @@ class RequestsFailed(QmtlLockError):
         blocks = []
         fixes: list[str] = []
         for dataset, symbol, exc in failures:
-            blocks.append(f"  {dataset}/{symbol}: {exc.what}")
+            what = exc.what.replace("\n", "\n    ")  # a refusal's findings, under its line
+            blocks.append(f"  {dataset}/{symbol}: {what}")
             if exc.where:
                 blocks.append(f"      where: {exc.where}")
             if exc.fix and exc.fix not in fixes:

@@ -235,8 +235,14 @@ def nothing_to_resolve(manifest: Path) -> bool:
                else StoreSetting(resolve_store_url(url, manifest.parent)))
     if setting is None:
         return False
+    fingerprints = sorted(current.fingerprints())
+    root = setting.local_root()
+    if root is not None:  # a folder: looked up without fsspec, which costs more than the rest
+        from qmtl_engine import snapshot_key
+
+        return all(os.path.isfile(os.path.join(root, snapshot_key(fp))) for fp in fingerprints)
     store = setting.open()
-    return all(store.has_snapshot(fp) for fp in sorted(current.fingerprints()))
+    return all(store.has_snapshot(fp) for fp in fingerprints)
 
 
 def plain_store(text: bytes) -> str | None:
@@ -262,6 +268,14 @@ class StoreSetting:
     url: str
     options: Mapping[str, Any] = field(default_factory=dict)
     cache: str | bool | None = None
+
+    def local_root(self) -> str | None:
+        """The folder of a store on this machine's disk named by a plain path or ``file://``
+        URL with no options; None for any other store."""
+        if self.options:
+            return None
+        url = self.url.removeprefix("file://")
+        return url if url.startswith("/") and "://" not in url else None
 
     def open(self) -> Store:
         """The engine's store (raises InputError for an option whose variable is not set)."""

@@ -51,7 +51,7 @@ _RESERVED = {"null", "true", "false", "yes", "no", "on", "off", "y", "n", "~", "
 
 # Conformance flags added after locks were written: listed only once counted, so the lock of data
 # without them keeps its bytes (every other flag is listed, zero or not).
-WRITTEN_ONCE_COUNTED = frozenset({"off_calendar_bars"})
+WRITTEN_ONCE_COUNTED = frozenset({"off_calendar_bars", "price_jump"})
 
 
 @dataclass(frozen=True)

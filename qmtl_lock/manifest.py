@@ -72,8 +72,8 @@ _COMPACT_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 # The keys of a lock's request that check compares, and among them those that decide which data
 # is fetched (resolve re-materializes when one of these changes).
 REQUEST_KEYS = ("preset", "start", "end", "contract_version", "retention_class", "priority",
-                "live", "accepted_gaps", "conformance_preset", "sla_preset")
-DATA_KEYS = ("preset", "start", "end", "contract_version", "accepted_gaps")
+                "live", "accepted_gaps", "conformance_preset", "sla_preset", "adjustment")
+DATA_KEYS = ("preset", "start", "end", "contract_version", "accepted_gaps", "adjustment")
 
 
 class DateProblem(ValueError):
@@ -187,6 +187,8 @@ class DatasetSpec(BaseModel):
     # Replace the preset's conformance or SLA preset for this dataset only (by name).
     conformance_preset: str | None = None
     sla_preset: str | None = None
+    # Replace the preset's adjustment (raw | splits | splits_dividends) where its source can.
+    adjustment: Literal["raw", "splits", "splits_dividends"] | None = None
     description: str = ""
 
     @field_validator("symbols")
@@ -336,6 +338,8 @@ class DatasetRequest:
         for key in ("conformance_preset", "sla_preset"):
             if getattr(self.spec, key) is not None:
                 out[key] = getattr(self.spec, key)
+        if self.preset.adjustment != "raw":  # the preset's or the dataset's: what is pinned
+            out["adjustment"] = self.preset.adjustment
         return out
 
     def accepted_ranges(self) -> tuple[TimeRange, ...]:
@@ -502,7 +506,7 @@ def _validate_dataset(name: str, spec: DatasetSpec, registry: PresetRegistry,
         preset = registry.get(spec.preset)
     except PresetError as exc:
         raise fail(exc.what, "preset", exc.fix or "") from None
-    for key in ("conformance_preset", "sla_preset"):
+    for key in ("conformance_preset", "sla_preset", "adjustment"):
         try:
             preset = preset.with_overrides(registry, **{key: getattr(spec, key)})
         except PresetError as exc:

@@ -24,6 +24,7 @@ from qmtl_engine import (
     StoreBusy,
     SystemClock,
     TimeRange,
+    default_jobs,
     iso,
     to_ms,
 )
@@ -222,7 +223,7 @@ def resolve(
     locked: bool = False,
     frozen: bool = False,
     dry_run: bool = False,
-    jobs: int = 1,
+    jobs: int | None = None,
     clock: Clock | None = None,
     progress: ProgressFactory | None = None,
     metrics: RunMetrics | None = None,
@@ -240,8 +241,8 @@ def resolve(
     raises :class:`~qmtl_lock.project_lock.ProjectBusy` after ``lock_timeout_s``; one that
     materializes waits for a gc running on the store (``on_wait`` is told too), and raises
     :class:`~qmtl_engine.StoreBusy` when it runs on too long. Windows are fetched on
-    ``executor`` (a Dask cluster, say) when one is given, else on ``jobs`` threads; the lock is
-    the same either way.
+    ``executor`` (a Dask cluster, say) when one is given, else on ``jobs`` threads (default:
+    one per core, :func:`~qmtl_engine.default_jobs`); the lock is the same either way.
     """
     loaded = load_manifest(manifest_path)
     _refuse_unknown(loaded, datasets)
@@ -249,7 +250,8 @@ def resolve(
               writing_lock(loaded.root, timeout_s=lock_timeout_s, on_wait=on_wait))
     with writer:
         return _resolve(loaded, datasets=datasets, update=update, refresh=refresh,
-                        locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
+                        locked=locked, frozen=frozen, dry_run=dry_run,
+                        jobs=default_jobs() if jobs is None else jobs,
                         clock=clock or clock_from_env(), progress=progress, metrics=metrics,
                         executor=executor, on_wait=on_wait)
 
@@ -390,6 +392,7 @@ class _Runner:
         self._engine_lock = threading.Lock()
         self._lease: Any = None  # held from the first materialization on (see release)
         self._busy: StoreBusy | None = None  # the lease gave up waiting for a gc
+        self._missing: set[tuple[str, str]] = set()  # locked symbols whose snapshot is gone
 
     def run_all(self, tasks: list[_Task], jobs: int) -> list[_Outcome]:
         """Run every task (a failure does not stop the others, so that one run reports every
@@ -506,7 +509,9 @@ class _Runner:
         request and plan of one that does."""
         name, symbol = task.ds.name, task.symbol
         previous = None
-        if task.old is not None and self.store.has_snapshot(task.old.dataset_fingerprint):
+        if task.old is not None and not self.store.has_snapshot(task.old.dataset_fingerprint):
+            self._missing.add((name, symbol))
+        elif task.old is not None:
             if task.reason == "unchanged" and not self.frozen:
                 return _Outcome(task, Change(name, symbol, "unchanged"))
             previous = self.store.get_snapshot(task.old.dataset_fingerprint)
@@ -520,12 +525,13 @@ class _Runner:
         the_plan = engine.plan(request, previous=previous)
         if self.dry_run:
             fetch = len(the_plan.to_fetch)
-            if fetch == 0 and task.old is not None and task.detail.startswith("--update") \
-                    and TimeRange(*task.old.coverage_bounds) == task.coverage:
-                # --update that moves nothing: as a real run would report it
+            still = (task.old is not None and task.detail.startswith("--update")
+                     and TimeRange(*task.old.coverage_bounds) == task.coverage)
+            if fetch == 0 and still:  # --update that moves nothing: as a real run reports it
                 return _Outcome(task, Change(name, symbol, "unchanged"))
-            detail = task.detail or "snapshot missing from the store"
-            action: Action = "restored" if task.reason == "unchanged" else task.reason
+            restore = task.reason == "unchanged" or (still and (name, symbol) in self._missing)
+            detail = "snapshot missing from the store" if restore else task.detail
+            action: Action = "restored" if restore else task.reason
             return _Outcome(task, Change(name, symbol, action,
                                          f"{detail}; would fetch {fetch} of "
                                          f"{len(the_plan.partitions)} partitions",
@@ -549,7 +555,10 @@ class _Runner:
             entry = _with_retention(self.loaded, task.ds, old)
             if dict(entry.conformance_flags) != result.flags:  # e.g. newly accepted gaps
                 entry = replace(entry, conformance_flags=result.flags)
-            return _Outcome(task, Change(name, symbol, "unchanged", "same content"), entry)
+            same = (Change(name, symbol, "restored", "snapshot rebuilt in the store")
+                    if (name, symbol) in self._missing  # --update of data that did not move
+                    else Change(name, symbol, "unchanged", "same content"))
+            return _Outcome(task, same, entry)
         return _Outcome(task, self._new_pin_change(task, result), self._new_entry(task, result))
 
     def _new_pin_change(self, task: _Task, result: MaterializeResult) -> Change:

@@ -25,6 +25,7 @@ def show_rows(lock_path: str | Path, dataset: str | None = None) -> list[dict[st
                 "dataset": name, "symbol": symbol,
                 "start": iso(sym.coverage_bounds[0]), "end": iso(sym.coverage_bounds[1]),
                 "rows": sym.rows, "fingerprint": sym.dataset_fingerprint,
+                "adjustment": entry.request.get("adjustment", "raw"),
                 "flags": flags,
                 "sla_violation": sym.sla.get("violation"),
                 "expires_at": iso(sym.expires_at) if sym.expires_at is not None else None,
@@ -35,7 +36,11 @@ def show_rows(lock_path: str | Path, dataset: str | None = None) -> list[dict[st
 def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "the lock pins no data yet; add datasets to seamless.yaml and run qmtl-lock resolve"
-    head = ["DATASET", "SYMBOL", "COVERAGE", "ROWS", "FINGERPRINT", "FLAGS", "EXPIRES"]
+    # The column shows once any entry pins adjusted prices; a lock of raw bars only reads as
+    # before (raw is what every source gives unless a preset asks otherwise).
+    adjusted = any(r["adjustment"] != "raw" for r in rows)
+    head = ["DATASET", "SYMBOL", "COVERAGE", "ROWS", "FINGERPRINT", *(["ADJUSTMENT"] * adjusted),
+            "FLAGS", "EXPIRES"]
     short = short_fingerprints([r["fingerprint"] for r in rows])
     body = []
     for r in rows:
@@ -43,8 +48,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         if r["sla_violation"]:
             flags += " SLA!"
         body.append([r["dataset"], r["symbol"], f"{r['start'][:10]} .. {r['end'][:10]}",
-                     str(r["rows"]), short[r["fingerprint"]], flags,
-                     (r["expires_at"] or "never")[:10]])
+                     str(r["rows"]), short[r["fingerprint"]], *([r["adjustment"]] * adjusted),
+                     flags, (r["expires_at"] or "never")[:10]])
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in [head, *body])

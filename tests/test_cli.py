@@ -824,7 +824,8 @@ def test_show_json(resolved: Project) -> None:
         assert r["fingerprint"] == entry.dataset_fingerprint
         assert r["rows"] == entry.rows
         assert set(r) == {"dataset", "symbol", "start", "end", "rows", "fingerprint", "flags",
-                          "sla_violation", "expires_at"}
+                          "sla_violation", "expires_at", "adjustment"}
+        assert r["adjustment"] == "raw"
     assert rows[0]["start"] == "2024-01-30T00:00:00Z"
     assert rows[2]["flags"] == {"dtype_cast": 502}
 

@@ -50,7 +50,8 @@ DATA_IS_WRONG = {
     "non_finite", "negative_value", "ohlc_inconsistent", "repeated_bars",
 }
 SAFE = {"dtype_cast", "ts_unit_inferred", "ts_timezone_normalized", "unsorted_ts",
-        "duplicate_rows", "out_of_range", "off_calendar_bars"}
+        "duplicate_rows", "out_of_range", "off_calendar_bars",
+        "price_jump"}  # counted where a preset sets a threshold; blocks where it says so
 
 Row = tuple[float, float, float, float, float]
 
@@ -77,10 +78,12 @@ def table(ts: Sequence[object] | pa.Array, rows: Sequence[Row] | None = None,
 
 def run(tbl: pa.Table, *, window: TimeRange = W, interval: int = H, calendar: str = "24x7",
         hints: TsHints | None = None, memory: RowMemory | None = None,
+        price_jump_threshold: float | None = None,
         ) -> tuple[pa.Table, ConformanceReport, RowMemory]:
     out, report, mem = conform(RawBatch(tbl, hints or TsHints()), window=window,
                                interval_ms=interval, contract=OHLCV_V1,
-                               calendar=get_calendar(calendar), memory=memory)
+                               calendar=get_calendar(calendar), memory=memory,
+                               price_jump_threshold=price_jump_threshold)
     assert_canonical(out)
     assert set(report.counts) == set(FLAG_NAMES)
     return out, report, mem
@@ -156,6 +159,7 @@ class Case:
     hints: TsHints = field(default_factory=TsHints)
     samples: list[int | str] | None = None  # expected samples of the case's flag
     calendar: str = "24x7"
+    price_jump_threshold: float | None = None
 
 
 def _missing_column() -> pa.Table:
@@ -229,6 +233,12 @@ def _repeated_bars() -> pa.Table:
     return table(ALL, rows + rows)  # bars 0-2 copied under the times of bars 3-5
 
 
+def _price_jump() -> pa.Table:
+    rows = [bar(i) for i in range(6)]
+    rows[3] = (103.0, 160.0, 102.0, 155.0, 13.0)  # close 155 after 103: +50.5 %
+    return table(ALL, rows)  # and back to 105 after 155: -32.3 %, within 50 %
+
+
 def _out_of_range() -> pa.Table:
     return table([T0 - H, *ALL, W.end])  # one bar before the window, one at its (open) end
 
@@ -258,6 +268,8 @@ CASES: dict[str, Case] = {
     # 24x5 keeps New Year's Day closed: six bars the calendar has no slot for, kept
     "off_calendar_bars": Case(lambda: table(ALL), {"off_calendar_bars": 6}, ALL,
                               samples=ALL[:5], calendar="24x5"),
+    "price_jump": Case(_price_jump, {"price_jump": 1}, ALL, samples=[ALL[3]],
+                       price_jump_threshold=0.5),
 }
 
 
@@ -270,7 +282,8 @@ def test_every_flag_has_a_case() -> None:
 @pytest.mark.parametrize("flag", FLAG_NAMES)
 def test_flag(flag: str) -> None:
     case = CASES[flag]
-    out, report, _ = run(case.build(), hints=case.hints, calendar=case.calendar)
+    out, report, _ = run(case.build(), hints=case.hints, calendar=case.calendar,
+                         price_jump_threshold=case.price_jump_threshold)
     assert report.nonzero() == case.counts
     assert times(out) == case.kept
     if case.samples is not None:
@@ -281,7 +294,8 @@ def test_flag(flag: str) -> None:
 def test_strict_blocks_wrong_data_and_passes_normalizations(
         flag: str, strict: ConformancePreset, permissive: ConformancePreset) -> None:
     case = CASES[flag]
-    _, report, _ = run(case.build(), hints=case.hints, calendar=case.calendar)
+    _, report, _ = run(case.build(), hints=case.hints, calendar=case.calendar,
+                       price_jump_threshold=case.price_jump_threshold)
     expected = {f: n for f, n in case.counts.items() if f in DATA_IS_WRONG}
     assert blocking(report, strict) == expected
     assert (flag in DATA_IS_WRONG) == (flag in blocking(report, strict))
@@ -1104,3 +1118,18 @@ def test_samples_keep_the_first_five() -> None:
     _, report, _ = run(table([T0]), window=window)
     assert report.counts["gap_bars"] == 23
     assert report.samples["gap_bars"] == [T0 + i * H for i in range(1, 6)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=60),
+       st.lists(st.integers(0, 2**64 - 1), max_size=60), st.integers(0, 40))
+def test_common_keys_are_the_intersection_of_two_sets_of_row_hashes(
+        a: list[int], b: list[int], shared: int) -> None:
+    from qmtl_engine.conformance import common_keys
+
+    b = b + a[:shared]  # some values in both
+    left = np.unique(np.array(a, dtype=np.uint64))
+    right = np.unique(np.array(b, dtype=np.uint64))
+    got = common_keys(left, right)
+    assert got.dtype == np.uint64
+    assert got.tolist() == sorted(set(a) & set(b))

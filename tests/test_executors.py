@@ -120,6 +120,64 @@ def test_a_repeat_across_a_boundary_refuses_the_later_partition(
     assert not [p for p in store.rglob("*") if p.is_file() and "leases" not in p.parts]
 
 
+class EveryTaskFirst:
+    """An executor that runs every task before it reports any: the order of a cluster whose
+    client hears back only when all is done. The tasks of one request then find objects the
+    tasks of another wrote before that other request is judged."""
+
+    name = "every-task-first"
+
+    def map_unordered(self, fn, items, *, skip=None):  # type: ignore[no-untyped-def]
+        results = []
+        for i, item in enumerate(items):
+            try:
+                results.append((i, fn(item)))
+            except Exception as exc:  # reported as the task's outcome, like a worker's
+                results.append((i, exc))
+        yield from results
+
+    def close(self, *, cancel: bool = False) -> None:
+        pass
+
+
+@pytest.mark.parametrize("executor", [EveryTaskFirst(), LocalExecutor(2)],
+                         ids=["every-task-first", "two-threads"])
+def test_a_refused_symbol_takes_back_only_what_no_published_symbol_uses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: object) -> None:
+    """ABC (refused: a repeat across a boundary) and DEF share January's and March's bars, so
+    one object each: taking ABC's writes back must leave DEF's snapshot whole."""
+    from qmtl_engine import ConformanceError, Store
+
+    from qmtl_lock.verify import verify
+
+    monkeypatch.setenv("QMTL_LOCK_NOW", NOW)
+    manifest = _project(tmp_path / "p", conformance="strict-blocking")
+    (manifest.parent / "DEF.csv").write_text(_csv(False), encoding="utf-8")
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace("[ABC]", "[ABC, DEF]"),
+                        encoding="utf-8")
+    with pytest.raises(ConformanceError) as info:
+        resolve(manifest, executor=executor)  # type: ignore[arg-type]
+    assert info.value.symbol == "ABC"
+    only_def = manifest.parent / "only-def"
+    only_def.mkdir()
+    (only_def / "catalog.yaml").write_bytes((manifest.parent / "catalog.yaml").read_bytes())
+    (only_def / "DEF.csv").write_text(_csv(False), encoding="utf-8")
+    (only_def / "seamless.yaml").write_text(MANIFEST.replace("[ABC]", "[DEF]"),
+                                            encoding="utf-8")
+    resolve(only_def / "seamless.yaml")
+    expected = Store(str(only_def / ".seamless" / "store"))
+    store = Store(str(manifest.parent / ".seamless" / "store"))
+    # DEF's three objects and its snapshot stay; ABC's own February object is gone
+    assert sorted(store.iter_objects()) == sorted(expected.iter_objects())
+    assert sorted(store.iter_snapshots()) == sorted(expected.iter_snapshots())
+    lock = manifest.parent / "seamless.lock"
+    assert not lock.exists()  # a refusal writes no lock; DEF's snapshot is there to reuse
+    (manifest.parent / "ABC.csv").write_text(_csv(False), encoding="utf-8")
+    resolve(manifest)
+    checked = verify(manifest)
+    assert not checked.problems and checked.checked == 2
+
+
 def test_a_failed_resolve_still_writes_its_report(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """`resolve --report` on a refusal: the lock is not written, the report is, with the

@@ -41,13 +41,13 @@ def _forget(project: Project) -> None:
 
 
 def _probe(project: Project, *args: str) -> tuple[int, str, list[str]]:
-    """``qmtl-lock ARGS`` in a fresh process: exit code, output, and which of pydantic, yaml
-    and the engine's store it loaded."""
+    """``qmtl-lock ARGS`` in a fresh process: exit code, output, and which of fsspec, pydantic,
+    yaml and the engine's store it loaded."""
     code = (
         "import json, sys; from qmtl_lock.cli import cli; from click.testing import CliRunner; "
         f"r = CliRunner().invoke(cli, {list(args)!r}); "
         "print(json.dumps([r.exit_code, r.output, sorted(m for m in "
-        "('pydantic', 'yaml', 'qmtl_engine.store') if m in sys.modules)]))")
+        "('fsspec', 'pydantic', 'yaml', 'qmtl_engine.store') if m in sys.modules)]))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True,
                           text=True, env={**os.environ, "QMTL_LOCK_NOW": NOW}, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -232,7 +232,26 @@ def test_a_calendar_only_a_library_knows_records_no_digest(resolved: Project, ca
 def test_a_no_op_resolve_builds_no_model(resolved: Project) -> None:
     exit_code, output, loaded = _probe(resolved, "resolve")
     assert (exit_code, output.strip()) == (0, "seamless.lock is up to date")
-    assert loaded == ["qmtl_engine.store"]  # it looks the snapshots up, nothing more
+    assert loaded == []  # it looks the snapshot manifests up on disk, nothing more
+
+
+def test_a_no_op_resolve_opens_the_store_only_when_options_ask_for_it(resolved: Project) -> None:
+    manifest = resolved.manifest.read_text(encoding="utf-8")
+    store_line = next(line for line in manifest.splitlines() if line.startswith("store:"))
+    folder = (resolved.root / store_line.split(":", 1)[1].split("#")[0].strip()).resolve()
+    resolved.manifest.write_text(manifest.replace(store_line, f"store: file://{folder}"),
+                                 encoding="utf-8")
+    expect(resolved.run("resolve"), 0)  # the store's URL is an input: the lock is rewritten
+    exit_code, output, loaded = _probe(resolved, "resolve")
+    assert (exit_code, output.strip()) == (0, "seamless.lock is up to date")
+    assert loaded == []  # file:// is this machine's disk too
+    resolved.manifest.write_text(
+        manifest.replace(store_line,
+                         f"store: {{url: 'file://{folder}', options: {{auto_mkdir: true}}}}"),
+        encoding="utf-8")
+    expect(resolved.run("resolve"), 0)
+    exit_code, output, loaded = _probe(resolved, "resolve")
+    assert exit_code == 0 and "qmtl_engine.store" in loaded  # options go to fsspec: opened
 
 
 def test_a_missing_snapshot_sends_resolve_down_the_full_path(resolved: Project) -> None:

@@ -50,7 +50,8 @@ def test_builtins_are_present_with_qmtl_names() -> None:
             "missing_column"} == set(strict.block)
     # ... and lets safe normalizations pass with a count
     assert {"dtype_cast", "ts_unit_inferred", "ts_timezone_normalized", "unsorted_ts",
-            "duplicate_rows", "out_of_range", "off_calendar_bars"} == set(FLAG_NAMES) - set(
+            "duplicate_rows", "out_of_range", "off_calendar_bars",
+            "price_jump"} == set(FLAG_NAMES) - set(
                 strict.block)
     assert registry.get("ohlcv.synthetic.crypto.1m").sla.on_violation is OnViolation.FAIL_FAST
 

@@ -54,3 +54,12 @@ def test_progress_on_a_terminal_only_outside_ci(tmp_path: Path, ci: bool) -> Non
         assert "partitions" not in shown
     else:
         assert "d/X: 1/2 partitions (" in shown and "d/X: 2/2 partitions (" in shown
+
+
+def test_symbols_at_once_take_turns_and_each_ends_on_its_own_line(tmp_path: Path) -> None:
+    (tmp_path / "seamless.yaml").write_text(MANIFEST.replace("[X]", "[X, YY, Z]"),
+                                            encoding="utf-8")
+    shown = run_on_terminal(tmp_path, ci=False)  # --jobs: one per core
+    finished = [line.rsplit("\r", 1)[-1] for line in shown.split("\r\n") if line.strip()]
+    assert sorted(line.split(":")[0].strip() for line in finished) == ["d/X", "d/YY", "d/Z"]
+    assert all(": 2/2 partitions (" in line for line in finished)

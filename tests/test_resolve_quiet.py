@@ -44,3 +44,24 @@ def test_update_dry_run_names_only_what_would_move(project: Project) -> None:
     assert {(c["dataset"], c["symbol"], c["action"]) for c in as_json["changes"]} == {
         ("crypto", "BTCUSDT", "unchanged"), ("crypto", "ETHUSDT", "unchanged"),
         ("equities", "AAPL", "unchanged"), ("equities", "MSFT", "unchanged")}
+
+
+def test_update_of_a_fresh_clone_restores_what_does_not_move(project: Project) -> None:
+    """In a fresh clone (no store yet) --update rebuilds the fixed-end datasets' pinned
+    snapshots: that is a restore, said as such, not an update."""
+    import shutil
+
+    expect(project.run("resolve"), 0)
+    shutil.rmtree(project.root / ".seamless")
+    plan = expect(project.run("resolve", "--update", "--dry-run"), 0)
+    heads = [line.split(":")[0] for line in plan.output.splitlines()
+             if not line.startswith("    ")]
+    assert heads[:-1] == [f"restored  {name}" for name in (
+        "crypto/BTCUSDT", "crypto/ETHUSDT", "equities/AAPL", "equities/MSFT")]
+    assert all("snapshot missing from the store; would fetch" in line
+               for line in plan.output.splitlines() if line.startswith("restored"))
+    before = project.lock.read_bytes()
+    run = expect(project.run("resolve", "--update"), 0)
+    assert [line.split(":")[0] for line in run.output.splitlines()[:-1]] == heads[:-1]
+    assert "snapshot rebuilt in the store" in run.output
+    assert project.lock.read_bytes() == before

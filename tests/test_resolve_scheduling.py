@@ -42,7 +42,7 @@ def test_low_priority_datasets_are_materialized_last(tmp_path: Path,
         order.append(label)
         return lambda done, total: None
 
-    resolve(_project(tmp_path, monkeypatch), progress=progress)
+    resolve(_project(tmp_path, monkeypatch), progress=progress, jobs=1)  # the queue order
     # alphabetically a_background would come first; priority: low puts it behind z_strategy
     assert order == ["z_strategy/ZZZ", "a_background/AAA", "a_background/BBB"]
 
@@ -59,7 +59,7 @@ def test_high_priority_datasets_go_first(tmp_path: Path,
     path.write_text(MANIFEST + "    priority: high\n", encoding="utf-8")  # z_strategy: high
     path.write_text(path.read_text(encoding="utf-8").replace("    priority: low\n", ""),
                     encoding="utf-8")
-    resolve(path, progress=progress)
+    resolve(path, progress=progress, jobs=1)
     assert order == ["z_strategy/ZZZ", "a_background/AAA", "a_background/BBB"]
 
 

@@ -172,7 +172,9 @@ def test_unreadable_times_block_a_strict_preset_naming_their_text(project: Proje
     setup(project, DUKASCOPY, edit=break_two)
     result = expect(project.run("resolve"), 3)
     assert "conformance refused the data: gap_bars=2, invalid_timestamp=2" in result.output
-    assert "'02.01.2024 10:00:00:000', '30.02.2024 10:01:00.000'" in result.output
+    # each unreadable row as the file has it: its raw time and values
+    assert "invalid_timestamp:\n    ts='02.01.2024 10:00:00:000' open=" in result.output
+    assert "\n    ts='30.02.2024 10:01:00.000' open=" in result.output
     assert "partition 2024-01-02" in result.output
     assert not project.lock.exists()
 

@@ -26,6 +26,7 @@ class Source(ABC):
     Options: ClassVar[type[SourceOptions]]
     symbols_fix: ClassVar[str] = ""  # how to make options tell symbols apart, for messages
     wall_clock: Clock | None = None  # the engine's clock, given by :meth:`use_clock`
+    adjustment: str = "raw"  # the prices to deliver, given by :meth:`use_adjustment`
 
     @classmethod
     def parse_options(cls, options: dict[str, Any]) -> SourceOptions:
@@ -62,6 +63,25 @@ class Source(ABC):
     def use_clock(self, clock: Clock) -> None:
         """Take the engine's wall clock (``QMTL_LOCK_NOW`` when pinned) as this source's now."""
         self.wall_clock = clock
+
+    def use_adjustment(self, adjustment: str) -> None:
+        """Deliver ``adjustment`` prices (the preset's ``adjustment``: raw, splits or
+        splits_dividends). Raises :class:`PresetError` when these options cannot; catalogs are
+        checked for that when they load, so this guards sources built another way."""
+        options = getattr(self, "options", None)
+        if not isinstance(options, SourceOptions):
+            options = SourceOptions()
+        problem = options.adjustment_problem(adjustment, self.name)
+        if problem is not None:
+            raise PresetError(f"the {self.name} source cannot give adjustment {adjustment}: "
+                              f"{problem.what}", fix=problem.fix)
+        self.adjustment = adjustment
+
+    def data_extent(self, symbol: str) -> tuple[int, int] | None:
+        """The first and last bar time (epoch ms) this source has for ``symbol``, when it can
+        tell without fetching more (a files source knows the files it read); None otherwise.
+        Only messages use it: a refusal for missing bars says where the data lies."""
+        return None
 
     @staticmethod
     def available_until(now_ms: int) -> int | None:

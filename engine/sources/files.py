@@ -14,6 +14,8 @@ Options (every one is described in docs/sources.md, generated from :class:`Files
     records: result.{symbol}      # json: dotted path to the list of records
     complete_until: result.last   # json: bars at or after this time are still open
     complete_column: null         # a column that is 1/true for final bars only (OKX confirm)
+    file_adjustment: raw          # what the file's prices are: raw | splits | splits_dividends
+    adj_close_column: null        # Yahoo's "Adj Close"; or split_column / dividend_column
 
 A dataset may ask for several symbols only when ``url`` (or, for json, ``records``) has
 ``{symbol}`` or ``symbol_column`` is set: otherwise every symbol would be the same rows
@@ -29,7 +31,10 @@ Only the files that can hold a window are read, each at most once per resolve, s
 by block, so memory does not grow with the history (:mod:`qmtl_engine.sources.files_session`);
 what each file holds in time is remembered between runs by the file's identity
 (:mod:`qmtl_engine.sources.files_index`), so an extension reads only the files that can hold
-its new windows.
+its new windows. When the preset's ``adjustment`` differs from ``file_adjustment``, the prices
+of a symbol's rows are adjusted once they are all read (:mod:`qmtl_engine.adjust`): a split
+scales every bar before it, whichever file of a glob holds it, so such a symbol's history is
+read whole (daily equity bars: small).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from typing import Any, ClassVar, Self, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from qmtl_engine.adjust import ADJ_CLOSE, DIVIDEND, SPLIT, Problem, apply
 from qmtl_engine.conformance import SAMPLE_SIZE, RawBatch, TsHints, normalize_ts
 from qmtl_engine.contracts import TS, VALUE_COLUMNS
 from qmtl_engine.errors import SourceError
@@ -83,6 +89,13 @@ class FilesSource(Source):
         parsed = cast(FilesOptions, cls.parse_options(options))
         return ("{symbol}" in parsed.url or "{symbol}" in (parsed.records or "")
                 or parsed.symbol_column is not None)
+
+    def data_extent(self, symbol: str) -> tuple[int, int] | None:
+        """The first and last time of the symbol's rows (known once its files are listed and
+        summed up, from the index or by reading them)."""
+        url = self.url_for(symbol)
+        with self.read_errors(symbol, url):
+            return self._session_of(symbol, url).extent()
 
     @property
     def hints(self) -> TsHints:
@@ -131,7 +144,51 @@ class FilesSource(Source):
     def _raw_columns(self) -> dict[str, str | int]:
         cols: dict[str, str | int] = {c: c for c in (TS, *VALUE_COLUMNS)}
         cols.update(self.options.columns)
+        cols.update(self._adjustment_columns())
         return cols
+
+    def _adjustment_columns(self) -> dict[str, str | int]:
+        """The adjustment columns the preset's ``adjustment`` reads, under their own names."""
+        method = self.options.adjustment_method(self.adjustment)
+        if isinstance(method, Problem):
+            return {}
+        named = {ADJ_CLOSE: self.options.adj_close_column, SPLIT: self.options.split_column,
+                 DIVIDEND: self.options.dividend_column}
+        return {c: v for c in method.columns if (v := named[c]) is not None}
+
+    def adjusts(self) -> bool:
+        """Whether the prices are adjusted (each bar by the events after it: all rows needed)."""
+        method = self.options.adjustment_method(self.adjustment)
+        return isinstance(method, Problem) or not method.identity
+
+    def adjusted(self, table: pa.Table, times: np.ndarray, symbol: str, url: str) -> pa.Table:
+        """``table`` with the preset's adjustment applied (docs/sources.md#adjustment)."""
+        method = self.options.adjustment_method(self.adjustment)
+        if isinstance(method, Problem):  # catalogs are checked when they load: a guard
+            raise SourceError(method.what, source=self.name, symbol=symbol, url=url,
+                              fix=method.fix)
+        if not method.identity and "close" not in table.column_names:
+            raise SourceError(
+                f"adjustment {self.adjustment} needs the close column "
+                f"{self._mapping()['close']!r}, and it is not in the file", source=self.name,
+                symbol=symbol, url=url, fix="fix `columns.close` in the preset's files source "
+                "options")
+        named = {ADJ_CLOSE: "adj_close", SPLIT: "split", DIVIDEND: "dividend"}
+        for column in method.columns:
+            if column not in table.column_names:
+                option = named[column]
+                raise SourceError(
+                    f"the {option} column {self._adjustment_columns()[column]!r} is not in the "
+                    "file", source=self.name, symbol=symbol, url=url,
+                    fix=f"fix `{option}_column` in the preset's files source options")
+        try:
+            return apply(table, times, method)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SourceError(
+                f"cannot adjust the prices ({self.adjustment}): {exc}", source=self.name,
+                symbol=symbol, url=url,
+                fix="the close, adjusted close, split and dividend columns must hold numbers; "
+                "check `columns` and the `*_column` options") from None
 
     def _complete_col(self) -> str | None:
         c = self.options.complete_column
@@ -240,11 +297,14 @@ class FilesSource(Source):
         them (:class:`qmtl_engine.sources.files_session.Session`), with where each was read."""
         url = self.url_for(symbol)
         with self.read_errors(symbol, url):
-            session = self._session
-            if session is None or (session.symbol, session.url) != (symbol, url):
-                # listed once per source: the engine builds one per resolve, thread and symbol
-                session = self._session = session_for(self, symbol, url)
-            return session.fetch(window)
+            return self._session_of(symbol, url).fetch(window)
+
+    def _session_of(self, symbol: str, url: str) -> Session:
+        session = self._session
+        if session is None or (session.symbol, session.url) != (symbol, url):
+            # listed once per source: the engine builds one per resolve, thread and symbol
+            session = self._session = session_for(self, symbol, url)
+        return session
 
     @contextmanager
     def read_errors(self, symbol: str, url: str) -> Iterator[None]:

@@ -54,6 +54,7 @@ from qmtl_engine.sources.files_index import (
 
 ROW = "__qmtl_row"  # each row's position in its file, carried until the rows are handed over
 TIME = "__qmtl_time"  # each spilled row's own epoch ms (null: unreadable)
+FILE = "__qmtl_file"  # which file of the listing a row is from (adjusted histories)
 _GLOB_CHARS = set("*?[")
 _log = logging.getLogger("qmtl_lock.files")
 
@@ -65,6 +66,7 @@ class Reader(Protocol):
     name: ClassVar[str]
     options: Any
     base_dir: str
+    adjustment: str
 
     def __init__(self, options: Any, *, base_dir: str) -> None: ...
 
@@ -78,6 +80,11 @@ class Reader(Protocol):
 
     def no_times_error(self, symbol: str, url: str, exc: ValueError | None,
                        sample: Sequence[str]) -> SourceError: ...
+
+    def adjusts(self) -> bool: ...
+
+    def adjusted(self, table: pa.Table, times: np.ndarray, symbol: str, url: str,
+                 ) -> pa.Table: ...
 
 
 @dataclass(frozen=True)
@@ -122,12 +129,15 @@ def session_for(source: Reader, symbol: str, url: str) -> Session:
 
     fs, pattern = fsspec.core.url_to_fs(url)
     listing = list_files(fs, pattern)
-    name = json.dumps([source.options.model_dump(mode="json"), source.base_dir, symbol, url])
+    adjustment = getattr(source, "adjustment", "raw")
+    name = json.dumps([source.options.model_dump(mode="json"), source.base_dir, symbol, url,
+                       adjustment])
     shareable = all(f.key for f in listing)  # else a change could not be seen: not shared
     with _SESSIONS_LOCK:
         found = _SESSIONS.get(name) if shareable else None
         if found is None or found.listing != listing:
             reader = type(source)(source.options, base_dir=source.base_dir)  # its own
+            reader.adjustment = adjustment
             found = Session(reader, symbol, url, fs, listing)
             if shareable:
                 _SESSIONS[name] = found
@@ -181,16 +191,21 @@ class Session:
     listing: tuple[Listed, ...]
     _plan: _Plan | None = field(default=None, repr=False)
     _spilled: dict[int, Spilled] = field(default_factory=dict, repr=False)
+    _whole: tuple[pa.Table, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._file_locks = [threading.Lock() for _ in self.listing]
         self._dir = tempfile.TemporaryDirectory(prefix="qmtl-lock-files-")
-        context = [self.reader.options.model_dump(mode="json"), self.symbol]
+        # what a file's summary depends on: how it is read (the adjustment decides columns too)
+        context = [self.reader.options.model_dump(mode="json"), self.symbol,
+                   self.reader.adjustment]
         self.index = SpanIndex(default_cache_dir() / "files-index", context)
 
     def fetch(self, window: TimeRange) -> RawBatch:
         plan = self._prepare()
+        if self.reader.adjusts():
+            return self._adjusted_window(window)
         parts: list[pa.Table] = []
         shown: list[str] = []
         which: list[np.ndarray] = []
@@ -210,6 +225,43 @@ class Session:
             parts.append(table.drop_columns([ROW, TIME]))
         origin = RowOrigin(tuple(shown), _joined(which, np.int32), _joined(lines, np.int64))
         return RawBatch(_as_schema(parts, plan.schema), self.reader.hints, origin)
+
+    def extent(self) -> tuple[int, int] | None:
+        """The earliest and latest time the symbol's rows are attributed to."""
+        bounds = [b for b in self._prepare().bounds if b is not None]
+        return (min(b[0] for b in bounds), max(b[1] for b in bounds)) if bounds else None
+
+    def _adjusted_window(self, window: TimeRange) -> RawBatch:
+        """A window of adjusted prices: each bar is scaled by the events after it, wherever
+        they are, so the whole history is read (once) and adjusted as one table."""
+        with self._lock:
+            if self._whole is None:
+                self._whole = self._read_whole()
+        table, times = self._whole
+        rows = table.filter(pa.array((times >= window.start) & (times < window.end)))
+        which = np.asarray(rows[FILE].to_numpy(), dtype=np.int32)
+        line = np.zeros(rows.num_rows, dtype=np.int64)
+        position = np.asarray(rows[ROW].to_numpy(), dtype=np.int64)
+        for i in np.unique(which):
+            at = which == i
+            line[at] = self._lines(self._spilled[int(i)], position[at])
+        origin = RowOrigin(tuple(f.shown for f in self.listing), which, line)
+        return RawBatch(rows.drop_columns([ROW, TIME, FILE]), self.reader.hints, origin)
+
+    def _read_whole(self) -> tuple[pa.Table, np.ndarray]:
+        """Every row of every file, as one concatenation types them, adjusted; and the time
+        that decides each row's window."""
+        tables = []
+        for i in range(len(self.listing)):
+            spilled = self._spill(i)
+            with pa.OSFile(str(spilled.path)) as f:
+                whole = pa.ipc.open_file(f).read_all()
+            tables.append(whole.append_column(FILE, pa.array(np.full(whole.num_rows, i,
+                                                                     dtype=np.int32))))
+        table = pa.concat_tables(tables, promote_options="permissive")
+        times = pc.fill_null_backward(pc.fill_null_forward(table[TIME].combine_chunks()))
+        ms = np.asarray(times.to_numpy(), dtype=np.int64)
+        return self.reader.adjusted(table, ms, self.symbol, self.url), ms
 
     def _lines(self, spilled: Spilled, rows: np.ndarray) -> np.ndarray:
         if spilled.blank is None:  # json records, Parquet rows: positions from 1

@@ -12,7 +12,8 @@ import re
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from qmtl_engine.adjust import ANCHOR, Adjustment, Method, Problem
 
 if TYPE_CHECKING:
     from qmtl_engine.http import HttpClient, RateLimit
@@ -23,6 +24,14 @@ class SourceOptions(BaseModel):
     from these models (docs/gen_sources.py), so the documented options cannot drift from them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def adjustment_problem(self, adjustment: str, source: str = "this") -> Problem | None:
+        """Why these options of ``source`` cannot give ``adjustment`` prices (None: they can).
+        A source that knows no corporate actions gives raw prices only."""
+        if adjustment == "raw":
+            return None
+        return Problem(f"the {source} source gives raw prices only",
+                       f"remove `adjustment` (or set it to raw); see {ANCHOR}")
 
 
 class RateLimitOptions(BaseModel):
@@ -114,12 +123,60 @@ class FilesOptions(SourceOptions):
         default=None, description="Column saying whether a bar is final (OKX's `confirm`): rows "
         "whose value is not 1 or true are still open and are left out.")
 
+    file_adjustment: Adjustment = Field(
+        default="raw", description="What the file's open, high, low and close already are: "
+        "`raw` (as traded), `splits` (Yahoo's `Close`) or `splits_dividends`. The preset's "
+        "`adjustment` says what to pin (see Adjustment below).")
+    adj_close_column: str | int | None = Field(
+        default=None, description="csv, parquet: the close adjusted for splits and dividends "
+        "(Yahoo's `Adj Close`); gives `adjustment: splits_dividends` by the ratio method of "
+        "yfinance's `auto_adjust`.")
+    split_column: str | int | None = Field(
+        default=None, description="csv, parquet: the split ratio on each ex-date (`4` or "
+        "`4:1` for a 4-for-1 split; 0, 1 or empty: none), as Yahoo's `Stock Splits` or "
+        "Quandl's `Split Ratio`.")
+    dividend_column: str | int | None = Field(
+        default=None, description="csv, parquet: the cash dividend per share on each ex-date, "
+        "in the units of the close column (0 or empty: none), as Yahoo's `Dividends`.")
+
     @field_validator("records", "complete_until")
     @classmethod
     def _json_only(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and info.data.get("format") != "json":
             raise ValueError("applies to `format: json` only")
         return value
+
+    @field_validator("adj_close_column", "split_column", "dividend_column")
+    @classmethod
+    def _not_json(cls, value: str | int | None, info: ValidationInfo) -> str | int | None:
+        if value is not None and info.data.get("format") == "json":
+            raise ValueError("applies to csv and parquet files only")
+        return value
+
+    @model_validator(mode="after")
+    def _not_mapped(self) -> FilesOptions:
+        mapped = {v: k for k, v in self.columns.items()}
+        for option in ("adj_close_column", "split_column", "dividend_column"):
+            column = getattr(self, option)
+            if column is not None and column in mapped:
+                raise ValueError(
+                    f"{option} {column!r} is mapped to `{mapped[column]}` in `columns` too: "
+                    "name the vendor's own adjustment column here (and map `close` to the "
+                    "unadjusted close: `adjustment` does the rest)")
+        return self
+
+    def adjustment_method(self, adjustment: str) -> Method | Problem:
+        """How these files give ``adjustment`` prices (see :func:`plan_adjustment`)."""
+        from qmtl_engine.adjust import plan_adjustment
+
+        return plan_adjustment(self.file_adjustment, adjustment,
+                               adj_close=self.adj_close_column is not None,
+                               split=self.split_column is not None,
+                               dividend=self.dividend_column is not None)
+
+    def adjustment_problem(self, adjustment: str, source: str = "files") -> Problem | None:
+        method = self.adjustment_method(adjustment)
+        return method if isinstance(method, Problem) else None
 
 
 BINANCE_VISION_URL = "https://data.binance.vision"
@@ -175,8 +232,11 @@ class PolygonOptions(NetworkOptions):
                              "environment variable that holds the API key.")
     auth: Literal["header", "query"] = Field(default="header", description="Send the key as "
                                              "`Authorization: Bearer` or as `?apiKey=`.")
-    adjusted: bool = Field(default=False, description="Ask for split-adjusted prices (history "
-                           "then changes at every split).")
+    adjusted: bool | None = Field(
+        default=None, description="Replaced by the preset's `adjustment` (raw sends "
+        "`adjusted=false`, splits `adjusted=true`). Accepted only where it agrees with it, as "
+        "in older catalogs (the built-in one says `adjusted: false`); otherwise refused with "
+        "the fix.")
     limit: int = Field(default=50_000, ge=1, le=50_000, description="Bars per page.")
     trades: bool = Field(default=True, description="Keep Polygon's `n` as the optional "
                          "`trades` column.")
@@ -191,6 +251,25 @@ class PolygonOptions(NetworkOptions):
         if API_KEY_PARAM.search(value):
             raise ValueError("must not carry an API key; name the variable in api_key_env")
         return value.rstrip("/")
+
+    def adjustment_problem(self, adjustment: str, source: str = "polygon") -> Problem | None:
+        """Polygon adjusts for splits only (``adjusted=true``), never for dividends."""
+        if adjustment == "splits_dividends":
+            return Problem("Polygon's aggregates are adjusted for splits only, never for "
+                           "dividends",
+                           f"set `adjustment: splits` (or raw) on the preset; see {ANCHOR}")
+        legacy = self.adjusted
+        if legacy is None or legacy == (adjustment == "splits"):
+            return None
+        what = (f"the polygon option `adjusted: {str(legacy).lower()}` says otherwise: it is "
+                "replaced by the preset's `adjustment`")
+        if legacy:
+            return Problem(what, "remove `adjusted: true` from the polygon source options and "
+                           "set `adjustment: splits` on the preset (a field of the preset, next "
+                           f"to `calendar`); see {ANCHOR}")
+        return Problem(what, f"remove `adjusted: false` from the polygon source options: the "
+                       f"preset's `adjustment` decides; see {ANCHOR}")
+        return None
 
     @field_validator("daily_timezone")
     @classmethod

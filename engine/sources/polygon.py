@@ -5,7 +5,6 @@ Options::
     base_url: https://api.polygon.io     # or a proxy / mirror with the same paths
     api_key_env: POLYGON_API_KEY          # the environment variable that holds the key
     auth: header                          # header: "Authorization: Bearer <key>"; query: ?apiKey=
-    adjusted: false                       # split-adjusted prices (see below)
     limit: 50000                          # bars per page (Polygon's maximum is 50000)
     trades: true                          # Polygon's ``n`` as the optional ``trades`` column
                                           # (a bar without ``n`` gets NaN: counted non_finite)
@@ -26,9 +25,13 @@ the convention of every other daily source here (the Quandl demo data included).
 that is not a local midnight is kept as is, so conformance flags it ``off_grid_ts`` instead of
 the source guessing a date.
 
-``adjusted`` defaults to false: split-adjusted history is rewritten at every split, so a closed
-partition fetched twice would differ and its fingerprint could not be reproduced. Pin raw prices
-and adjust downstream.
+Adjustment. The preset's ``adjustment`` decides Polygon's ``adjusted=`` query parameter: ``raw``
+(the default) sends ``adjusted=false``, ``splits`` sends ``adjusted=true``. Polygon adjusts for
+splits only, so ``splits_dividends`` is refused when the catalog loads. Split-adjusted history is
+rewritten at every new split: a closed partition fetched again after a split differs, and
+``resolve --refresh`` reports it as restated. The old option ``adjusted`` is accepted only where
+it agrees with ``adjustment`` (``adjusted: false`` with raw, as older catalogs say); any other use
+is refused with the fix (see docs/sources.md#adjustment).
 
 Failures. Timeouts, connection resets, HTTP 429 (``Retry-After`` honoured) and 5xx are retried with
 exponential backoff and jitter (:mod:`qmtl_engine.http`). HTTP 401 and 403 (bad credentials or a
@@ -104,6 +107,8 @@ class PolygonSource(Source):
         self._key: str | None = None
         self._client: HttpClient | None = None
         self._zone = ZoneInfo(options.daily_timezone)
+        # until the engine says (use_adjustment), what the old `adjusted` option asked for
+        self.adjustment = "splits" if options.adjusted else "raw"
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
@@ -165,7 +170,8 @@ class PolygonSource(Source):
             return None
         mult, unit = timespan(interval_ms)
         ticker = urllib.parse.quote(symbol, safe=":")
-        query = urllib.parse.urlencode({"adjusted": str(self.options.adjusted).lower(),
+        adjusted = "true" if self.adjustment == "splits" else "false"
+        query = urllib.parse.urlencode({"adjusted": adjusted,
                                         "sort": "asc", "limit": self.options.limit})
         return (f"{self.options.base_url}/v2/aggs/ticker/{ticker}/range/{mult}/{unit}/"
                 f"{span[0]}/{span[1]}?{query}")

@@ -38,7 +38,8 @@ def presets_command(manifest: Path, as_json: bool) -> None:
         if as_json:
             # One list; `kind` tells data presets from the conformance and SLA presets they name.
             emit_json([{"kind": "data_preset", **p.definition(), "digest": p.digest(),
-                        "catalog": p.catalog, "description": p.data.description}
+                        "adjustment": p.adjustment, "catalog": p.catalog,
+                        "description": p.data.description}
                        for p in resolved]
                       + [{"kind": "conformance_preset", "id": name,
                           **c.model_dump(mode="json"), "catalog": where}
@@ -48,14 +49,18 @@ def presets_command(manifest: Path, as_json: bool) -> None:
             return EXIT_OK
         width = max(len(p.id) for p in resolved)
         for p in resolved:
+            adjusted = f"[{p.adjustment}] " if p.adjustment != "raw" else ""
             echo(f"{p.id.ljust(width)}  {p.data.source.name:<14} {p.data.calendar:<5} "
+                 f"{adjusted}"
                  f"{p.data.description.splitlines()[0] if p.data.description else ''}".rstrip())
         echo("conformance presets (a dataset may pick one with `conformance_preset:`):")
         width = max(len(name) for name, _, _ in [*conformance, *slas])
         for name, c, _ in conformance:
             blocks = f"blocks {', '.join(c.block)}" if c.block else "blocks nothing"
+            jumps = (f"; price_jump beyond {c.price_jump_threshold:g}"
+                     if c.price_jump_threshold is not None else "")
             echo(f"  {name.ljust(width)}  {blocks}"
-                 + ("; partial ok" if c.partial_ok else ""))
+                 + ("; partial ok" if c.partial_ok else "") + jumps)
         echo("SLA presets (a dataset may pick one with `sla_preset:`):")
         for name, s, _ in slas:
             deadline = (f"deadline {s.total_deadline_ms // 1000}s"
@@ -65,3 +70,4 @@ def presets_command(manifest: Path, as_json: bool) -> None:
         return EXIT_OK
 
     run(as_json, go, files=Files(manifest))
+

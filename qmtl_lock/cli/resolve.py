@@ -34,21 +34,27 @@ def _interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
-    """Progress per dataset/symbol: partitions done of total, and rate. ``live`` redraws one
-    line as work goes; otherwise (several symbols at once) only finished symbols are shown."""
-    import time
+class _ProgressLine:
+    """Progress per dataset/symbol on one terminal line: partitions done of total, and rate.
 
-    started = time.monotonic()
+    With several partitions at once, symbols take turns on the line (each tick redraws it,
+    cleared of a longer text before); a finished symbol's line stays, and the next draws
+    below it."""
 
-    def tick(done: int, total: int) -> None:
-        if not live and done != total:
-            return
-        elapsed = max(time.monotonic() - started, 1e-9)
-        rate = done / elapsed
-        echo(f"\r  {label}: {done}/{total} partitions ({rate:.1f}/s)", err=True,
-                   nl=done == total)
-    return tick
+    def __init__(self) -> None:
+        self._width = 0
+
+    def for_symbol(self, label: str) -> Callable[[int, int], None]:
+        import time
+
+        started = time.monotonic()
+
+        def tick(done: int, total: int) -> None:
+            elapsed = max(time.monotonic() - started, 1e-9)
+            text = f"  {label}: {done}/{total} partitions ({done / elapsed:.1f}/s)"
+            echo("\r" + text.ljust(self._width), err=True, nl=done == total)
+            self._width = 0 if done == total else len(text)
+        return tick
 
 
 @click.command("resolve")
@@ -62,8 +68,9 @@ def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
 @click.option("--frozen", is_flag=True,
               help="Use the lock as it is: only rebuild pinned data missing from the store.")
 @click.option("--dry-run", is_flag=True, help="Show the plan; fetch and write nothing.")
-@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Partitions fetched, checked and stored at once (local executor).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), metavar="N",
+              help="Partitions fetched, checked and stored at once (local executor). "
+              "[default: one per core, at most 8]")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local",
               show_default=True,
               help="Where partitions are materialized: here, or on a Dask cluster. The lock is "
@@ -83,7 +90,7 @@ def _progress(label: str, *, live: bool = True) -> Callable[[int, int], None]:
 @click.option("--verbose", "-v", is_flag=True, help="Log each partition to stderr.")
 @json_option
 def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, refresh: bool,
-                    locked: bool, frozen: bool, dry_run: bool, jobs: int, executor: str,
+                    locked: bool, frozen: bool, dry_run: bool, jobs: int | None, executor: str,
                     scheduler: str | None, workers: int | None, lock_timeout: float,
                     metrics_file: Path | None, report_file: Path | None, verbose: bool,
                     as_json: bool) -> None:
@@ -103,7 +110,7 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
                         where="--executor local",
                         fix="add --executor dask, or leave them out (--jobs N runs N at once "
                         "here)"), as_json)
-    if executor == "dask" and jobs != 1:
+    if executor == "dask" and jobs is not None:
         fail(InputError("--jobs sets threads of the local executor", where="--executor dask",
                         fix="use --workers N for a local Dask cluster, or leave --jobs out"),
              as_json)
@@ -136,8 +143,7 @@ def resolve_command(datasets: tuple[str, ...], manifest: Path, update: bool, ref
                              locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
                              metrics=metrics, lock_timeout_s=lock_timeout,
                              on_wait=lambda text: click.echo(text, err=True),
-                             progress=(lambda label: _progress(label, live=jobs == 1
-                                                               and chosen is None))
+                             progress=_ProgressLine().for_symbol
                              if _interactive() and not as_json else None, executor=chosen)
         if metrics is not None and metrics_file is not None:
             metrics.write(metrics_file)
