@@ -561,3 +561,26 @@ def test_s3_objects_are_indexed_by_their_etag(s3: Any, monkeypatch: pytest.Monke
     got = files(options).fetch("AAA", feb, H)  # March's object now holds February too
     assert sorted(reads.paths) == [f"s3://{prefix}/1.csv", f"s3://{prefix}/2.csv"]
     assert got.table.num_rows == 48
+
+
+def test_an_adjusted_history_is_scaled_by_events_in_later_files(tmp_path: Path) -> None:
+    def text(bars: pa.Table, i: int) -> str:
+        lines = csv_text(bars).splitlines()
+        lines[0] += ",Split"
+        for k in range(1, len(lines)):  # a 4:1 split on the 10th bar of March only
+            lines[k] += ",4" if (i, k) == (2, 10) else ","
+        return "\n".join(lines) + "\n"
+
+    write_months(tmp_path / "AAA", "2024-01-01", 3, text=text)
+    src = files({"url": f"{tmp_path}/{{symbol}}/*.csv", "columns": VENDOR_COLUMNS,
+                 "split_column": "Split"})
+    src.use_adjustment("splits")
+    table, times = whole_read(src, "AAA")
+    want = src.adjusted(table, times, "AAA", src.url_for("AAA"))  # type: ignore[attr-defined]
+    for window in months("2024-01-01", "2024-04-01"):
+        got = src.fetch("AAA", window, H)
+        part = want.filter(pa.array((times >= window.start) & (times < window.end)))
+        assert got.table.to_pydict() == part.to_pydict(), window
+    jan = src.fetch("AAA", months("2024-01-01", "2024-02-01")[0], H).table
+    raw = synthetic_bars("AAA", months("2024-01-01", "2024-02-01")[0], H, seed=0)
+    assert jan["close"].to_pylist() == pytest.approx([c / 4 for c in raw["close"].to_pylist()])
