@@ -57,7 +57,30 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="years of 1-minute bars to resolve, from 2015-01-01 (default 10)")
     p.add_argument("--json", type=Path, default=None,
                    help="also write the summary rows to this JSON file (used by run_all.py)")
+    p.add_argument("--peers", type=Path, default=os.environ.get("QMTL_BENCH_PEERS") or None,
+                   help="folder of the peer tools' executables (a venv's bin/ holding dvc and a "
+                   "python that imports arcticdb); default $QMTL_BENCH_PEERS, then PATH")
     return p
+
+
+# -- peers: tools compared with, never dependencies ---------------------------------------------
+def peer_tool(name: str, peers: Path | None) -> str | None:
+    """The executable ``name`` from the peers folder, else from PATH; None when absent."""
+    if peers is not None and (Path(peers) / name).exists():
+        return str(Path(peers) / name)
+    return shutil.which(name)
+
+
+def peer_python(module: str, peers: Path | None) -> str | None:
+    """An interpreter that imports ``module``: the peers folder's python first (so a peer's own
+    dependencies never meet ours), else this one; None when neither does."""
+    candidates = [str(Path(peers) / "python")] if peers is not None else []
+    candidates.append(sys.executable)
+    for python in candidates:
+        if Path(python).exists() and subprocess.run(
+                [python, "-c", f"import {module}"], capture_output=True).returncode == 0:
+            return python
+    return None
 
 
 # -- projects -----------------------------------------------------------------------------------
@@ -166,6 +189,7 @@ class Row:
     goal: str = ""  # for a goal of issue 11: "<= 1.5x", and whether this run met it
     x: float | None = None  # the ratio as a number (run_all.py takes min-max over runs)
     limit: float | None = None  # the goal's bound on x
+    bound: str = ""  # how the goal is written when it is no ratio ("none": x counts offenders)
 
 
 @dataclass
@@ -187,6 +211,18 @@ class Report:
         x = value / reference
         self.rows.append(Row(metric, show(value), f"{reference_name} {show(reference)}",
                              f"{x:.2f}x", goal_text(x, limit), x, limit))
+
+    def skip(self, metric: str, limit: float, why: str) -> None:
+        """A goal that could not be measured in this run (a peer tool is not installed): printed
+        with the reason, never counted as met."""
+        self.rows.append(Row(metric, why, "", "", f"<= {limit:g}x: skipped", None, limit))
+
+    def check(self, metric: str, offenders: Sequence[str], reference: str) -> None:
+        """A goal that names what breaks it (``offenders``, which must be none)."""
+        text = ", ".join(offenders) or "none"
+        self.rows.append(Row(metric, text, reference, str(len(offenders)),
+                             "none: " + ("NOT met" if offenders else "met"),
+                             float(len(offenders)), 0.0, "none"))
 
     def note(self, text: str) -> None:
         self.notes.append(text)

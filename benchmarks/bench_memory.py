@@ -17,7 +17,6 @@ run still compares two lengths); the ratio larger/reference is printed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import time
@@ -38,10 +37,6 @@ def child(months: int, mode: str) -> None:
     import pyarrow.parquet
 
     from qmtl_lock.resolve import resolve
-
-    # pyarrow imports pandas on its first pa.array() of a numpy array: do it before measuring.
-    with contextlib.suppress(ImportError):
-        import pandas  # noqa: F401
 
     out: dict[str, float] = {}
     with temp_project(0, months, prefix="qmtl-bench-mem-") as project:

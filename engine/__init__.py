@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "Request": "materialize", "check_symbols": "materialize",
     # metrics
     "RunMetrics": "metrics",
+    # numpy views of Arrow columns that do not import pandas (Array.to_numpy does)
+    "numpy_values": "arrow_np",
     # reading pinned data (the strategy path)
     "PinnedReader": "read", "VerifyOutcome": "read", "check_partition": "read",
     "pin_mismatch": "read",
@@ -74,6 +76,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from qmtl_engine.arrow_np import numpy_values
     from qmtl_engine.builtin import builtin_catalog_bytes
     from qmtl_engine.cache import ObjectCache, default_cache_dir
     from qmtl_engine.calendar_names import is_listed_calendar
@@ -223,6 +226,7 @@ __all__ = [
     "iso",
     "load_registry",
     "load_yaml",
+    "numpy_values",
     "object_key",
     "partition_windows",
     "pin_bytes",

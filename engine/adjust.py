@@ -160,12 +160,13 @@ def _floats(table: pa.Table, name: str) -> np.ndarray:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
+    from qmtl_engine import arrow_np
 
     column = table[name]
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         column = _ratio_text(column)
     # read-only is fine: nothing here writes into a column's values; nulls become NaN
-    return np.asarray(pc.cast(column, pa.float64()).to_numpy(), dtype=np.float64)
+    return arrow_np.values(pc.cast(column, pa.float64()), null=np.nan)
 
 
 def _ratio_text(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
@@ -173,14 +174,15 @@ def _ratio_text(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
     cells as null."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    from qmtl_engine import arrow_np
 
     text = pc.utf8_trim_whitespace(column)
-    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    none = arrow_np.scalar(None, pa.string())
+    text = pc.if_else(pc.equal(text, arrow_np.scalar("", pa.string())), none, text)
     parts = pc.extract_regex(text, r"^(?P<a>[0-9.]+)\s*[:/]\s*(?P<b>[0-9.]+)$")
     a = pc.cast(pc.struct_field(parts, [0]), pa.float64())
     b = pc.cast(pc.struct_field(parts, [1]), pa.float64())
-    plain = pc.cast(pc.if_else(pc.is_null(parts), text, pa.scalar(None, pa.string())),
-                    pa.float64())
+    plain = pc.cast(pc.if_else(pc.is_null(parts), text, none), pa.float64())
     return pc.coalesce(pc.divide(a, b), plain)
 
 
@@ -191,6 +193,7 @@ def apply(table: pa.Table, times: np.ndarray, method: Method) -> pa.Table:
     something other than numbers."""
     import numpy as np
     import pyarrow as pa
+    from qmtl_engine import arrow_np
 
     drop = [c for c in (ADJ_CLOSE, SPLIT, DIVIDEND) if c in table.column_names]
     if method.identity or table.num_rows == 0:
@@ -221,5 +224,6 @@ def apply(table: pa.Table, times: np.ndarray, method: Method) -> pa.Table:
             values = adj_close  # the vendor's adjusted close, bit for bit, as yfinance keeps it
         else:
             values = (close if name == "close" else _floats(out, name)) * factor
-        out = out.set_column(out.column_names.index(name), name, pa.array(values, pa.float64()))
+        out = out.set_column(out.column_names.index(name), name,
+                             arrow_np.array(values, pa.float64()))
     return out

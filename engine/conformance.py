@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from qmtl_engine import arrow_np
 from qmtl_engine.calendars import Calendar
 from qmtl_engine.contracts import TS, VALUE_COLUMNS, Contract
 from qmtl_engine.errors import ConformanceError
@@ -194,13 +195,12 @@ def normalize_ts(column: pa.Array | pa.ChunkedArray, hints: TsHints,
         valid = _valid(arr)
         unit = hints.unit
         if unit is None:
-            raw = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+            raw = np.asarray(arrow_np.values(arr, null=0), dtype=np.float64)
             unit = infer_epoch_unit(raw[valid])
             if report is not None:
                 report.add("ts_unit_inferred", int(valid.sum()))
         if pa.types.is_floating(typ):
-            values = np.asarray(arr.fill_null(np.nan).to_numpy(zero_copy_only=False),
-                                dtype=np.float64)
+            values = np.asarray(arrow_np.values(arr, null=np.nan), dtype=np.float64)
             ok = valid & np.isfinite(values)
             scaled = np.where(ok, values, 0.0) * _UNIT_TO_MS[unit]
             rounded = np.round(scaled)
@@ -214,11 +214,11 @@ def _is_utc(tz: str) -> bool:
 
 
 def _valid(arr: pa.Array) -> np.ndarray:
-    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return arrow_np.valid(arr)
 
 
 def _ints(arr: pa.Array) -> np.ndarray:
-    return np.asarray(arr.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return np.asarray(arrow_np.values(arr, null=0), dtype=np.int64)
 
 
 _ISO_FORMATS = (
@@ -249,7 +249,7 @@ def _parse_strings(arr: pa.Array, hints: TsHints) -> _ParsedText:
     fraction = pc.struct_field(pc.extract_regex(arr, r"\.(?P<f>\d+)"), [0])
     frac_ms = pc.cast(pc.utf8_rpad(pc.utf8_slice_codeunits(fraction, 0, 3), 3, "0"), pa.int64())
     finer = pc.utf8_slice_codeunits(fraction, 3, 64)
-    sub_ms = pc.fill_null(pc.match_substring_regex(finer, "[1-9]"), False)
+    sub_ms = pc.match_substring_regex(finer, "[1-9]")
     whole = pc.replace_substring_regex(arr, r"\.\d+", "")
     attempts = []
     naive_hits = []
@@ -262,11 +262,10 @@ def _parse_strings(arr: pa.Array, hints: TsHints) -> _ParsedText:
         attempts.append(parsed.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()))
     base = pc.coalesce(*attempts)
     aware = pc.coalesce(*[a for a, f in zip(attempts, _ISO_FORMATS, strict=True) if "%z" in f])
-    naive = np.asarray(pc.and_(pc.is_null(aware), pc.is_valid(base))
-                       .to_numpy(zero_copy_only=False), dtype=bool)
-    values = pc.add(base, pc.fill_null(frac_ms, 0)).cast(pa.timestamp("ms", tz="UTC"))
-    return _ParsedText(values, naive,
-                       np.asarray(sub_ms.to_numpy(zero_copy_only=False), dtype=bool))
+    naive = arrow_np.values(pc.and_(pc.is_null(aware), pc.is_valid(base)), null=False)
+    values = pc.add(base, pc.fill_null(frac_ms, arrow_np.scalar(0, pa.int64())))
+    values = values.cast(pa.timestamp("ms", tz="UTC"))
+    return _ParsedText(values, naive, arrow_np.values(sub_ms, null=False))
 
 
 # Python strptime codes as regular expressions (as ``_strptime.TimeRE`` writes them), to find the
@@ -344,24 +343,33 @@ def _arrow_strptime(arr: pa.Array, fmt: str, typ: pa.DataType) -> tuple[pa.Array
             return pa.nulls(len(arr), pa.int64()), sub_ms
         found = pc.extract_regex(arr, pattern)
         text = pc.binary_join_element_wise(pc.struct_field(found, [0]),
-                                           pc.struct_field(found, [2]), "")
+                                           pc.struct_field(found, [2]), _str(""))
         fmt = fmt.replace("%f", "")
         digits = pc.struct_field(found, [1])
         frac = pc.cast(pc.utf8_rpad(pc.utf8_slice_codeunits(digits, 0, 3), 3, "0"), pa.int64())
         finer = pc.match_substring_regex(pc.utf8_slice_codeunits(digits, 3, 6), "[1-9]")
-        sub_ms = np.asarray(pc.fill_null(finer, False).to_numpy(zero_copy_only=False),
-                            dtype=bool)
+        sub_ms = arrow_np.values(finer, null=False)
     parsed = pc.strptime(text, format=fmt, unit="ms", error_is_null=True)
     back = _format_back(parsed, fmt)
     if back is None:
         return pa.nulls(len(arr), pa.int64()), sub_ms
-    exact = pc.fill_null(pc.equal(back, text), False)
-    values = pc.if_else(exact, parsed.cast(typ).cast(pa.int64()), pa.scalar(None, pa.int64()))
+    exact = pc.fill_null(pc.equal(back, text), arrow_np.scalar(False, pa.bool_()))
+    values = pc.if_else(exact, parsed.cast(typ).cast(pa.int64()), pa.nulls(1, pa.int64())[0])
     return (values if frac is None else pc.add(values, frac)), sub_ms
 
 
 def _padded(width: int) -> Callable[[pa.Array], pa.Array]:
     return lambda v: pc.utf8_lpad(pc.cast(v, pa.string()), width, "0")
+
+
+# Constants for compute functions as Arrow scalars: a Python value handed to one is converted
+# by pyarrow's Python-to-Arrow path, which imports pandas.
+def _int(n: int) -> pa.Scalar:
+    return arrow_np.scalar(n, pa.int64())
+
+
+def _str(text: str) -> pa.Scalar:
+    return arrow_np.scalar(text, pa.string())
 
 
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
@@ -372,39 +380,43 @@ _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
 _WRITERS: dict[str, Callable[[pa.Array], pa.Array]] = {
     "d": lambda t: _padded(2)(pc.day(t)), "m": lambda t: _padded(2)(pc.month(t)),
     "Y": lambda t: _padded(4)(pc.year(t)),
-    "y": lambda t: _padded(2)(pc.subtract(pc.year(t), pc.multiply(pc.divide(pc.year(t), 100),
-                                                                  100))),
+    "y": lambda t: _padded(2)(pc.subtract(pc.year(t), pc.multiply(pc.divide(pc.year(t),
+                                                                            _int(100)),
+                                                                  _int(100)))),
     "H": lambda t: _padded(2)(pc.hour(t)), "M": lambda t: _padded(2)(pc.minute(t)),
     "S": lambda t: _padded(2)(pc.second(t)),
-    "I": lambda t: _padded(2)(pc.add(pc.subtract(pc.add(pc.hour(t), 11),
-                                                 pc.multiply(pc.divide(pc.add(pc.hour(t), 11),
-                                                                       12), 12)), 1)),
-    "p": lambda t: pc.if_else(pc.less(pc.hour(t), 12), "AM", "PM"),
+    "I": lambda t: _padded(2)(pc.add(pc.subtract(pc.add(pc.hour(t), _int(11)),
+                                                 pc.multiply(pc.divide(pc.add(pc.hour(t),
+                                                                              _int(11)),
+                                                                       _int(12)), _int(12))),
+                                     _int(1))),
+    "p": lambda t: pc.if_else(pc.less(pc.hour(t), _int(12)), _str("AM"), _str("PM")),
     "j": lambda t: _padded(3)(pc.day_of_year(t)),
-    "b": lambda t: pc.take(pa.array([m[:3] for m in _MONTHS]), pc.subtract(pc.month(t), 1)),
-    "B": lambda t: pc.take(pa.array(_MONTHS), pc.subtract(pc.month(t), 1)),
-    "a": lambda t: pc.take(pa.array([d[:3] for d in _WEEKDAYS]), pc.day_of_week(t)),
-    "A": lambda t: pc.take(pa.array(_WEEKDAYS), pc.day_of_week(t)),
+    "b": lambda t: pc.take(arrow_np.strings([m[:3] for m in _MONTHS]),
+                           pc.subtract(pc.month(t), _int(1))),
+    "B": lambda t: pc.take(arrow_np.strings(_MONTHS), pc.subtract(pc.month(t), _int(1))),
+    "a": lambda t: pc.take(arrow_np.strings([d[:3] for d in _WEEKDAYS]), pc.day_of_week(t)),
+    "A": lambda t: pc.take(arrow_np.strings(_WEEKDAYS), pc.day_of_week(t)),
 }
 
 
 def _format_back(ts: pa.Array, fmt: str) -> pa.Array | None:
     """``ts`` (naive) written with ``fmt`` as strftime writes it; None for a code not handled."""
-    pieces: list[pa.Array | str] = []
+    pieces: list[pa.Array | pa.Scalar] = []
     for literal, code in re.findall(r"([^%]*)(?:%(.)|$)", fmt):
         if literal:
-            pieces.append(literal)
+            pieces.append(_str(literal))
         if code == "%":
-            pieces.append("%")
+            pieces.append(_str("%"))
         elif code:
             writer = _WRITERS.get(code)
             if writer is None:
                 return None
             pieces.append(writer(ts))
-    arrays = [p for p in pieces if not isinstance(p, str)]
+    arrays = [p for p in pieces if not isinstance(p, pa.Scalar)]
     if not arrays:
         return None
-    return pc.binary_join_element_wise(*pieces, "")
+    return pc.binary_join_element_wise(*pieces, _str(""))
 
 
 def _strptime_distinct(arr: pa.Array, fmt: str, values: pa.Array, failed: pa.Array,
@@ -428,11 +440,10 @@ def _strptime_distinct(arr: pa.Array, fmt: str, values: pa.Array, failed: pa.Arr
         parsed.append((dt - epoch) // one_ms)
         finer.append(dt.microsecond % 1000 != 0)
     where = pc.index_in(arr, value_set=distinct)
-    filled = pc.if_else(failed, pc.take(pa.array(parsed, pa.int64()), where), values)
-    finer_rows = pc.fill_null(pc.take(pa.array(finer, pa.bool_()), where), False)
-    mask = np.asarray(failed.to_numpy(zero_copy_only=False), dtype=bool)
-    sub_ms = np.where(mask, np.asarray(finer_rows.to_numpy(zero_copy_only=False), dtype=bool),
-                      sub_ms)
+    filled = pc.if_else(failed, pc.take(arrow_np.from_list(parsed, pa.int64()), where), values)
+    finer_rows = pc.take(arrow_np.from_list(finer, pa.bool_()), where)
+    mask = arrow_np.values(failed, null=False)
+    sub_ms = np.where(mask, arrow_np.values(finer_rows, null=False), sub_ms)
     return filled, sub_ms
 
 
@@ -443,13 +454,14 @@ def _numeric_strings(arr: pa.Array) -> pa.Array | None:
     (and so are counted as invalid timestamps).
     """
     text = pc.utf8_trim_whitespace(arr)
-    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    text = pc.if_else(pc.equal(text, arrow_np.scalar("", pa.string())),
+                      pa.nulls(1, pa.string())[0], text)
     numeric = pc.match_substring_regex(text, _NUMERIC)
     hits = pc.sum(numeric).as_py() or 0
     present = len(text) - text.null_count
     if present == 0 or hits * 2 <= present:
         return None
-    kept = pc.if_else(numeric, text, pa.scalar(None, pa.string()))
+    kept = pc.if_else(numeric, text, pa.nulls(1, pa.string())[0])
     if pc.any(pc.match_substring(kept, ".")).as_py():
         return pc.cast(kept, pa.float64())
     return pc.cast(kept, pa.int64())
@@ -523,7 +535,7 @@ class RawRows:
         raw = np.asarray(raw[:SAMPLE_SIZE], dtype=np.int64)
         if not raw.size:
             return []
-        taken = self.table.select(self.columns).take(pa.array(raw))
+        taken = self.table.select(self.columns).take(arrow_np.array(raw, pa.int64()))
         values = {c: _column_values(taken[c]) for c in self.columns}
         out = []
         for k, row in enumerate(raw.tolist()):
@@ -634,19 +646,20 @@ def _value_column(table: pa.Table, name: str, report: ConformanceReport) -> np.n
             text = pc.utf8_trim_whitespace(col)
             numeric = pc.match_substring_regex(text, _FLOAT_TEXT, ignore_case=True)
             # Text that is not a number becomes NaN, and so is counted as non_finite.
-            col = pc.cast(pc.if_else(numeric, text, pa.scalar(None, pa.string())), pa.float64())
+            col = pc.cast(pc.if_else(numeric, text, pa.nulls(1, pa.string())[0]), pa.float64())
         else:
             try:
                 col = pc.cast(col, pa.float64())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 col = pa.nulls(n, pa.float64())
         report.add("dtype_cast", n)
-    return np.asarray(col.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.asarray(arrow_np.values(col, null=np.nan), dtype=np.float64)
 
 
 def _raw_values(column: pa.ChunkedArray, rows: np.ndarray) -> list[str]:
     """The raw timestamps of ``rows`` as the source wrote them, quoted (``null`` when absent)."""
-    return ["null" if v is None else repr(str(v)) for v in column.take(rows).to_pylist()]
+    taken = column.take(arrow_np.array(rows, pa.int64()))
+    return ["null" if v is None else repr(str(v)) for v in taken.to_pylist()]
 
 
 def conform(
@@ -701,8 +714,8 @@ def conform(
     if t.size:
         report.extent = (int(t[0]), int(t[-1]))
 
-    arrays = [pa.array(t, type=pa.timestamp("ms", tz="UTC"))]
-    arrays += [pa.array(cols[n], type=pa.float64()) for n in names]
+    arrays = [arrow_np.array(t, pa.timestamp("ms", tz="UTC"))]
+    arrays += [arrow_np.array(cols[n], pa.float64()) for n in names]
     out = pa.Table.from_arrays(arrays, names=[TS, *names])
     return out, report, RowMemory(distinct)
 
@@ -716,11 +729,11 @@ def _distinct(ordered: np.ndarray) -> np.ndarray:
 def _eligible_hashes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Row hashes and times of the rows of a canonical table that repeated bars are looked for
     in (flat zero-volume fills are not): what :func:`conform` hashes, from the stored columns."""
-    cols = [np.asarray(table[n].to_numpy(zero_copy_only=False), dtype=np.float64)
+    cols = [np.asarray(arrow_np.values(table[n], null=np.nan), dtype=np.float64)
             for n in VALUE_COLUMNS]
     o, h, lo, c, vol = cols
     eligible = ~((o == h) & (h == lo) & (lo == c) & (vol == 0))
-    ts = np.asarray(table[TS].cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    ts = np.asarray(arrow_np.values(table[TS], null=0), dtype=np.int64)
     return _row_hashes(cols)[eligible], ts[eligible]
 
 
@@ -864,7 +877,7 @@ def edge_bars(table: pa.Table) -> Edges | None:
     n = table.num_rows
     if not n:
         return None
-    ends = table.select([TS, VALUE_COLUMNS[3]]).take(pa.array([0, n - 1]))
+    ends = table.select([TS, VALUE_COLUMNS[3]]).take(arrow_np.from_list([0, n - 1], pa.int64()))
     ts = ends[TS].cast(pa.int64()).to_pylist()
     close = [math.nan if v is None else float(v) for v in ends[VALUE_COLUMNS[3]].to_pylist()]
     return (int(ts[0]), close[0]), (int(ts[1]), close[1])

@@ -269,6 +269,7 @@ class SourceError(MaterializationError):
         self.window = window
         self.url = url
         self.dataset: str | None = None
+        self.source_symbol: str | None = None  # the name the source was asked for, if another
         super().__init__(what, where=self._where(), fix=fix)
 
     def _where(self) -> str:
@@ -276,15 +277,22 @@ class SourceError(MaterializationError):
         bits.append(f"source {self.source}")
         if self.symbol:
             bits.append(f"symbol {self.symbol}")
+        if self.source_symbol:
+            bits.append(f"source symbol {self.source_symbol}")
         if self.window:
             bits.append(f"range {self.window}")
         if self.url:
             bits.append(f"url {self.url}")
         return ", ".join(bits)
 
-    def locate(self, *, dataset: str | None, symbol: str, window: str) -> None:
-        """Fill in what the raising code did not know (an HTTP client knows only its URL)."""
+    def locate(self, *, dataset: str | None, symbol: str, window: str,
+               source_symbol: str | None = None) -> None:
+        """Fill in what the raising code did not know (an HTTP client knows only its URL).
+        With ``source_symbol`` (the source was asked for another name than the symbol), the
+        error names the symbol, as users do, and the source symbol beside it."""
         self.dataset = self.dataset or dataset
+        if source_symbol is not None:
+            self.symbol, self.source_symbol = symbol, source_symbol
         self.symbol = self.symbol or symbol
         self.window = self.window or window
         self.where = self._where()

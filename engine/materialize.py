@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import pyarrow as pa
+from qmtl_engine import arrow_np
 from qmtl_engine.calendars import Calendar, get_calendar
 from qmtl_engine.clock import Clock, SystemClock
 from qmtl_engine.conformance import (
@@ -66,6 +67,15 @@ class Request:
     dataset: str | None = None  # for messages only
     accepted_gaps: tuple[TimeRange, ...] = ()  # missing bars here are not counted as gaps
     follows_now: bool = False  # `end: now`: the SLA's max_lag_seconds applies
+    # The name the source knows the symbol by (the vendor's XBTUSDT for our BTCUSD); None: the
+    # symbol itself. It decides which rows are read, not what the data is called: the
+    # fingerprint header names ``symbol`` (DESIGN §5), the job key names both.
+    source_symbol: str | None = None
+
+    @property
+    def fetch_symbol(self) -> str:
+        """What the source is asked for."""
+        return self.source_symbol or self.symbol
 
     @property
     def contract_ref(self) -> str:
@@ -80,9 +90,12 @@ class Request:
 
     def job_key(self) -> str:
         """Idempotent key of this materialization: preset (and its definition), symbol, range."""
-        text = json.dumps([self.preset.id, self.preset.digest(), self.symbol, self.coverage.start,
-                           self.coverage.end, self.contract_version,
-                           [[g.start, g.end] for g in self.accepted_gaps]])
+        parts: list[Any] = [self.preset.id, self.preset.digest(), self.symbol,
+                            self.coverage.start, self.coverage.end, self.contract_version,
+                            [[g.start, g.end] for g in self.accepted_gaps]]
+        if self.source_symbol is not None:  # only then, so that other keys stay as they were
+            parts.append(self.source_symbol)
+        text = json.dumps(parts)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def where(self) -> str:
@@ -308,7 +321,7 @@ class Engine:
             return exc.what
         if table.num_rows != part.rows:
             return f"its object has {table.num_rows} rows, the checkpoint says {part.rows}"
-        ts = np.asarray(table["ts"].cast(pa.int64()).to_numpy(), dtype=np.int64)
+        ts = np.asarray(arrow_np.values(table["ts"], null=0), dtype=np.int64)
         stray = (ts < part.start) | (ts >= part.end) | (ts % request.preset.interval_ms != 0)
         if stray.any():
             return (f"its object holds a bar at {iso(int(ts[stray][0]))}, outside the window "
@@ -741,7 +754,8 @@ def _run_plans(engine: Engine, plans: Sequence[Plan], executor: Executor,
     for p, the_plan in enumerate(plans):
         _check_closed(engine, the_plan)
         request = the_plan.request
-        source_key = json.dumps([request.preset.id, request.preset.digest(), request.symbol])
+        source_key = json.dumps([request.preset.id, request.preset.digest(),
+                                 request.fetch_symbol])
         for i, step in enumerate(the_plan.partitions):
             if step.action == "fetch":
                 tasks.append(PartitionTask(engine.store, request, step.window,
@@ -840,18 +854,22 @@ def _fetch_and_conform(source: Source, request: Request, window: TimeRange, cont
     """Fetch one partition window and conform it; errors name the dataset, symbol and window."""
     preset = request.preset
     try:
-        batch = source.fetch(request.symbol, window, preset.interval_ms)
+        batch = source.fetch(request.fetch_symbol, window, preset.interval_ms)
     except SourceError as exc:
-        exc.locate(dataset=request.dataset, symbol=request.symbol, window=window.label())
+        exc.locate(dataset=request.dataset, symbol=request.symbol, window=window.label(),
+                   source_symbol=request.source_symbol)
         raise
     except QmtlLockError:
         raise
     except Exception as exc:  # a source bug or an unexpected I/O failure
-        raise SourceError(
+        error = SourceError(
             f"{type(exc).__name__}: {exc}", source=preset.data.source.name,
             symbol=request.symbol, window=window.label(),
             fix="rerun `qmtl-lock resolve`; finished partitions are kept",
-        ) from exc
+        )
+        error.locate(dataset=None, symbol=request.symbol, window=window.label(),
+                     source_symbol=request.source_symbol)
+        raise error from exc
     try:
         return conform(batch, window=window, interval_ms=preset.interval_ms, contract=contract,
                        calendar=calendar, memory=memory, accepted_gaps=request.accepted_gaps,

@@ -232,20 +232,18 @@ def _in_order(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
 def _rows_within(table: pa.Table, window: TimeRange) -> pa.Table:
     """The rows whose ``ts`` lies in ``window``.
 
-    The mask is built with numpy on the column's buffer and handed to Arrow as a bitmap: Arrow
-    compute with Python scalars (and ``to_numpy``) would import pandas.
+    The mask is built with numpy on the column's buffer and handed to Arrow as a bitmap
+    (:mod:`qmtl_engine.arrow_np`): Arrow compute with Python scalars (and ``to_numpy``) would
+    import pandas.
     """
-    import numpy as np
     import pyarrow as pa
+    from qmtl_engine import arrow_np
 
-    ts = table["ts"].combine_chunks().cast(pa.int64())
-    if len(ts) == 0:
+    if table.num_rows == 0:
         return table
-    values = np.frombuffer(ts.buffers()[1], dtype=np.int64, count=len(ts),
-                           offset=ts.offset * 8)
+    values = arrow_np.values(table["ts"])  # int64 epoch ms; ts is never null
     keep = (values >= window.start) & (values < window.end)
-    bitmap = pa.py_buffer(np.packbits(keep, bitorder="little").tobytes())
-    return table.filter(pa.Array.from_buffers(pa.bool_(), len(keep), [None, bitmap]))
+    return table.filter(arrow_np.array(keep, pa.bool_()))
 
 
 def _empty_table() -> pa.Table:

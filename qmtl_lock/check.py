@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qmtl_lock.inputs import LOCK_NAME, current_lock, plain_store, record_digest
+from qmtl_lock.symbols import symbol_settings
 
 if TYPE_CHECKING:
     from qmtl_lock.inputs import Inputs
@@ -88,6 +89,7 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
         want = ds.request_dict()
         have = dict(entry.request)
         drifts.extend(_request_drift(name, want, have))
+        drifts.extend(_symbol_settings_drift(name, want, have))
         # A changed preset name or override is reported as a request drift above already.
         same_names = all(want.get(k) == have.get(k)
                          for k in ("preset", "conformance_preset", "sla_preset", "adjustment"))
@@ -96,8 +98,8 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
                 name, "preset",
                 f"the definition of preset {ds.spec.preset} changed since the lock was written",
                 "review the preset change (qmtl-lock presets --json), then " + _RESOLVE))
-        added = sorted(set(ds.spec.symbols) - set(entry.symbols))
-        removed = sorted(set(entry.symbols) - set(ds.spec.symbols))
+        added = sorted(set(ds.spec.symbol_names) - set(entry.symbols))
+        removed = sorted(set(entry.symbols) - set(ds.spec.symbol_names))
         listed = sorted(set(want["symbols"]) ^ set(have.get("symbols", [])))
         if added:
             drifts.append(Drift(name, "symbols", f"symbols not locked yet: {', '.join(added)}",
@@ -111,9 +113,13 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
                                 "the lock's request lists other symbols than its entries",
                                 "restore the lock from git or " + _RESOLVE))
         range_asked = all(want.get(k) == have.get(k) for k in ("preset", "start", "end"))
+        own_want, own_have = symbol_settings(want), symbol_settings(have)
         ttl = loaded.registry.retention_ttl_days(ds.spec.retention_class)
         for symbol, sym in sorted(entry.symbols.items()):
-            drifts.extend(_entry_drift(name, symbol, sym, ds, strict, range_asked))
+            own_range = all(own_want.get(symbol, {}).get(k) == own_have.get(symbol, {}).get(k)
+                            for k in ("start", "end"))
+            drifts.extend(_entry_drift(name, symbol, sym, ds, strict,
+                                       range_asked and own_range))
             expires = None if ttl is None else sym.as_of + ttl * 86_400_000
             if want.get("retention_class") == have.get("retention_class") and \
                     sym.expires_at != expires:
@@ -172,9 +178,9 @@ def _resolves_to_itself(loaded: LoadedManifest, lock: Lockfile) -> bool:
     again = {}
     for name, ds in loaded.datasets.items():
         entry = lock.datasets.get(name)
-        if entry is None or not set(ds.spec.symbols) <= set(entry.symbols):
+        if entry is None or not set(ds.spec.symbol_names) <= set(entry.symbols):
             return False
-        kept = {s: entry.symbols[s] for s in ds.spec.symbols}
+        kept = {s: entry.symbols[s] for s in ds.spec.symbol_names}
         if any(sym.retention_class != ds.spec.retention_class for sym in kept.values()):
             return False
         again[name] = DatasetEntry(ds.request_dict(), ds.preset.digest(), kept)
@@ -234,6 +240,23 @@ def _request_drift(name: str, want: dict[str, Any], have: dict[str, Any]) -> lis
     return drifts
 
 
+def _symbol_settings_drift(name: str, want: dict[str, Any],
+                           have: dict[str, Any]) -> list[Drift]:
+    """Each setting of a symbol of its own (``source_symbol``, ``start``, ``end``) whose value
+    in seamless.yaml differs from the locked request, named with its symbol."""
+    own_want, own_have = symbol_settings(want), symbol_settings(have)
+    drifts = []
+    for symbol in sorted(set(own_want) | set(own_have)):
+        w, h = own_want.get(symbol, {}), own_have.get(symbol, {})
+        for key in ("source_symbol", "start", "end"):
+            if w.get(key) != h.get(key):
+                drifts.append(Drift(
+                    name, "request",
+                    f"{key} of {symbol} changed: lock has {h.get(key)!r}, seamless.yaml has "
+                    f"{w.get(key)!r}", _RESOLVE, symbol))
+    return drifts  # (a lock whose symbol_settings are not of that shape is refused on read)
+
+
 def _entry_drift(name: str, symbol: str, sym: Any, ds: Any, strict: bool,
                  range_asked: bool) -> list[Drift]:
     """Problems of one locked symbol. Coverage is compared only when the request's range is
@@ -242,9 +265,10 @@ def _entry_drift(name: str, symbol: str, sym: Any, ds: Any, strict: bool,
 
     out = []
     start, end = sym.coverage_bounds
+    asked_start, asked_end = ds.symbol_range(symbol)  # the dataset's, cut to the symbol's own
     # A fixed end that was still in the future at as_of is pinned up to the last closed bar.
-    short = not ds.end_is_now and end < ds.end_ms() and ds.end_ms() > sym.as_of >= end
-    if range_asked and (start != ds.start_ms or (not ds.end_is_now and end != ds.end_ms()
+    short = asked_end is not None and end < asked_end and asked_end > sym.as_of >= end
+    if range_asked and (start != asked_start or (asked_end is not None and end != asked_end
                                                  and not short) or end <= start):
         out.append(Drift(
             name, "lock-edited",

@@ -261,10 +261,22 @@ def _symbol_valid(symbol: str) -> str:
 Symbol = Annotated[str, AfterValidator(_symbol_valid)]
 
 
+class SymbolSettingsModel(_M):
+    """A symbol's own settings, as the manifest gave them (only those that are set)."""
+
+    symbol: Symbol
+    source_symbol: Symbol | None = None
+    start: str | None = None
+    end: str | None = None
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="allow")
     preset: str
     symbols: list[Symbol]
+    # Written only when a symbol has settings of its own; read back only as given (the lock
+    # keeps its bytes), see :func:`parse_lock`.
+    symbol_settings: list[SymbolSettingsModel] | None = None
     start: str
     end: str
     contract_version: str
@@ -322,7 +334,7 @@ def parse_lock(text: str, path: str) -> Lockfile:
         raise LockfileError(err.what, path=path, line=err.line, key=err.key, fix=_FIX) from None
     datasets = {
         name: DatasetEntry(
-            request=ds.request.model_dump(),
+            request=ds.request.model_dump(exclude_unset=True),  # no key the lock lacks
             preset_digest=ds.preset_digest,
             symbols={sym: SymbolEntry(
                 dataset_fingerprint=e.dataset_fingerprint,

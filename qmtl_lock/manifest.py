@@ -7,16 +7,20 @@ and the preset registry, and turns every problem into a :class:`ManifestError` w
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -84,6 +88,16 @@ class DateProblem(ValueError):
         self.reason = reason
         self.fix = fix
         super().__init__(reason or "not a date")
+
+
+class ItemProblem(ValueError):
+    """A problem of one item of a list that only the whole list shows (a duplicate): names the
+    item, so the message points at its line (:func:`_manifest_error`)."""
+
+    def __init__(self, reason: str, *, index: int, fix: str) -> None:
+        self.index = index
+        self.fix = fix
+        super().__init__(reason)
 
 
 def check_when(value: Any, *, now_ok: bool = True) -> Any:
@@ -172,11 +186,75 @@ class AcceptedGap(BaseModel):
                 "reason": self.reason}
 
 
+SYMBOL_KEYS_FIX = ("a symbol's mapping takes symbol, source_symbol, start and end, e.g. "
+                   "`- {symbol: BTCUSD, source_symbol: XBTUSDT, start: 2013-10-06}`")
+
+
+def _valid_symbol(value: str) -> str:
+    problem = symbol_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+class SymbolSpec(BaseModel):
+    """A symbol with settings of its own: the name the source knows it by (``source_symbol``,
+    e.g. ``XBTUSDT`` in the vendor's file for our ``BTCUSD``), its listing (``start``) and its
+    delisting (``end``). Its range is the dataset's, cut to its own start and end."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    symbol: str
+    source_symbol: str | None = None
+    start: When | None = None
+    end: When | None = None
+
+    @field_validator("symbol", "source_symbol")
+    @classmethod
+    def _symbol(cls, v: str | None) -> str | None:
+        return None if v is None else _valid_symbol(v)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _when(cls, v: Any) -> Any:
+        if v == "now":  # a symbol's own end is its delisting; `end: now` is the dataset's
+            raise DateProblem("`now` is only allowed as a dataset's end",
+                              fix="leave `end` out: a symbol without one ends with its dataset")
+        return check_when(v, now_ok=False)
+
+    def settings(self) -> dict[str, str]:
+        """What the lock records of this symbol: only the keys that are set, canonical text
+        (a ``source_symbol`` equal to the symbol says nothing and is left out)."""
+        out: dict[str, str] = {}
+        if self.source_symbol is not None and self.source_symbol != self.symbol:
+            out["source_symbol"] = self.source_symbol
+        for key in ("start", "end"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = when_text(value)
+        return out
+
+
+# Which form a symbol is written in, so that a mistake in a mapping is reported as the
+# mapping's (the tags never reach a message, _manifest_error).
+_SYMBOL_TAGS = ("symbol-name", "symbol-mapping")
+
+
+def _symbol_form(value: Any) -> str:
+    return _SYMBOL_TAGS[1] if isinstance(value, dict | SymbolSpec) else _SYMBOL_TAGS[0]
+
+
+SymbolValue = Annotated[Annotated[str, AfterValidator(_valid_symbol), Tag(_SYMBOL_TAGS[0])]
+                        | Annotated[SymbolSpec, Tag(_SYMBOL_TAGS[1])],
+                        Discriminator(_symbol_form)]
+
+
 class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: str
-    symbols: list[str] = Field(min_length=1)
+    # a name, or a mapping with settings of its own (SymbolSpec)
+    symbols: list[SymbolValue] = Field(min_length=1)
     start: When
     end: When
     contract_version: str
@@ -190,23 +268,45 @@ class DatasetSpec(BaseModel):
     # Replace the preset's adjustment (raw | splits | splits_dividends) where its source can.
     adjustment: Literal["raw", "splits", "splits_dividends"] | None = None
     description: str = ""
+    _own: dict[str, SymbolSpec] = PrivateAttr(default_factory=dict)
 
     @field_validator("symbols")
     @classmethod
-    def _symbols(cls, v: list[str]) -> list[str]:
-        for s in v:
-            problem = symbol_problem(s)
-            if problem:
-                raise ValueError(problem)
-        dupes = sorted({s for s in v if v.count(s) > 1})
-        if dupes:
-            raise ValueError(f"symbols listed twice: {', '.join(dupes)}")
+    def _once(cls, v: list[str | SymbolSpec]) -> list[str | SymbolSpec]:
+        names = [s if isinstance(s, str) else s.symbol for s in v]
+        for i, symbol in enumerate(names):
+            if symbol in names[:i]:
+                raise ItemProblem(f"symbol {symbol} is listed twice", index=i,
+                                  fix="keep one entry per symbol (a mapping holds all its "
+                                  "settings)")
         return v
 
     @field_validator("start", "end", mode="before")
     @classmethod
     def _when(cls, v: Any) -> Any:
         return check_when(v)  # `start: now` passes here and gets its own message later
+
+    @property
+    def symbol_names(self) -> list[str]:
+        """The dataset's symbols, as the lock and every message name them, in manifest order."""
+        return [s if isinstance(s, str) else s.symbol for s in self.symbols]
+
+    def model_post_init(self, context: Any, /) -> None:
+        # by name, so that a dataset of thousands of tickers is not searched for each of them
+        self._own = {s.symbol: s for s in self.symbols if isinstance(s, SymbolSpec)}
+
+    def symbol_spec(self, symbol: str) -> SymbolSpec | None:
+        """The settings of ``symbol`` when it is written as a mapping, else None."""
+        return self._own.get(symbol)
+
+    def symbol_settings(self) -> list[dict[str, str]]:
+        """The symbols that have settings of their own, sorted, each as ``{symbol, …its
+        settings}`` (:meth:`SymbolSpec.settings`): what the lock's request records under
+        ``symbol_settings``. A list of mappings rather than a mapping by symbol, so that no
+        symbol is ever taken for a secret's key by the lock's redaction."""
+        return [{"symbol": s.symbol, **s.settings()}
+                for s in sorted((s for s in self.symbols if isinstance(s, SymbolSpec)),
+                                key=lambda s: s.symbol) if s.settings()]
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -317,13 +417,41 @@ class DatasetRequest:
                              "time, not fixed", fix="read the coverage from the lock instead")
         return ceil_to(to_ms(self.spec.end), self.preset.interval_ms)
 
+    def symbol_range(self, symbol: str) -> tuple[int, int | None]:
+        """The start and the fixed end of ``symbol``'s bars, on the interval's grid: the
+        dataset's range cut to the symbol's own ``start`` (listing) and ``end`` (delisting).
+        The end is None when it is the dataset's ``end: now`` (planned at resolve time)."""
+        interval = self.preset.interval_ms
+        start, end = self.start_ms, None if self.end_is_now else self.end_ms()
+        own = self.spec.symbol_spec(symbol)
+        if own is not None and own.start is not None:
+            start = max(start, ceil_to(to_ms(own.start), interval))
+        if own is not None and own.end is not None:
+            own_end = ceil_to(to_ms(own.end), interval)
+            end = own_end if end is None else min(end, own_end)
+        return start, end
+
+    def follows_now(self, symbol: str, coverage_end: int) -> bool:
+        """Whether ``symbol``, covered up to ``coverage_end``, follows the dataset's ``end:
+        now``: it has no end of its own, or one (a delisting still to come) not reached yet."""
+        own_end = self.symbol_range(symbol)[1]
+        return self.end_is_now and (own_end is None or coverage_end < own_end)
+
+    def source_symbol(self, symbol: str) -> str:
+        """The name the source is asked for: the symbol's ``source_symbol``, else itself."""
+        own = self.spec.symbol_spec(symbol)
+        return own.source_symbol if own is not None and own.source_symbol else symbol
+
     def request_dict(self) -> dict[str, Any]:
         """What the lock records as asked for (no credentials, canonical text)."""
         from qmtl_lock.redact import redact
 
-        out: dict[str, Any] = {
-            "preset": self.spec.preset,
-            "symbols": sorted(self.spec.symbols),
+        out: dict[str, Any] = {"preset": self.spec.preset,
+                               "symbols": sorted(self.spec.symbol_names)}
+        settings = self.spec.symbol_settings()
+        if settings:  # only when a symbol has settings, so other locks keep their bytes; the
+            out["symbol_settings"] = settings  # place the lock's reader gives it (RequestModel)
+        out |= {
             "start": when_text(self.spec.start),
             "end": when_text(self.spec.end),
             "contract_version": self.spec.contract_version,
@@ -349,9 +477,11 @@ class DatasetRequest:
         """What the engine materializes for ``symbol`` of this dataset over ``coverage``."""
         from qmtl_engine import Request
 
+        source = self.source_symbol(symbol)
         return Request(self.preset, symbol, coverage, self.spec.contract_version,
                        dataset=self.name, accepted_gaps=self.accepted_ranges(),
-                       follows_now=follows_now)
+                       follows_now=follows_now,
+                       source_symbol=None if source == symbol else source)
 
 
 @dataclass
@@ -399,16 +529,22 @@ def _date_key(loc: list[Any]) -> int | None:
     """Length of the part of ``loc`` that names a dataset's or an accepted gap's start/end."""
     if len(loc) >= 3 and loc[0] == "datasets" and loc[2] in ("start", "end"):
         return 3
-    if len(loc) >= 5 and loc[0] == "datasets" and loc[2] == "accepted_gaps" \
+    if len(loc) >= 5 and loc[0] == "datasets" and loc[2] in ("accepted_gaps", "symbols") \
             and loc[4] in ("start", "end"):
         return 5
     return None
 
 
+def _in_symbols(loc: list[Any]) -> bool:
+    """Whether ``loc`` names an item of a dataset's ``symbols`` (or a key of one)."""
+    return len(loc) >= 4 and loc[0] == "datasets" and loc[2] == "symbols"
+
+
 def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:
     err = exc.errors()[0]
     loc = [p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-")
-                                                                   or p in _STORE_TAGS))]
+                                                                   or p in _STORE_TAGS
+                                                                   or p in _SYMBOL_TAGS))]
     date_key = _date_key(loc)
     if date_key is not None:
         loc = loc[:date_key]  # the union of date types reports each branch; the key is enough
@@ -417,12 +553,22 @@ def _manifest_error(exc: ValidationError, doc: LocatedYAML) -> ManifestError:
     if kind == "extra_forbidden":
         msg = f"unknown key {loc[-1]!r}"
         fix = "remove it or check its spelling; see schemas/seamless.schema.json for valid keys"
+        if _in_symbols(loc):
+            fix = f"remove it or check its spelling: {SYMBOL_KEYS_FIX}"
     elif kind == "missing":
         msg = f"missing required key {loc[-1]!r}"
         fix = f"add `{loc[-1]}:` to the entry"
+    elif _in_symbols(loc) and len(loc) == 4 and kind in ("string_type", "model_type"):
+        msg = f"symbol {_shown(err.get('input'))} is neither a name nor a mapping"
+        fix = (f"quote it (\"{err.get('input')}\") if it is a name: YAML reads bare digits as "
+               f"a number; {SYMBOL_KEYS_FIX}")
     else:
         msg = str(err["msg"]).removeprefix("Value error, ")
         fix = "correct the value; see schemas/seamless.schema.json"
+        problem = err.get("ctx", {}).get("error")
+        if isinstance(problem, ItemProblem):
+            loc, fix = [*loc, problem.index], problem.fix
+            key = ".".join(str(p) for p in loc)
         if date_key is not None:
             problem = err.get("ctx", {}).get("error")
             reason = problem.reason if isinstance(problem, DateProblem) else ""
@@ -540,4 +686,55 @@ def _validate_dataset(name: str, spec: DatasetSpec, registry: PresetRegistry,
     if not req.end_is_now and req.end_ms() <= req.start_ms:
         raise fail(f"dataset {name!r} has start {when_text(spec.start)} at or after end "
                    f"{when_text(spec.end)}", "end", "make end later than start")
+    _validate_symbols(req, doc)
     return req
+
+
+def _validate_symbols(req: DatasetRequest, doc: LocatedYAML) -> None:
+    """Each symbol once, each symbol's own range inside the dataset's and not empty, and no
+    two symbols that would be read from the same source symbol over the same bars."""
+    name, spec = req.name, req.spec
+
+    def fail(what: str, fix: str, key: str | None = None, *, i: int) -> ManifestError:
+        loc: tuple[str | int, ...] = ("datasets", name, "symbols", i, *((key,) if key else ()))
+        return ManifestError(what, path=doc.path, line=doc.line_of(loc),
+                             key=".".join(str(p) for p in loc), fix=fix)
+
+    names = spec.symbol_names
+    for i, item in enumerate(spec.symbols):
+        if isinstance(item, SymbolSpec):
+            _check_own_range(req, item, partial(fail, i=i))
+    seen: dict[str, list[tuple[str, int, int | None]]] = {}
+    for i, symbol in enumerate(names):
+        source = req.source_symbol(symbol)
+        start, end = req.symbol_range(symbol)
+        for other, o_start, o_end in seen.get(source, []):
+            if (end is None or o_start < end) and (o_end is None or start < o_end):
+                raise fail(
+                    f"symbols {other} and {symbol} of dataset {name!r} both read source symbol "
+                    f"{source} over the same bars: each would be pinned with the other's rows",
+                    "give each its own source_symbol; if the source reused the name for "
+                    "another listing, give the two start and end dates that do not overlap", i=i)
+        seen.setdefault(source, []).append((symbol, start, end))
+
+
+def _check_own_range(req: DatasetRequest, item: SymbolSpec,
+                     fail: Callable[..., ManifestError]) -> None:
+    """A symbol's own start before its own end, and some of its range inside the dataset's."""
+    name, symbol = req.name, item.symbol
+    if item.start is not None and item.end is not None and to_ms(item.end) <= to_ms(item.start):
+        raise fail(f"symbol {symbol} of dataset {name!r} has start {when_text(item.start)} at "
+                   f"or after end {when_text(item.end)}", "make its end later than its start",
+                   "end")
+    start, end = req.symbol_range(symbol)
+    if end is not None and end <= start:
+        dataset_range = (f"{when_text(req.spec.start)} .. {when_text(req.spec.end)}")
+        if item.end is not None and to_ms(item.end) <= req.start_ms:
+            what, key = f"its end {when_text(item.end)} is not after the dataset's start", "end"
+        else:
+            what, key = (f"its start {when_text(item.start or req.spec.start)} is not before "
+                         "the dataset's end", "start")
+        raise fail(f"symbol {symbol} of dataset {name!r} has no bars in the dataset's range "
+                   f"{dataset_range}: {what}",
+                   f"move the dataset's start or end to include {symbol}, or remove {symbol} "
+                   "from this dataset", key)

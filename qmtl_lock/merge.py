@@ -28,6 +28,9 @@ from qmtl_engine import iso
 
 from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry
 from qmtl_lock.manifest import DATA_KEYS
+from qmtl_lock.symbols import symbol_settings
+
+_SETTINGS = "symbol_settings"  # merged per symbol, as the symbols are
 
 _MISSING: Any = object()
 
@@ -113,6 +116,13 @@ def _merge_dataset(name: str, b: DatasetEntry | None, o: DatasetEntry | None,
 
     request = {k: sorted(symbols) if k == "symbols" else picked_request[k]
                for k in keys if k == "symbols" or k in picked_request}
+    own = [{"symbol": symbol, **settings}  # only the settings of symbols the merge keeps
+           for symbol, settings in sorted(picked_request.get(_SETTINGS, {}).items())
+           if symbol in symbols]
+    if own:
+        request[_SETTINGS] = own
+    else:
+        request.pop(_SETTINGS, None)
     merged = DatasetEntry(request=request, preset_digest=digest[0], symbols=symbols)
     conflicts = _stale_entries(name, merged, sources, o, t)
     if conflicts:
@@ -127,6 +137,11 @@ def _merge_request(name: str, keys: list[str], base: DatasetEntry, o: DatasetEnt
     conflicts: list[Conflict] = []
     for key in keys:
         if key == "symbols":
+            continue
+        if key == _SETTINGS:
+            settings, found = _merge_settings(name, base, o, t)
+            picked_request[key] = settings
+            conflicts += found
             continue
         picked = _three_way(base.request.get(key, _MISSING), o.request.get(key, _MISSING),
                             t.request.get(key, _MISSING))
@@ -158,18 +173,36 @@ def _merge_symbols(name: str, base: DatasetEntry, o: DatasetEntry, t: DatasetEnt
     return symbols, sources, conflicts
 
 
+def _merge_settings(name: str, base: DatasetEntry, o: DatasetEntry, t: DatasetEntry,
+                    ) -> tuple[dict[str, dict[str, str]], list[Conflict]]:
+    """Three-way merge of each symbol's own settings (``symbol_settings``), so that two
+    branches that set up different symbols merge cleanly."""
+    b_own, o_own, t_own = (symbol_settings(x.request) for x in (base, o, t))
+    merged: dict[str, dict[str, str]] = {}
+    conflicts = []
+    for symbol in sorted(set(b_own) | set(o_own) | set(t_own)):
+        picked = _three_way(b_own.get(symbol), o_own.get(symbol), t_own.get(symbol))
+        if picked is None:
+            conflicts.append(Conflict(name, symbol, (
+                f"both branches changed the settings of {symbol}: ours {o_own.get(symbol)}, "
+                f"theirs {t_own.get(symbol)}")))
+        elif picked[0] is not None:
+            merged[symbol] = picked[0]
+    return merged, conflicts
+
+
 def _stale_entries(name: str, merged: DatasetEntry, sources: dict[str, str], o: DatasetEntry,
                    t: DatasetEntry) -> list[Conflict]:
     """Entries resolved for a request that decides other data than the merged one."""
     conflicts: list[Conflict] = []
-    want = _data_request(merged)
     for symbol, side in sources.items():
+        want = _data_request(merged, symbol)
         made_under = [s for s, entry in (("ours", o), ("theirs", t))
-                      if side in (s, "both") and _data_request(entry) == want]
+                      if side in (s, "both") and _data_request(entry, symbol) == want]
         if not made_under:
             origin = o if side in ("ours", "both") else t
             other = t if origin is o else o
-            changed = _changed_keys(_data_request(origin), want)
+            changed = _changed_keys(_data_request(origin, symbol), want)
             conflicts.append(Conflict(name, symbol, (
                 f"the entry from {'our' if origin is o else 'their'} branch was resolved for "
                 f"another request than the merged one: {'our' if other is o else 'their'} "
@@ -213,11 +246,14 @@ def _ordered_keys(*maps: Mapping[str, Any]) -> list[str]:
     return keys
 
 
-def _data_request(ds: DatasetEntry) -> dict[str, Any]:
-    """What decides the data of an entry: the request keys that resolve compares, and the
-    preset definition."""
+def _data_request(ds: DatasetEntry, symbol: str) -> dict[str, Any]:
+    """What decides the data of the entry of ``symbol``: the request keys that resolve
+    compares, the preset definition, and the symbol's own settings (source symbol, range)."""
     out = {k: ds.request[k] for k in DATA_KEYS if k in ds.request}
     out["preset_digest"] = ds.preset_digest
+    own = symbol_settings(ds.request).get(symbol)
+    if own:
+        out[f"settings of {symbol}"] = own
     return out
 
 

@@ -40,6 +40,7 @@ from qmtl_lock.lockfile import (
 )
 from qmtl_lock.manifest import DATA_KEYS, DatasetRequest, LoadedManifest, load_manifest
 from qmtl_lock.project_lock import DEFAULT_WAIT_S, writing_lock
+from qmtl_lock.symbols import symbol_settings
 
 if TYPE_CHECKING:
     from qmtl_engine import Executor, MaterializeResult, RunMetrics
@@ -119,6 +120,13 @@ def _same_request(ds: DatasetRequest, old: DatasetEntry) -> list[str]:
     return changed
 
 
+def _symbol_changes(want: dict[str, str], have: dict[str, str]) -> list[str]:
+    """The settings of a symbol of its own (``source_symbol``, ``start``, ``end``) that differ
+    between seamless.yaml (``want``) and the lock (``have``), named as resolve prints them."""
+    return [key if key == "source_symbol" else f"symbol {key}"
+            for key in ("source_symbol", "start", "end") if want.get(key) != have.get(key)]
+
+
 def _expires(loaded: LoadedManifest, ds: DatasetRequest, as_of: int) -> int | None:
     ttl = loaded.registry.retention_ttl_days(ds.spec.retention_class)
     return None if ttl is None else as_of + ttl * DAY_MS
@@ -147,10 +155,14 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
         in_scope = not selected or name in selected
         why = _same_request(ds, old_ds) if old_ds else ["new dataset"]
         pinned_ends = [e.coverage_bounds[1] for e in (old_ds.symbols.values() if old_ds else [])]
-        for symbol in sorted(ds.spec.symbols):
+        own_want = symbol_settings({"symbol_settings": ds.spec.symbol_settings()})
+        own_have = symbol_settings(old_ds.request) if old_ds else {}
+        for symbol in sorted(ds.spec.symbol_names):
             old = old_ds.symbols.get(symbol) if old_ds else None
             moving = update and in_scope
-            if old is not None and not why and not ((update or refresh) and in_scope):
+            own = (_symbol_changes(own_want.get(symbol, {}), own_have.get(symbol, {}))
+                   if old is not None else [])
+            if old is not None and not why and not own and not ((update or refresh) and in_scope):
                 kept[name][symbol] = _with_retention(loaded, ds, old)
                 tasks.append(_Task(ds, symbol, TimeRange(*old.coverage_bounds), old,
                                    "unchanged", ""))
@@ -159,12 +171,14 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
                 kept[name][symbol] = old  # not asked to touch it: stays as locked, even if stale
                 continue
             pinned = max(pinned_ends) if pinned_ends and not moving and not why else None
-            coverage = _planned_coverage(loaded, ds, now_ms, pinned)
-            reason, detail = _reason(old, old_ds is not None, why, coverage, refresh)
-            detail += _incomplete_note(ds, coverage)
+            coverage = _planned_coverage(loaded, ds, symbol, now_ms, pinned)
+            reason, detail = _reason(old, old_ds is not None, why + own, coverage, refresh)
+            detail += _incomplete_note(ds, symbol, coverage)
             # Reused partitions carry the flags they were checked with: a change of preset,
-            # contract or accepted gaps means checking again.
-            same_source = not {"preset", "contract_version", "preset definition"} & set(why)
+            # contract or accepted gaps means checking again; another source symbol is other
+            # data (not a restatement of the same).
+            same_source = not {"preset", "contract_version", "preset definition",
+                               "source_symbol"} & {*why, *own}
             reusable = not refresh and same_source and "accepted_gaps" not in why
             tasks.append(_Task(ds, symbol, coverage, old, reason, detail, reusable, same_source))
     if old_lock:
@@ -173,31 +187,39 @@ def _plan_tasks(loaded: LoadedManifest, old_lock: Lockfile | None, selected: set
     return kept, tasks, changes
 
 
-def _planned_coverage(loaded: LoadedManifest, ds: DatasetRequest, now_ms: int,
+def _planned_coverage(loaded: LoadedManifest, ds: DatasetRequest, symbol: str, now_ms: int,
                       pinned_end: int | None) -> TimeRange:
-    """The coverage to materialize: a fixed end that is final already; else the dataset's pinned
+    """The coverage to materialize for ``symbol``, inside its range (the dataset's, cut to the
+    symbol's own start and end): a fixed end that is final already; else the dataset's pinned
     end (a new symbol joins it) unless asked to move; else the last closed, stable bar. A fixed
     end still in the future so pins what is final so far, as ``end: now`` does."""
     from qmtl_engine import coverage_end
 
-    asked = None if ds.end_is_now else ds.end_ms()
+    start, asked = ds.symbol_range(symbol)
     end = coverage_end(ds.preset, now_ms)
     if asked is not None and asked <= end:
         end = asked
     elif pinned_end is not None:
-        end = pinned_end
-    if end <= ds.start_ms:
-        raise InputError(
-            f"dataset {ds.name!r}: nothing to resolve, start {iso(ds.start_ms)} is not "
-            f"before the last closed bar {iso(end)}",
-            where=str(loaded.path), fix="move start earlier")
-    return TimeRange(ds.start_ms, end)
+        end = pinned_end if asked is None else min(pinned_end, asked)
+    if end <= start:
+        if start == ds.start_ms:
+            raise InputError(
+                f"dataset {ds.name!r}: nothing to resolve, start {iso(start)} is not before "
+                f"the last closed bar {iso(end)}", where=str(loaded.path), fix="move start earlier")
+        at = ("datasets", ds.name, "symbols", ds.spec.symbol_names.index(symbol), "start")
+        raise InputError(  # a listing still to come: nothing of it is final yet
+            f"symbol {symbol} of dataset {ds.name!r}: nothing to resolve, its start {iso(start)} "
+            f"is not before the last closed bar {iso(end)}",
+            where=f"{loaded.path}:{loaded.doc.line_of(at)}",
+            fix=f"move its start earlier, or add {symbol} once it has closed bars")
+    return TimeRange(start, end)
 
 
-def _incomplete_note(ds: DatasetRequest, coverage: TimeRange) -> str:
-    if ds.end_is_now or coverage.end >= ds.end_ms():
+def _incomplete_note(ds: DatasetRequest, symbol: str, coverage: TimeRange) -> str:
+    asked = ds.symbol_range(symbol)[1]
+    if asked is None or coverage.end >= asked:
         return ""
-    return (f"; incomplete until {iso(ds.end_ms())}: only bars before {iso(coverage.end)} are "
+    return (f"; incomplete until {iso(asked)}: only bars before {iso(coverage.end)} are "
             "final yet, `qmtl-lock resolve --update` extends it later")
 
 
@@ -333,7 +355,10 @@ def _refuse_one_file_for_many_symbols(tasks: list[_Task]) -> None:
         from qmtl_engine import check_symbols
 
         for ds in pinning.values():
-            check_symbols(ds.preset, ds.spec.symbols, dataset=ds.name)
+            # what the source is asked for: symbols read from one source symbol over
+            # disjoint ranges (a reused ticker) are told apart by their range
+            check_symbols(ds.preset, [ds.source_symbol(s) for s in ds.spec.symbol_names],
+                          dataset=ds.name)
 
 
 def _refuse_drift(loaded: LoadedManifest, old_lock: Lockfile | None) -> None:
@@ -521,7 +546,9 @@ class _Runner:
             if not task.reusable:
                 previous = None
         engine = self.engine()
-        request = task.ds.engine_request(symbol, task.coverage, follows_now=task.ds.end_is_now)
+        request = task.ds.engine_request(symbol, task.coverage,
+                                         follows_now=task.ds.follows_now(
+                                             symbol, task.coverage.end))
         the_plan = engine.plan(request, previous=previous)
         if self.dry_run:
             fetch = len(the_plan.to_fetch)

@@ -8,6 +8,7 @@ from typing import Any
 from qmtl_engine import InputError, iso
 
 from qmtl_lock.lockfile import Lockfile, read_lock
+from qmtl_lock.symbols import symbol_settings
 
 
 def show_rows(lock_path: str | Path, dataset: str | None = None) -> list[dict[str, Any]]:
@@ -19,9 +20,10 @@ def show_rows(lock_path: str | Path, dataset: str | None = None) -> list[dict[st
     for name, entry in sorted(lock.datasets.items()):
         if dataset is not None and name != dataset:
             continue
+        own = symbol_settings(entry.request)
         for symbol, sym in sorted(entry.symbols.items()):
             flags = {k: v for k, v in sym.conformance_flags.items() if v}
-            rows.append({
+            row: dict[str, Any] = {
                 "dataset": name, "symbol": symbol,
                 "start": iso(sym.coverage_bounds[0]), "end": iso(sym.coverage_bounds[1]),
                 "rows": sym.rows, "fingerprint": sym.dataset_fingerprint,
@@ -29,25 +31,31 @@ def show_rows(lock_path: str | Path, dataset: str | None = None) -> list[dict[st
                 "flags": flags,
                 "sla_violation": sym.sla.get("violation"),
                 "expires_at": iso(sym.expires_at) if sym.expires_at is not None else None,
-            })
+            }
+            if "source_symbol" in own.get(symbol, {}):  # the name the source knows it by
+                row["source_symbol"] = own[symbol]["source_symbol"]
+            rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "the lock pins no data yet; add datasets to seamless.yaml and run qmtl-lock resolve"
-    # The column shows once any entry pins adjusted prices; a lock of raw bars only reads as
-    # before (raw is what every source gives unless a preset asks otherwise).
+    # The adjustment column shows once any entry pins adjusted prices, and the source's names
+    # only where some symbol has one: a lock of raw bars under our own names reads as before.
     adjusted = any(r["adjustment"] != "raw" for r in rows)
-    head = ["DATASET", "SYMBOL", "COVERAGE", "ROWS", "FINGERPRINT", *(["ADJUSTMENT"] * adjusted),
-            "FLAGS", "EXPIRES"]
+    renamed = any("source_symbol" in r for r in rows)
+    head = ["DATASET", "SYMBOL", *(["SOURCE_SYMBOL"] if renamed else []), "COVERAGE", "ROWS",
+            "FINGERPRINT", *(["ADJUSTMENT"] * adjusted), "FLAGS", "EXPIRES"]
     short = short_fingerprints([r["fingerprint"] for r in rows])
     body = []
     for r in rows:
         flags = ", ".join(f"{k}={v}" for k, v in sorted(r["flags"].items())) or "-"
         if r["sla_violation"]:
             flags += " SLA!"
-        body.append([r["dataset"], r["symbol"], f"{r['start'][:10]} .. {r['end'][:10]}",
+        source = [r.get("source_symbol", "-")] if renamed else []
+        body.append([r["dataset"], r["symbol"], *source,
+                     f"{r['start'][:10]} .. {r['end'][:10]}",
                      str(r["rows"]), short[r["fingerprint"]], *([r["adjustment"]] * adjusted),
                      flags, (r["expires_at"] or "never")[:10]])
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
@@ -76,7 +84,7 @@ def gap_ranges(manifest_path: str | Path, dataset: str) -> list[dict[str, Any]]:
     dataset declares it under ``accepted_gaps``.
     """
     import numpy as np
-    from qmtl_engine import TimeRange, get_calendar, partition_windows
+    from qmtl_engine import TimeRange, get_calendar, numpy_values, partition_windows
 
     from qmtl_lock.manifest import load_manifest
     from qmtl_lock.runtime import Lock
@@ -93,7 +101,7 @@ def gap_ranges(manifest_path: str | Path, dataset: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for symbol in lock.symbols(dataset):
         entry = lock.entry(dataset, symbol)
-        present = lock.load(dataset, symbol)["ts"].cast("int64").to_numpy()
+        present = numpy_values(lock.load(dataset, symbol)["ts"])  # int64 epoch ms
         coverage = TimeRange(*entry.coverage_bounds)
         runs: list[list[int]] = []  # [first missing bar, end, bars], in time order
         open_run = False  # the last run reached the end of its window's expected bars

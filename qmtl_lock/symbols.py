@@ -5,6 +5,8 @@ the manifest's models."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=^-]*(/[A-Za-z0-9][A-Za-z0-9._:=^-]*)?$")
 
@@ -16,3 +18,16 @@ def symbol_problem(symbol: object) -> str | None:
         return (f"invalid symbol {symbol!r}: use letters, digits and . _ - : = ^ "
                 "(one / allowed, as in BTC/USDT)")
     return None
+
+
+def symbol_settings(request: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Symbol -> its own settings (``source_symbol``, ``start``, ``end``) from a request as the
+    lock records it (``symbol_settings``, a list of ``{symbol, …}``); symbols without settings
+    are not in it. An entry that is not of that shape (a lock edited by hand) is left out: it
+    then differs from what the manifest asks, which ``check`` reports."""
+    out: dict[str, dict[str, str]] = {}
+    items = request.get("symbol_settings")
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, Mapping) and isinstance(item.get("symbol"), str):
+            out[item["symbol"]] = {str(k): str(v) for k, v in item.items() if k != "symbol"}
+    return out

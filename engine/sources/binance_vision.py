@@ -56,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from qmtl_engine import arrow_np
 from qmtl_engine.conformance import RawBatch
 from qmtl_engine.errors import PresetError, SourceError
 from qmtl_engine.http import (
@@ -173,9 +174,9 @@ def read_klines_csv(data: bytes, *, url: str) -> pa.Table:
     opened = table["f0"].combine_chunks()
     if opened.null_count:
         raise PermanentError("a Binance klines CSV has rows without an open time", url=url)
-    raw = np.asarray(opened.to_numpy(zero_copy_only=False), dtype=np.int64)
+    raw = np.asarray(arrow_np.values(opened), dtype=np.int64)
     us = raw if raw.size and int(raw.max()) >= _US_THRESHOLD else raw * 1000
-    columns = {"ts": pa.array(us, type=pa.timestamp("us", tz="UTC"))}
+    columns = {"ts": arrow_np.array(us, pa.timestamp("us", tz="UTC"))}
     for col, name in wanted.items():
         if name != "ts":
             columns[name] = table[col]

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Self, TypeVar
 
 import pyarrow as pa
+from qmtl_engine import arrow_np
 from qmtl_engine.conformance import RawBatch, TsHints
 from qmtl_engine.errors import MissingDependency, PresetError, SourceError
 from qmtl_engine.http import FetchStats
@@ -301,7 +302,7 @@ def _table(bars: list[list[Any]]) -> pa.Table:
     cols = list(zip(*bars, strict=True)) if bars else [()] * 6
     names = ("open", "high", "low", "close", "volume")
     return pa.table({
-        "ts": pa.array([int(t) for t in cols[0]], type=pa.int64()),
-        **{n: pa.array([None if v is None else float(v) for v in col], type=pa.float64())
+        "ts": arrow_np.from_list([int(t) for t in cols[0]], pa.int64()),
+        **{n: arrow_np.from_list([None if v is None else float(v) for v in col], pa.float64())
            for n, col in zip(names, cols[1:6], strict=True)},
     })

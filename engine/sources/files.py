@@ -49,6 +49,7 @@ from typing import Any, ClassVar, Self, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from qmtl_engine import arrow_np
 from qmtl_engine.adjust import ADJ_CLOSE, DIVIDEND, SPLIT, Problem, apply
 from qmtl_engine.conformance import SAMPLE_SIZE, RawBatch, TsHints, normalize_ts
 from qmtl_engine.contracts import TS, VALUE_COLUMNS
@@ -215,14 +216,15 @@ class FilesSource(Source):
         sym = self._symbol_col()
         if sym:
             self._require_column(table, sym, "symbol", symbol, path)
-            table = table.filter(pc.equal(table[sym].cast(pa.string()), symbol))
+            table = table.filter(pc.equal(table[sym].cast(pa.string()),
+                                          arrow_np.scalar(symbol, pa.string())))
         done = self._complete_col()
         if done:
             self._require_column(table, done, "complete", symbol, path)
             # Only a bar the vendor marks final is kept: an open one may still change.
             final = pc.is_in(pc.utf8_lower(pc.cast(table[done], pa.string())),
-                             value_set=pa.array(["1", "true"]))
-            table = table.filter(pc.fill_null(final, False))
+                             value_set=arrow_np.strings(["1", "true"]))
+            table = table.filter(pc.fill_null(final, arrow_np.scalar(False, pa.bool_())))
         inverse = {v: k for k, v in mapping.items()}
         table = table.rename_columns([inverse.get(c, c) for c in table.column_names])
         if until is not None and TS in table.column_names:
@@ -235,7 +237,8 @@ class FilesSource(Source):
         each with ``ROW``. CSV is streamed (``stream``) or read whole (when a later block does
         not fit the types read from the first, as :func:`pyarrow.csv.read_csv` handles)."""
         schema, raw, until = self._read_blocks(f, symbol, stream=stream)
-        shaped = self._shape(_numbered(schema.empty_table(), 0), symbol, path, until).schema
+        empty = pa.Table.from_batches([], schema=schema)  # (empty_table() imports pandas)
+        shaped = self._shape(_numbered(empty, 0), symbol, path, until).schema
 
         def shaped_blocks() -> Iterator[pa.Table]:
             offset = 0
@@ -279,7 +282,7 @@ class FilesSource(Source):
     def _before(self, table: pa.Table, until: object, path: str, symbol: str) -> pa.Table:
         """The rows of ``table`` before the dump's complete-until time (bars after are open)."""
         hints = TsHints(unit=self.options.ts_unit, timezone=self.options.timezone)
-        limit = normalize_ts(pa.array([str(until)]), hints)
+        limit = normalize_ts(arrow_np.strings([str(until)]), hints)
         if not limit.valid[0]:
             raise SourceError(
                 f"cannot read {self.options.complete_until!r} ({until!r}) as a time",
@@ -290,7 +293,7 @@ class FilesSource(Source):
         except ValueError:  # no times at all: reading the whole file reports it
             return table
         keep = ~norm.valid | (norm.ms < limit.ms[0])  # unreadable rows stay, to be counted
-        return table.filter(pa.array(keep))
+        return table.filter(arrow_np.array(keep, pa.bool_()))
 
     def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
         """The rows of ``symbol`` attributed to ``window``, read from the files that can hold
@@ -349,5 +352,5 @@ class FilesSource(Source):
 
 def _numbered(table: pa.Table, offset: int) -> pa.Table:
     """``table`` with each row's position in its file (counted from 0) as ``ROW``."""
-    return table.append_column(ROW, pa.array(np.arange(offset, offset + table.num_rows,
-                                                       dtype=np.int64)))
+    return table.append_column(ROW, arrow_np.array(
+        np.arange(offset, offset + table.num_rows, dtype=np.int64), pa.int64()))

@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from qmtl_engine import arrow_np
 from qmtl_engine.cache import default_cache_dir
 from qmtl_engine.conformance import SAMPLE_SIZE, RawBatch, RowOrigin, TsHints, normalize_ts
 from qmtl_engine.contracts import TS
@@ -162,8 +163,10 @@ class Spilled:
             for j, span in enumerate(self.spans):
                 if overlaps(span.attributed(carry), start, end):
                     block = reader.get_batch(j)
-                    times = pc.fill_null(pc.fill_null_forward(block.column(TIME)), carry)
-                    keep = pc.and_(pc.greater_equal(times, start), pc.less(times, end))
+                    times = pc.fill_null(pc.fill_null_forward(block.column(TIME)),
+                                         arrow_np.scalar(carry, pa.int64()))
+                    keep = pc.and_(pc.greater_equal(times, arrow_np.scalar(start, pa.int64())),
+                                   pc.less(times, arrow_np.scalar(end, pa.int64())))
                     rows = block.filter(keep)
                     if rows.num_rows:
                         out.append(rows)
@@ -218,7 +221,7 @@ class Session:
             if not got:
                 continue
             table = pa.Table.from_batches(got)
-            rows = np.asarray(table[ROW].to_numpy(), dtype=np.int64)
+            rows = np.asarray(arrow_np.values(table[ROW]), dtype=np.int64)
             which.append(np.full(rows.size, len(shown), dtype=np.int32))
             lines.append(self._lines(spilled, rows))
             shown.append(self.listing[i].shown)
@@ -238,10 +241,11 @@ class Session:
             if self._whole is None:
                 self._whole = self._read_whole()
         table, times = self._whole
-        rows = table.filter(pa.array((times >= window.start) & (times < window.end)))
-        which = np.asarray(rows[FILE].to_numpy(), dtype=np.int32)
+        rows = table.filter(arrow_np.array((times >= window.start) & (times < window.end),
+                                           pa.bool_()))
+        which = np.asarray(arrow_np.values(rows[FILE]), dtype=np.int32)
         line = np.zeros(rows.num_rows, dtype=np.int64)
-        position = np.asarray(rows[ROW].to_numpy(), dtype=np.int64)
+        position = np.asarray(arrow_np.values(rows[ROW]), dtype=np.int64)
         for i in np.unique(which):
             at = which == i
             line[at] = self._lines(self._spilled[int(i)], position[at])
@@ -256,11 +260,11 @@ class Session:
             spilled = self._spill(i)
             with pa.OSFile(str(spilled.path)) as f:
                 whole = pa.ipc.open_file(f).read_all()
-            tables.append(whole.append_column(FILE, pa.array(np.full(whole.num_rows, i,
-                                                                     dtype=np.int32))))
+            tables.append(whole.append_column(FILE, arrow_np.array(
+                np.full(whole.num_rows, i, dtype=np.int32), pa.int32())))
         table = pa.concat_tables(tables, promote_options="permissive")
         times = pc.fill_null_backward(pc.fill_null_forward(table[TIME].combine_chunks()))
-        ms = np.asarray(times.to_numpy(), dtype=np.int64)
+        ms = np.asarray(arrow_np.values(times, null=0), dtype=np.int64)
         return self.reader.adjusted(table, ms, self.symbol, self.url), ms
 
     def _lines(self, spilled: Spilled, rows: np.ndarray) -> np.ndarray:
@@ -365,7 +369,7 @@ class Session:
         except ValueError as exc:
             raise self.reader.no_times_error(self.symbol, self.url, exc, ()) from None
         valid = np.flatnonzero(norm.valid)
-        times = pa.array(norm.ms, mask=~norm.valid)
+        times = arrow_np.array(norm.ms, pa.int64(), valid=norm.valid)
         if not valid.size:
             return times, Span(n, n)
         ok = norm.ms[valid]
@@ -381,7 +385,7 @@ def _as_schema(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
     """``parts`` in one table of ``schema``: as a concatenation of every file would type them
     (a column a file lacks is null there)."""
     if not parts:
-        return schema.empty_table()
+        return pa.Table.from_batches([], schema=schema)
     tables = []
     for part in parts:
         cols = [part[f.name].cast(f.type) if f.name in part.column_names

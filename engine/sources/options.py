@@ -205,7 +205,8 @@ class CcxtOptions(NetworkOptions):
                             "request (an exchange may send fewer).")
     market_type: str = Field(default="spot", description="Which market an exchange-native id "
                              "means when several share it (spot, swap, ...).")
-    symbols: dict[str, str] = Field(default_factory=dict, description="Lock symbol to ccxt "
+    symbols: dict[str, str] = Field(default_factory=dict, description="Lock symbol (its "
+                                    "`source_symbol` where the dataset gives one) to ccxt "
                                     "symbol, checked first (`{XBTUSD: BTC/USD}`).")
     params: dict[str, Any] = Field(default_factory=dict, description="Extra exchange-specific "
                                    "`fetch_ohlcv` parameters.")

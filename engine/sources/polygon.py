@@ -55,6 +55,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from qmtl_engine import arrow_np
 from qmtl_engine.conformance import RawBatch, TsHints
 from qmtl_engine.errors import PresetError, SourceError
 from qmtl_engine.http import HttpClient, NotFound, PermanentError, RateLimit, TransientError
@@ -279,18 +280,21 @@ class PolygonSource(Source):
                 url=self.url_for(symbol, window, interval_ms),
                 fix="check `base_url`: it must serve Polygon's aggregates format") from None
         ts = table["ts"]
-        keep = pc.and_(pc.greater_equal(ts, window.start), pc.less(ts, window.end))
+        keep = pc.and_(pc.greater_equal(ts, arrow_np.scalar(window.start, pa.int64())),
+                       pc.less(ts, arrow_np.scalar(window.end, pa.int64())))
         return RawBatch(table.filter(keep), TsHints(unit="ms"))
 
     def _table(self, results: list[dict[str, Any]], interval_ms: int) -> pa.Table:
         daily = interval_ms == DAY_MS
         ts = [self._session_day(int(r["t"])) if daily else int(r["t"]) for r in results]
-        cols: dict[str, pa.Array] = {"ts": pa.array(ts, type=pa.int64())}
+        cols: dict[str, pa.Array] = {"ts": arrow_np.from_list(ts, pa.int64())}
         for name, key in (("open", "o"), ("high", "h"), ("low", "l"), ("close", "c"),
                           ("volume", "v")):
-            cols[name] = pa.array([_number(r.get(key)) for r in results], type=pa.float64())
+            cols[name] = arrow_np.from_list([_number(r.get(key)) for r in results],
+                                            pa.float64())
         if self.options.trades:
-            cols["trades"] = pa.array([_number(r.get("n")) for r in results], type=pa.float64())
+            cols["trades"] = arrow_np.from_list([_number(r.get("n")) for r in results],
+                                                pa.float64())
         return pa.table(cols)
 
     def _session_day(self, t: int) -> int:

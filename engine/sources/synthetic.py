@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import pyarrow as pa
+from qmtl_engine import arrow_np
 from qmtl_engine.conformance import RawBatch
 from qmtl_engine.ranges import TimeRange, ceil_to
 from qmtl_engine.sources.base import Source
@@ -102,16 +103,18 @@ class SyntheticSource(Source):
         lo = np.minimum(open_, close) * (1.0 - 0.002 * _uniform(key, k, 5))
         volume = self.options.base_volume * (0.5 + _uniform(key, k, 6))
         sel = slice(int(first - b0 * BLOCK), int(last - b0 * BLOCK))
-        table = pa.table({
-            "ts": pa.array(k[sel] * interval_ms, type=pa.timestamp("ms", tz="UTC")),
-            "open": open_[sel], "high": hi[sel], "low": lo[sel], "close": close[sel],
-            "volume": volume[sel],
+        f64 = pa.float64()
+        table = pa.table({  # from buffers: pa.array of numpy would import pandas
+            "ts": arrow_np.array(k[sel] * interval_ms, pa.timestamp("ms", tz="UTC")),
+            "open": arrow_np.array(open_[sel], f64), "high": arrow_np.array(hi[sel], f64),
+            "low": arrow_np.array(lo[sel], f64), "close": arrow_np.array(close[sel], f64),
+            "volume": arrow_np.array(volume[sel], f64),
         })
         return RawBatch(table)
 
 
 def _empty() -> pa.Table:
     return pa.table({
-        "ts": pa.array([], type=pa.timestamp("ms", tz="UTC")),
-        **{c: pa.array([], type=pa.float64()) for c in ("open", "high", "low", "close", "volume")},
+        "ts": pa.nulls(0, pa.timestamp("ms", tz="UTC")),
+        **{c: pa.nulls(0, pa.float64()) for c in ("open", "high", "low", "close", "volume")},
     })

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from qmtl_lock.diff.partitions import SnapshotCache, name_partitions
 from qmtl_lock.diff.result import DatasetDiff, FieldChange, LockDiff, SymbolDiff
+from qmtl_lock.symbols import symbol_settings
 
 if TYPE_CHECKING:
     from qmtl_engine import Store
@@ -50,8 +51,8 @@ def diff(old: Lockfile, new: Lockfile, *, store: Store | None = None,
 def _dataset_diff(name: str, o: DatasetEntry, n: DatasetEntry, o_dict: dict[str, Any],
                   n_dict: dict[str, Any], snapshots: SnapshotCache) -> DatasetDiff | None:
     out = DatasetDiff(name, "changed", o, n)
-    o_req = {k: v for k, v in o_dict["request"].items() if k != "symbols"}
-    n_req = {k: v for k, v in n_dict["request"].items() if k != "symbols"}
+    o_req, n_req = (_by_symbol({k: v for k, v in d["request"].items() if k != "symbols"})
+                    for d in (o_dict, n_dict))
     out.request = field_changes(o_req, n_req)
     # the request's symbol list names the entries; report it only if it says something else
     listed = set(o.request.get("symbols", [])) ^ set(n.request.get("symbols", []))
@@ -72,6 +73,14 @@ def _dataset_diff(name: str, o: DatasetEntry, n: DatasetEntry, o_dict: dict[str,
     if not (out.request or out.preset_digest or out.symbols):
         return None
     return out
+
+
+def _by_symbol(request: dict[str, Any]) -> dict[str, Any]:
+    """``request`` with its ``symbol_settings`` keyed by symbol, so that a change is reported
+    at the symbol and setting it is in (``symbol_settings.BTCUSD.source_symbol``)."""
+    if "symbol_settings" in request:
+        request["symbol_settings"] = symbol_settings(request)
+    return request
 
 
 def _symbol_diff(symbol: str, o: SymbolEntry | None, n: SymbolEntry | None,
