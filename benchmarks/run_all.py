@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
 BEGIN, END = "<!-- run_all.py: begin -->", "<!-- run_all.py: end -->"
 SCRIPTS = ("resolve", "verify", "memory", "check", "extend", "load", "dvc", "store",
-           "dask_overhead")
+           "dask_overhead", "files")
 
 # The rows that go into the summary, by script: (metric as printed by the script, short label).
 # Goal rows go into the goals table without being listed here.
@@ -99,6 +99,13 @@ SUMMARY = {
         ("DaskExecutor(workers=2), processes", "Dask per-task overhead"),
         ("  against one month's Parquet write", "  vs one month's Parquet write"),
         ("  cluster start-up (once per run)", "  cluster start-up"),
+    ],
+    "files": [  # the files source (issue 11)
+        ("  peak RSS above imports, monthly files", "files: peak RSS above imports, monthly"),
+        ("  peak RSS above imports, one file", "files: peak RSS above imports, one file"),
+        ("  resolve time, one file", "files: resolve time, one file"),
+        ("  one-day extension, time", "files: one-day extension time"),
+        ("  extension with the index vs without, files read", "files: extension reads, no index"),
     ],
 }
 

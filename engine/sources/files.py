@@ -21,23 +21,31 @@ A dataset may ask for several symbols only when ``url`` (or, for json, ``records
 ``{symbol}`` or ``symbol_column`` is set: otherwise every symbol would be the same rows
 (:meth:`FilesSource.distinguishes_symbols`).
 
-Each file is read once per resolve. A partition gets the raw rows whose timestamps fall in its
-window; conformance then sees them exactly as the vendor wrote them (order, zone, unit, types).
-Bars a dump marks as still open (``complete_until``, ``complete_column``) are left out of each
-file before that, since a bar that may still change must never be pinned. When the preset's
-``adjustment`` differs from ``file_adjustment``, the prices of a symbol's rows are adjusted once
-they are all read (:mod:`qmtl_engine.adjust`): a split scales every bar before it, whichever file
-of a glob holds it.
+A partition gets the raw rows whose timestamps fall in its window; conformance then sees them
+exactly as the vendor wrote them (order, zone, unit, types), and where each was read
+(``RawBatch.origin``: file and line). Bars a dump marks as still open (``complete_until``,
+``complete_column``) are left out of each file before that, since a bar that may still change
+must never be pinned.
+
+Only the files that can hold a window are read, each at most once per resolve, streamed block
+by block, so memory does not grow with the history (:mod:`qmtl_engine.sources.files_session`);
+what each file holds in time is remembered between runs by the file's identity
+(:mod:`qmtl_engine.sources.files_index`), so an extension reads only the files that can hold
+its new windows. When the preset's ``adjustment`` differs from ``file_adjustment``, the prices
+of a symbol's rows are adjusted once they are all read (:mod:`qmtl_engine.adjust`): a split
+scales every bar before it, whichever file of a glob holds it, so such a symbol's history is
+read whole (daily equity bars: small).
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,10 +56,12 @@ from qmtl_engine.contracts import TS, VALUE_COLUMNS
 from qmtl_engine.errors import SourceError
 from qmtl_engine.ranges import TimeRange
 from qmtl_engine.sources.base import Source
+from qmtl_engine.sources.files_session import ROW, Session, session_for
 from qmtl_engine.sources.json_records import RecordsError, find, records_table
 from qmtl_engine.sources.options import FilesOptions, SourceOptions
 
-_GLOB_CHARS = set("*?[")
+CSV_BLOCK = 1 << 20  # bytes of CSV read at a time (pyarrow holds ~60 of them in flight)
+PARQUET_BATCH = 1 << 16  # rows of Parquet read at a time
 
 
 def _is_url(text: str) -> bool:
@@ -68,7 +78,7 @@ class FilesSource(Source):
     def __init__(self, options: FilesOptions, *, base_dir: str) -> None:
         self.options = options
         self.base_dir = base_dir
-        self._cache: dict[str, tuple[pa.Table, np.ndarray]] = {}
+        self._session: Session | None = None  # the files of the symbol served last
 
     @classmethod
     def from_options(cls, options: dict[str, Any], *, base_dir: str) -> Self:
@@ -82,9 +92,11 @@ class FilesSource(Source):
                 or parsed.symbol_column is not None)
 
     def data_extent(self, symbol: str) -> tuple[int, int] | None:
-        """The first and last time in the symbol's files (read once per resolve anyway)."""
-        times = self._load(symbol)[1]
-        return (int(times.min()), int(times.max())) if times.size else None
+        """The first and last time of the symbol's rows (known once its files are listed and
+        summed up, from the index or by reading them)."""
+        url = self.url_for(symbol)
+        with self.read_errors(symbol, url):
+            return self._session_of(symbol, url).extent()
 
     @property
     def hints(self) -> TsHints:
@@ -101,33 +113,13 @@ class FilesSource(Source):
         """Canonical name -> column name in the file (positions become f0, f1, ...)."""
         return {k: (f"f{v}" if isinstance(v, int) else v) for k, v in self._raw_columns().items()}
 
+    def ts_column(self) -> str | int | None:
+        """The file's timestamp column as the options name it (for messages)."""
+        return self._mapping().get(TS)
+
     def _symbol_col(self) -> str | None:
         s = self.options.symbol_column
         return f"f{s}" if isinstance(s, int) else s
-
-    def _read_table(self, f: Any, symbol: str) -> tuple[pa.Table, object]:
-        """The file's columns as read, and (json) the raw ``complete_until`` value."""
-        mapping = self._mapping()
-        if self.options.format == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(f), None
-        if self.options.format == "json":
-            return self._read_json(f, symbol)
-        from pyarrow import csv
-
-        ts_col = mapping.get(TS)
-        types = {ts_col: pa.string()} if ts_col and self.options.ts_unit is None else {}
-        for extra in (self._symbol_col(), self._complete_col()):
-            if extra:
-                types[extra] = pa.string()
-        return csv.read_csv(
-            f,
-            read_options=csv.ReadOptions(skip_rows=self.options.skip_rows,
-                                         autogenerate_column_names=not self.options.header),
-            parse_options=csv.ParseOptions(delimiter=self.options.delimiter),
-            convert_options=csv.ConvertOptions(column_types=types),
-        ), None
 
     def _read_json(self, f: Any, symbol: str) -> tuple[pa.Table, object]:
         opts = self.options
@@ -165,7 +157,12 @@ class FilesSource(Source):
                  DIVIDEND: self.options.dividend_column}
         return {c: v for c in method.columns if (v := named[c]) is not None}
 
-    def _adjusted(self, table: pa.Table, times: np.ndarray, symbol: str, url: str) -> pa.Table:
+    def adjusts(self) -> bool:
+        """Whether the prices are adjusted (each bar by the events after it: all rows needed)."""
+        method = self.options.adjustment_method(self.adjustment)
+        return isinstance(method, Problem) or not method.identity
+
+    def adjusted(self, table: pa.Table, times: np.ndarray, symbol: str, url: str) -> pa.Table:
         """``table`` with the preset's adjustment applied (docs/sources.md#adjustment)."""
         method = self.options.adjustment_method(self.adjustment)
         if isinstance(method, Problem):  # catalogs are checked when they load: a guard
@@ -207,12 +204,13 @@ class FilesSource(Source):
                 symbol=symbol, url=path,
                 fix=f"fix `{option}_column` in the preset's files source options")
 
-    def _read_one(self, fs: Any, path: str, symbol: str) -> pa.Table:
+    def _shape(self, table: pa.Table, symbol: str, path: str, until: object) -> pa.Table:
+        """Rows of ``table`` (a block of one file, as read) under canonical names: only the
+        mapped columns and ``ROW`` (each row's position in the file), only ``symbol``'s rows,
+        only bars the vendor marks final."""
         mapping = self._mapping()
         extras = [c for c in (self._symbol_col(), self._complete_col()) if c]
-        wanted = list(dict.fromkeys([*mapping.values(), *extras]))
-        with fs.open(path, "rb", compression="infer") as f:
-            table, until = self._read_table(f, symbol)
+        wanted = list(dict.fromkeys([*mapping.values(), *extras, ROW]))
         present = [c for c in wanted if c in table.column_names]
         table = table.select(present)
         sym = self._symbol_col()
@@ -233,6 +231,54 @@ class FilesSource(Source):
             table = self._before(table, until, path, symbol)
         return table
 
+    def blocks(self, f: Any, symbol: str, path: str, *, stream: bool = True,
+               ) -> tuple[pa.Schema, Iterator[pa.Table]]:
+        """The columns of one open file (shaped: :meth:`_shape`) and its rows, block by block,
+        each with ``ROW``. CSV is streamed (``stream``) or read whole (when a later block does
+        not fit the types read from the first, as :func:`pyarrow.csv.read_csv` handles)."""
+        schema, raw, until = self._read_blocks(f, symbol, stream=stream)
+        empty = pa.Table.from_batches([], schema=schema)  # (empty_table() imports pandas)
+        shaped = self._shape(_numbered(empty, 0), symbol, path, until).schema
+
+        def shaped_blocks() -> Iterator[pa.Table]:
+            offset = 0
+            for block in raw:
+                yield self._shape(_numbered(block, offset), symbol, path, until)
+                offset += block.num_rows
+
+        return shaped, shaped_blocks()
+
+    def _read_blocks(self, f: Any, symbol: str, *, stream: bool,
+                     ) -> tuple[pa.Schema, Iterator[pa.Table], object]:
+        """The file's columns as read, its blocks, and (json) the raw ``complete_until``."""
+        if self.options.format == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(f)
+            return pf.schema_arrow, (pa.Table.from_batches([b]) for b in
+                                     pf.iter_batches(batch_size=PARQUET_BATCH)), None
+        if self.options.format == "json":
+            table, until = self._read_json(f, symbol)
+            return table.schema, iter([table]), until
+        from pyarrow import csv
+
+        ts_col = self._mapping().get(TS)
+        types = {ts_col: pa.string()} if ts_col and self.options.ts_unit is None else {}
+        for extra in (self._symbol_col(), self._complete_col()):
+            if extra:
+                types[extra] = pa.string()
+        read = csv.ReadOptions(skip_rows=self.options.skip_rows, block_size=CSV_BLOCK,
+                               autogenerate_column_names=not self.options.header)
+        parse = csv.ParseOptions(delimiter=self.options.delimiter)
+        convert = csv.ConvertOptions(column_types=types)
+        if not stream:
+            table = csv.read_csv(f, read_options=read, parse_options=parse,
+                                 convert_options=convert)
+            return table.schema, iter([table]), None
+        reader = csv.open_csv(f, read_options=read, parse_options=parse,
+                              convert_options=convert)
+        return reader.schema, (pa.Table.from_batches([b]) for b in reader), None
+
     def _before(self, table: pa.Table, until: object, path: str, symbol: str) -> pa.Table:
         """The rows of ``table`` before the dump's complete-until time (bars after are open)."""
         hints = TsHints(unit=self.options.ts_unit, timezone=self.options.timezone)
@@ -249,25 +295,25 @@ class FilesSource(Source):
         keep = ~norm.valid | (norm.ms < limit.ms[0])  # unreadable rows stay, to be counted
         return table.filter(arrow_np.array(keep, pa.bool_()))
 
-    def _load(self, symbol: str) -> tuple[pa.Table, np.ndarray]:
-        """The rows of ``symbol`` and, per row, the time that decides its partition."""
-        if symbol in self._cache:
-            return self._cache[symbol]
+    def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
+        """The rows of ``symbol`` attributed to ``window``, read from the files that can hold
+        them (:class:`qmtl_engine.sources.files_session.Session`), with where each was read."""
         url = self.url_for(symbol)
-        table = self._read_all(symbol, url)
-        times = self._row_times(table, symbol, url)
-        table = self._adjusted(table, times, symbol, url)
-        self._cache = {symbol: (table, times)}  # one file at a time: memory stays bounded
-        return table, times
+        with self.read_errors(symbol, url):
+            return self._session_of(symbol, url).fetch(window)
 
-    def _read_all(self, symbol: str, url: str) -> pa.Table:
-        """Every file of ``url`` (a glob too) in one table; read errors as SourceError."""
+    def _session_of(self, symbol: str, url: str) -> Session:
+        session = self._session
+        if session is None or (session.symbol, session.url) != (symbol, url):
+            # listed once per source: the engine builds one per resolve, thread and symbol
+            session = self._session = session_for(self, symbol, url)
+        return session
+
+    @contextmanager
+    def read_errors(self, symbol: str, url: str) -> Iterator[None]:
+        """Failures to list or read the files of ``url``, as one :class:`SourceError`."""
         try:
-            fs, path = fsspec.core.url_to_fs(url)
-            paths = sorted(fs.glob(path)) if _GLOB_CHARS & set(path) else [path]
-            if not paths:
-                raise FileNotFoundError(path)
-            tables = [self._read_one(fs, p, symbol) for p in paths]
+            yield
         except RecordsError as exc:
             raise SourceError(f"cannot read {posixpath.basename(url)}: {exc}", source=self.name,
                               symbol=symbol, url=url, fix=exc.fix) from None
@@ -283,45 +329,28 @@ class FilesSource(Source):
                 fix="check the file's format options (format, skip_rows, header, delimiter, "
                 "columns)",
             ) from None
-        table = pa.concat_tables(tables, promote_options="permissive")
-        if TS not in table.column_names:
-            raise SourceError(
-                f"the timestamp column {self._mapping().get(TS)!r} is not in the file",
-                source=self.name, symbol=symbol, url=url,
-                fix="fix `columns.ts` in the preset's files source options",
-            )
-        if table.num_rows == 0:
-            raise SourceError(
-                f"the file has no rows for symbol {symbol!r}", source=self.name, symbol=symbol,
-                url=url, fix="check the symbol's spelling against the file")
-        return table
 
-    def _row_times(self, table: pa.Table, symbol: str, url: str) -> np.ndarray:
-        """Epoch milliseconds per row; a row whose time cannot be read takes its neighbour's
-        (conformance then counts it as ``invalid_timestamp``)."""
-        try:
-            norm = normalize_ts(table[TS], self.hints)
-        except ValueError as exc:
-            raise SourceError(f"cannot read the timestamp column: {exc}", source=self.name,
-                              symbol=symbol, url=url,
-                              fix="set `ts_format` or `ts_unit` in the preset's files source "
-                              "options") from None
-        if not norm.valid.any():  # nothing could be attributed to a partition: say so
-            first = ", ".join(repr(str(v)) for v in table[TS].slice(0, SAMPLE_SIZE).to_pylist())
-            how = (f"with ts_format {self.options.ts_format!r}" if self.options.ts_format
-                   else "as dates, times or epoch numbers")
-            raise SourceError(
-                f"no timestamp in the file could be read {how}; first values: {first}",
-                source=self.name, symbol=symbol, url=url,
-                fix="set `ts_format` in the preset's files source options to the file's "
-                "format in Python strptime codes (e.g. '%d.%m.%Y %H:%M:%S.%f'), or `ts_unit` "
-                "for epoch numbers")
-        ms = arrow_np.array(norm.ms, pa.int64(), valid=norm.valid)
-        # A row without a valid time goes to the partition of the row before it (or after it).
-        attributed = pc.fill_null_backward(pc.fill_null_forward(ms))
-        return np.asarray(arrow_np.values(attributed, null=0), dtype=np.int64)
+    def no_times_error(self, symbol: str, url: str, exc: ValueError | None,
+                       sample: Sequence[str]) -> SourceError:
+        """Why no row could be attributed to a partition: the column's type cannot be read as
+        times (``exc``), or not one value could (``sample``: the first raw values)."""
+        if exc is not None:
+            return SourceError(f"cannot read the timestamp column: {exc}", source=self.name,
+                               symbol=symbol, url=url,
+                               fix="set `ts_format` or `ts_unit` in the preset's files source "
+                               "options")
+        first = ", ".join(repr(v) for v in sample[:SAMPLE_SIZE])
+        how = (f"with ts_format {self.options.ts_format!r}" if self.options.ts_format
+               else "as dates, times or epoch numbers")
+        return SourceError(
+            f"no timestamp in the file could be read {how}; first values: {first}",
+            source=self.name, symbol=symbol, url=url,
+            fix="set `ts_format` in the preset's files source options to the file's "
+            "format in Python strptime codes (e.g. '%d.%m.%Y %H:%M:%S.%f'), or `ts_unit` "
+            "for epoch numbers")
 
-    def fetch(self, symbol: str, window: TimeRange, interval_ms: int) -> RawBatch:
-        table, times = self._load(symbol)
-        mask = (times >= window.start) & (times < window.end)
-        return RawBatch(table.filter(arrow_np.array(mask, pa.bool_())), self.hints)
+
+def _numbered(table: pa.Table, offset: int) -> pa.Table:
+    """``table`` with each row's position in its file (counted from 0) as ``ROW``."""
+    return table.append_column(ROW, arrow_np.array(
+        np.arange(offset, offset + table.num_rows, dtype=np.int64), pa.int64()))
