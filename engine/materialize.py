@@ -202,6 +202,12 @@ def plan(request: Request, *, previous: Snapshot | None = None,
             out.append(PlannedPartition(window, "fetch", why=f"checkpoint refused: {refused}"))
         else:
             out.append(PlannedPartition(window, "fetch"))
+    if request.preset.adjustment != "raw" and any(p.action == "fetch" for p in out):
+        # A split or dividend in the new bars rescales every bar before it: adjusted windows
+        # fetched at another time are not of one series with the new ones, so all are fetched.
+        out = [p if p.action == "fetch" else PlannedPartition(
+            p.window, "fetch", why="adjusted prices: a new split or dividend rescales the bars "
+            "before it, so every window is fetched again with the new ones") for p in out]
     return Plan(request, tuple(out))
 
 

@@ -553,3 +553,83 @@ def test_the_manifest_offers_the_engines_adjustments() -> None:
 
     offered = get_args(DatasetSpec.model_fields["adjustment"].annotation)
     assert set(get_args(offered[0])) == set(ADJUSTMENTS) and offered[1] is type(None)
+
+
+SPLIT_CATALOG = """\
+version: 1
+data_presets:
+  ohlcv.vendor.adjusted.1d:
+    kind: ohlcv
+    interval_ms: 86400000
+    contract: {name: ohlcv, version: v1}
+    calendar: 24x7
+    partition: month
+    adjustment: splits
+    source:
+      name: files
+      options:
+        url: "{symbol}.csv"
+        ts_format: "%Y-%m-%d"
+        split_column: split
+    sla_preset: baseline
+    conformance_preset: strict-blocking
+"""
+SPLIT_MANIFEST = """\
+version: 1
+presets: [catalog.yaml]
+datasets:
+  adjusted:
+    preset: ohlcv.vendor.adjusted.1d
+    symbols: [XYZ]
+    start: 2024-01-01
+    end: {end}
+    contract_version: v1
+"""
+
+
+def _daily_with_split(last_day: int) -> str:
+    """Raw daily bars from 2024-01-01 for ``last_day`` days; a 2-for-1 split on 15 March."""
+    from qmtl_engine import iso, to_ms
+
+    lines = ["ts,open,high,low,close,volume,split"]
+    for i in range(last_day):
+        day = iso(to_ms("2024-01-01") + i * 86_400_000)[:10]
+        price = (100.0 + i) / (2 if day >= "2024-03-15" else 1)
+        split = "2:1" if day == "2024-03-15" else ""
+        lines.append(f"{day},{price},{price + 1},{price - 1},{price + 0.5},{1000 + i},{split}")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_extension_with_a_new_split_refetches_the_adjusted_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adjusted prices move with every split: extending into a split must not reuse the old,
+    unscaled windows, or the lock would pin a series that halves in the middle."""
+    from qmtl_lock.resolve import resolve
+
+    monkeypatch.setenv("QMTL_LOCK_NOW", "2024-06-01T00:00:00Z")
+    roots = {}
+    for name in ("extended", "fresh"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "catalog.yaml").write_text(SPLIT_CATALOG, encoding="utf-8")
+        roots[name] = root
+    extended, fresh = roots["extended"], roots["fresh"]
+    (extended / "XYZ.csv").write_text(_daily_with_split(60), encoding="utf-8")  # to 29 Feb
+    (extended / "seamless.yaml").write_text(SPLIT_MANIFEST.format(end="2024-03-01"),
+                                            encoding="utf-8")
+    resolve(extended / "seamless.yaml")
+    (extended / "XYZ.csv").write_text(_daily_with_split(91), encoding="utf-8")  # to 31 March
+    (extended / "seamless.yaml").write_text(SPLIT_MANIFEST.format(end="2024-04-01"),
+                                            encoding="utf-8")
+    result = resolve(extended / "seamless.yaml")
+    assert [(c.action, c.detail.split(";")[0]) for c in result.changes] == [
+        ("restated", "the source now gives other data for partitions 2024-01, 2024-02")]
+    (fresh / "XYZ.csv").write_text(_daily_with_split(91), encoding="utf-8")
+    (fresh / "seamless.yaml").write_text(SPLIT_MANIFEST.format(end="2024-04-01"),
+                                         encoding="utf-8")
+    resolve(fresh / "seamless.yaml")
+    got, want = (read_lock(r / "seamless.lock").datasets["adjusted"].symbols["XYZ"]
+                 for r in (extended, fresh))
+    assert got.dataset_fingerprint == want.dataset_fingerprint
+    january = Lock.open(extended / "seamless.lock").load("adjusted", "XYZ")["close"][0].as_py()
+    assert january == 50.25  # (100 + 0.5) / 2: scaled by the split of 15 March
