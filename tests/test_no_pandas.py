@@ -210,3 +210,32 @@ def test_resolving_adjusted_vendor_files_does_not_import_pandas(tmp_path: Path) 
     assert "added" in _cli(tmp_path, "resolve")
     assert "splits_dividends" in (tmp_path / "seamless.lock").read_text()
     assert "all match the lock" in _cli(tmp_path, "verify")
+
+
+@pytest.mark.parametrize("layout", ["arrays", "objects"])
+def test_resolving_a_json_dump_does_not_import_pandas(tmp_path: Path, layout: str) -> None:
+    """A REST dump: prices as text, times in seconds, records as arrays or as objects."""
+    import json
+    from datetime import UTC, datetime
+
+    start = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())
+    rows = [[start + 60 * i, f"{100 + i % 7}", f"{101 + i % 7}", f"{99 + i % 7}",
+             f"{100.5 + i % 7}", i] for i in range(2 * 24 * 60)]
+    if layout == "objects":
+        names = ["t", "o", "h", "l", "c", "v"]
+        records: list[object] = [dict(zip(names, r, strict=True)) for r in rows]
+        columns = "{ts: t, open: o, high: h, low: l, close: c, volume: v}"
+    else:
+        records = list(rows)
+        columns = "{ts: 0, open: 1, high: 2, low: 3, close: 4, volume: 5}"
+    (tmp_path / "EURUSD.json").write_text(json.dumps({"result": {"EURUSD": records}}))
+    catalog = CATALOG.format(name="dump", url=tmp_path / "{symbol}.json",
+                             format="format: json\n        records: 'result.{symbol}'\n"
+                             "        ts_unit: s")
+    catalog = catalog.replace(
+        "        columns: {ts: Time, open: Open, high: High, low: Low, close: Close, "
+        "volume: Volume}", f"        columns: {columns}")
+    (tmp_path / "presets.yaml").write_text(catalog)
+    (tmp_path / "seamless.yaml").write_text(FILES_MANIFEST.format(name="dump"))
+    assert "added" in _cli(tmp_path, "resolve")
+    assert "all match the lock" in _cli(tmp_path, "verify")

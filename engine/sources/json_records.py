@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from qmtl_engine import arrow_np
 
 
 class RecordsError(ValueError):
@@ -74,7 +75,7 @@ def records_table(document: object, path: str | None, columns: Sequence[str | in
         raise RecordsError(f"the records at {where} are {_describe(records)}, not a list",
                            fix=hint)
     if not records:
-        return pa.table({f"f{c}" if isinstance(c, int) else c: pa.array([], pa.string())
+        return pa.table({f"f{c}" if isinstance(c, int) else c: arrow_np.strings([])
                          for c in columns})
     first = records[0]
     if isinstance(first, list):
@@ -113,23 +114,36 @@ def _keyed(records: list[Any], columns: Sequence[str | int]) -> pa.Table:
     if positions:
         raise RecordsError(f"the records are objects, but `columns` gives positions {positions}",
                            fix="give `columns` as the field names of each record")
+    if not all(isinstance(r, dict) for r in records):
+        raise RecordsError("the records are not all objects",
+                           fix="check that `records` points at the list of bars")
     wanted = list(dict.fromkeys(c for c in columns if isinstance(c, str)))
-    try:
-        table = pa.Table.from_pylist(records)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, AttributeError):
-        # A field holding both text and numbers, or a record that is no object: per field.
-        if not all(isinstance(r, dict) for r in records):
-            raise RecordsError("the records are not all objects",
-                               fix="check that `records` points at the list of bars") from None
-        present = {k for r in records for k in r}
-        table = pa.table({k: _array(np.array([r.get(k) for r in records], dtype=object))
-                          for k in wanted if k in present})
-    return table.select([c for c in wanted if c in table.column_names])
+    present = {k for r in records for k in r}
+    return pa.table({k: _array(np.array([r.get(k) for r in records], dtype=object))
+                     for k in wanted if k in present})
+
+
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _array(values: np.ndarray) -> pa.Array:
-    """One column of JSON values; a column mixing text and numbers is read as text."""
-    try:
-        return pa.array(values, from_pandas=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else str(v) for v in values.tolist()], pa.string())
+    """One column of JSON values, typed as pyarrow would infer it (booleans, integers, floats
+    or text; all null: null), but built from buffers: pyarrow's conversion of Python values
+    imports pandas. A column mixing kinds (text and numbers, say), or holding arrays or
+    objects, is read as text."""
+    items = values.tolist()
+    valid = np.array([v is not None for v in items], dtype=bool)
+    kinds = {type(v) for v in items if v is not None}
+    if not kinds:
+        return pa.nulls(len(items))
+    if kinds == {bool}:
+        return arrow_np.array(np.array([bool(v) for v in items]), pa.bool_(), valid=valid)
+    if kinds == {int} and all(_INT64[0] <= v <= _INT64[1] for v in items if v is not None):
+        return arrow_np.array(np.array([v or 0 for v in items], dtype=np.int64), pa.int64(),
+                              valid=valid)
+    if kinds <= {int, float}:
+        return arrow_np.array(np.array([0.0 if v is None else float(v) for v in items]),
+                              pa.float64(), valid=valid)
+    if kinds == {str}:
+        return arrow_np.strings(items)
+    return arrow_np.strings([None if v is None else str(v) for v in items])
