@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from qmtl_engine.calendars import get_calendar
 from qmtl_engine.conformance import RawBatch, conform
 from qmtl_engine.contracts import OHLCV_V1
@@ -250,3 +252,21 @@ def test_columns_are_cut_out_whole() -> None:
     assert table.num_rows == 50_000
     assert np.array_equal(table["f2"].to_numpy(), np.arange(50_000) * 2)
     assert table["f1"][49_999].as_py() == "49999.5"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(
+    st.lists(st.one_of(st.none(), st.booleans()), min_size=1, max_size=20),
+    st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=20),
+    st.lists(st.one_of(st.none(), st.integers(-(2**40), 2**40),
+                       st.floats(allow_nan=False, allow_infinity=False)), min_size=1,
+             max_size=20),
+    st.lists(st.one_of(st.none(), st.text(max_size=8)), min_size=1, max_size=20)))
+def test_json_columns_are_typed_as_pyarrow_types_them(values: list[object]) -> None:
+    import numpy as np
+    import pyarrow as pa
+    from qmtl_engine.sources.json_records import _array
+
+    got = _array(np.array([*values, None], dtype=object)[:-1])  # stays a 1-d object array
+    want = pa.array(values)
+    assert got.type == want.type and got.equals(want)
