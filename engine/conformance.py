@@ -236,10 +236,25 @@ class _ParsedText:
     sub_ms: np.ndarray | None  # values with digits finer than a millisecond
 
 
+_OFFSET_AT_END = re.compile(r"\d\d:?\d\d(?::?\d\d(?:[.,]\d+)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)\s*$",
+                            re.IGNORECASE)  # a time, then its offset
+
+
+def _ends_with_offset(arr: pa.Array) -> bool:
+    """Whether the first value of ``arr`` ends in a zone offset (``Z``, ``+02:00``): which of
+    the two whole-column casts is worth trying first. Only one of them can succeed on a column,
+    so the order changes how soon, never what."""
+    present = arr.drop_null()
+    return bool(len(present)) and bool(_OFFSET_AT_END.search(str(present[0].as_py())))
+
+
 def _parse_strings(arr: pa.Array, hints: TsHints) -> _ParsedText:
     if hints.format:
         return _parse_format(arr, hints.format)
-    for typ in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):
+    casts = [pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")]
+    if not _ends_with_offset(arr):  # a failed cast costs 50 times a good one: the likely first
+        casts.reverse()
+    for typ in casts:
         try:  # the fast path: one ISO-8601 cast for the whole column (with or without offsets)
             return _ParsedText(pc.cast(arr, typ), None, None)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -1133,3 +1133,13 @@ def test_common_keys_are_the_intersection_of_two_sets_of_row_hashes(
     got = common_keys(left, right)
     assert got.dtype == np.uint64
     assert got.tolist() == sorted(set(a) & set(b))
+
+
+@pytest.mark.parametrize(("first", "aware"), [
+    ("2024-01-01T00:00:00Z", True), ("2024-01-01 10:00+02:00", True),
+    ("2024-01-01T10:00:00.123-0500", True), ("2024-01-01", False),
+    ("2024-01-01T00:00:00", False), ("2024-01-01 23:59", False)])
+def test_the_likely_whole_column_cast_is_tried_first(first: str, aware: bool) -> None:
+    from qmtl_engine.conformance import _ends_with_offset
+
+    assert _ends_with_offset(pa.array([None, first, "junk"])) is aware
