@@ -59,6 +59,8 @@ class MaterializeSeamlessJob:
     artifact_dir: str | Path | None = None  # the store; default .seamless/store here
     presets: tuple[str, ...] = ()  # extra catalog files, merged over the project's
     manifest: Path | None = None  # the project's seamless.yaml: its catalogs and classes apply
+    # the name the source knows the symbol by (a dataset's ``source_symbol``); None: ``symbol``
+    source_symbol: str | None = None
     # where the partitions run: a DaskExecutor, or LocalExecutor(N) (default: one at a time)
     executor: Executor | None = field(default=None, repr=False, compare=False)
 
@@ -84,7 +86,9 @@ class MaterializeSeamlessJob:
         store = Store(store_url)
         store.check_reachable()  # no write may create a bucket a typo named
         engine = Engine(store, mode="materialize", clock=clock)
-        request = Request(preset, self.symbol, TimeRange(start, end), self.contract_version)
+        source = None if self.source_symbol in (None, self.symbol) else self.source_symbol
+        request = Request(preset, self.symbol, TimeRange(start, end), self.contract_version,
+                          source_symbol=source)
         result = engine.apply(engine.plan(request), executor=self.executor)
         return MaterializeReport(
             dataset_fingerprint=result.fingerprint, as_of=iso(result.as_of),
@@ -117,10 +121,11 @@ class MaterializeSeamlessJob:
 
         from qmtl_lock.manifest import DateProblem, check_when, symbol_problem
 
-        problem = symbol_problem(self.symbol)
-        if problem:
-            raise InputError(problem, where="the symbol argument (--symbol)",
-                             fix="pass a symbol such as BTCUSDT or BTC/USDT")
+        for option, value in (("symbol", self.symbol), ("source-symbol", self.source_symbol)):
+            problem = symbol_problem(value) if value is not None else None
+            if problem:
+                raise InputError(problem, where=f"the {option.replace('-', '_')} argument "
+                                 f"(--{option})", fix="pass a symbol such as BTCUSDT or BTC/USDT")
         for name, value, now_ok in (("start", self.start, False), ("end", self.end, True)):
             try:
                 check_when(value, now_ok=now_ok)

@@ -81,3 +81,23 @@ def test_materialize_takes_presets_files_outside_a_project(
     assert missing.exit_code == 2, missing.output
     assert "preset catalog 'nope.yaml' does not exist" in missing.output
     assert "--presets" in missing.output
+
+
+def test_materialize_asks_the_source_for_the_source_symbol(project: Project) -> None:
+    """`--source-symbol` is a dataset's `source_symbol`: the file is the vendor's name, the
+    snapshot names our symbol, and it is the one resolve pins for the same mapping."""
+    catalogs = project.root / "catalogs"
+    _catalog(catalogs)
+    (catalogs / "XYZ.csv").rename(catalogs / "XBTXYZ.csv")
+    project.write_manifest(MANIFEST.replace(
+        "symbols: [XYZ]", "symbols: [{symbol: XYZ, source_symbol: XBTXYZ}]"))
+    expect(project.run("resolve"), 0)
+    locked = read_lock(project.lock).datasets["daily"].symbols["XYZ"]
+    store = str(project.root / "elsewhere")
+    report = json.loads(expect(project.run(*ARGS, "--source-symbol", "XBTXYZ",
+                                           "--store", store), 0).output)
+    assert report["dataset_fingerprint"] == locked.dataset_fingerprint
+    missing = project.run(*ARGS, "--store", store + "-2")  # XYZ.csv is not there
+    assert missing.exit_code == 3 and "XYZ" in missing.output
+    bad = project.run(*ARGS, "--source-symbol", "../x", "--store", store)
+    assert bad.exit_code == 2 and "--source-symbol" in bad.output

@@ -12,6 +12,9 @@ from qmtl_lock.cli.output import EXIT_OK, Files, emit_json, manifest_option, run
 @click.command("materialize")
 @click.argument("preset")
 @click.option("--symbol", required=True)
+@click.option("--source-symbol", metavar="NAME",
+              help="The name the source knows the symbol by (XBTUSDT for BTCUSD), as a "
+              "dataset's `source_symbol`.")
 @click.option("--start", required=True)
 @click.option("--end", required=True, help="A date, a UTC time, or now.")
 @click.option("--contract-version", default="v1", show_default=True)
@@ -22,9 +25,9 @@ from qmtl_lock.cli.output import EXIT_OK, Files, emit_json, manifest_option, run
 @click.option("--presets", "catalogs", multiple=True, metavar="FILE",
               type=click.Path(dir_okay=False),
               help="A preset catalog to merge over the project's (repeatable).")
-def materialize_command(preset: str, symbol: str, start: str, end: str, contract_version: str,
-                        retention_class: str, store: str, manifest: Path,
-                        catalogs: tuple[str, ...]) -> None:
+def materialize_command(preset: str, symbol: str, source_symbol: str | None, start: str,
+                        end: str, contract_version: str, retention_class: str, store: str,
+                        manifest: Path, catalogs: tuple[str, ...]) -> None:
     """Materialize one preset and symbol into the store, without a lock; print the report.
 
     The presets are the built-in ones, those of the catalogs under `presets:` in the nearest
@@ -36,7 +39,7 @@ def materialize_command(preset: str, symbol: str, start: str, end: str, contract
                                         contract_version=contract_version,
                                         retention_class=retention_class,
                                         artifact_dir=store, presets=catalogs,
-                                        manifest=manifest).run()
+                                        manifest=manifest, source_symbol=source_symbol).run()
         emit_json(report.to_dict())
         return EXIT_OK
 
