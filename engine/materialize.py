@@ -113,6 +113,9 @@ class PlannedPartition:
     reused: SnapshotPartition | None = None
     why: str = ""
     origin: Literal["snapshot", "checkpoint", ""] = ""
+    # the window is one of the locked snapshot's (fetched again when its object is missing):
+    # the flags of the locked window after it already count their boundary with it
+    locked_window: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,7 @@ def plan(request: Request, *, previous: Snapshot | None = None,
                         "fetching it again", request.dataset, request.symbol, name, refused)
             out.append(PlannedPartition(window, "fetch", why=f"checkpoint refused: {refused}"))
         else:
-            out.append(PlannedPartition(window, "fetch"))
+            out.append(PlannedPartition(window, "fetch", locked_window=old is not None))
     if request.preset.adjustment != "raw" and any(p.action == "fetch" for p in out):
         # A split or dividend in the new bars rescales every bar before it: adjusted windows
         # fetched at another time are not of one series with the new ones, so all are fetched.
@@ -584,6 +587,12 @@ class _Finalize:
                                                                     partition=name))
         return self._edges_read[i]
 
+    def _new_before(self, i: int) -> bool:
+        """Whether the window before locked window ``i`` was not in the locked snapshot: the
+        snapshot's first window, with new windows now before it."""
+        before = self.plan.partitions[i - 1]
+        return before.origin != "snapshot" and not before.locked_window
+
     def _jump_boundary(self, i: int) -> ConformanceReport:
         """A price jump from the last bar before partition ``i`` (in the nearest earlier
         partition that has bars) to its first bar."""
@@ -610,8 +619,9 @@ class _Finalize:
                 for phase, detail in outcome.violations.items():
                     violations[phase] = detail
             # Flags of a window from the locked snapshot are final; a fetched or checkpointed
-            # window holds only what was found within it, so its first boundary is checked.
-            if step.origin != "snapshot" and i > 0:
+            # window holds only what was found within it, so its first boundary is checked. So
+            # is a locked window's when the window before it is new (the range grew backward).
+            if i > 0 and (step.origin != "snapshot" or self._new_before(i)):
                 keys = self._keys(i)
                 prev_keys = self._keys(i - 1) if prev_keys is None else prev_keys
                 report = _merged(report, self._boundary(i, prev_keys, keys))

@@ -203,3 +203,53 @@ def test_a_failed_resolve_still_writes_its_report(tmp_path: Path,
     assert abc["blocking"] == {"repeated_bars": 1} and abc["exit_code"] == 3
     assert abc["conformance"]["samples"]["repeated_bars"] == ["2024-02-01T00:00:00Z"]
     assert def_["symbol"] == "DEF" and def_["dataset_fingerprint"].startswith("sha256:")
+
+
+def test_a_range_grown_backward_checks_the_boundary_with_the_locked_windows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned from February first, then from January: February 1st repeats January 15th,
+    and the extended lock counts it as a resolve of the whole range does."""
+    monkeypatch.setenv("QMTL_LOCK_NOW", NOW)
+    reference = _project(tmp_path / "reference", conformance="permissive-dev")
+    resolve(reference)
+    manifest = _project(tmp_path / "grown", conformance="permissive-dev")
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(text.replace("start: 2024-01-01", "start: 2024-02-01"), encoding="utf-8")
+    resolve(manifest)
+    first = read_lock(manifest.parent / "seamless.lock").datasets["daily"].symbols["ABC"]
+    assert first.conformance_flags["repeated_bars"] == 0 and first.partitions == 2
+    manifest.write_text(text, encoding="utf-8")
+    result = resolve(manifest)
+    assert [(r["fetched_partitions"], r["reused_partitions"]) for r in result.reports] == [
+        (1, 2)]  # February and March come from the first pin
+    entry = read_lock(manifest.parent / "seamless.lock").datasets["daily"].symbols["ABC"]
+    assert entry.conformance_flags["repeated_bars"] == 1
+    assert (manifest.parent / "seamless.lock").read_bytes() == (
+        reference.parent / "seamless.lock").read_bytes()
+
+
+def test_a_locked_window_fetched_again_does_not_count_its_boundary_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """January's object is gone from the store: it is fetched again, and February (locked, its
+    flags already counting the repeat across their boundary) is not checked a second time."""
+    from qmtl_engine import Store
+
+    from qmtl_lock.verify import verify
+
+    monkeypatch.setenv("QMTL_LOCK_NOW", NOW)
+    manifest = _project(tmp_path / "p", conformance="permissive-dev")
+    resolve(manifest)
+    lock = manifest.parent / "seamless.lock"
+    before = lock.read_bytes()
+    entry = read_lock(lock).datasets["daily"].symbols["ABC"]
+    store = Store(str(manifest.parent / ".seamless" / "store"))
+    january = store.get_snapshot(entry.dataset_fingerprint).partitions[0]
+    Path(store.object_path(january.digest)).unlink()
+    rebuilt = resolve(manifest, frozen=True)  # rebuild what the lock pins
+    assert lock.read_bytes() == before
+    [report] = rebuilt.reports
+    assert (report["fetched_partitions"], report["reused_partitions"]) == (1, 2)
+    assert report["conformance"]["counts"]["repeated_bars"] == 1
+    snapshot = store.get_snapshot(entry.dataset_fingerprint)
+    assert [p.flags.get("repeated_bars", 0) for p in snapshot.partitions] == [0, 1, 0]
+    assert not verify(manifest).problems
