@@ -40,6 +40,7 @@ from qmtl_engine.errors import (
     ConformanceError,
     InputError,
     QmtlLockError,
+    SLAExceeded,
     SourceError,
 )
 from qmtl_engine.executor import Executor, LocalExecutor, Skipped
@@ -710,7 +711,14 @@ class _Finalize:
         expected = sum(get_calendar(preset.data.calendar).count(p.window, preset.interval_ms)
                        for p in self.plan.partitions)  # per partition: memory stays flat
         completion = 1.0 - total.counts["gap_bars"] / expected if expected else 1.0
-        timer.check_coverage(completion)
+        try:
+            timer.check_coverage(completion)
+        except SLAExceeded as exc:  # too few bars: say where the data lies, when it is short
+            notes, hints = self._extent_findings(total, {"gap_bars": total.counts["gap_bars"]})
+            if notes:
+                exc.what += "; " + "; ".join(notes)
+                exc.fix = "; ".join(hints) + "; otherwise " + (exc.fix or "")
+            raise
         if request.follows_now:
             timer.check_lag(request.coverage.end)
         header = request.header()

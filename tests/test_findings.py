@@ -547,3 +547,23 @@ def test_several_refused_symbols_show_their_findings_under_each(project: Project
     assert ("  daily/XYZ: conformance refused the data: price_jump=2\n"
             "      price_jump:\n"
             "        2024-01-21T00:00:00Z ts='2024-01-21' ") in result.stderr
+
+
+def test_a_coverage_failure_under_a_permissive_preset_says_where_the_data_starts(
+        tmp_path: Path) -> None:
+    """Gaps do not block under permissive-dev, but the SLA's min_coverage does: its message
+    says where the data lies too."""
+    from qmtl_engine import SLAExceeded
+
+    write_csv(tmp_path / "ABC.csv", daily("2024-02-10", 51))  # to 2024-03-31
+    text = CATALOG.replace("CONFORMANCE", "permissive-dev").replace(
+        "sla_preset: tolerant-partial", "sla_preset: baseline")
+    strict_sla = load_registry(extra={"catalog.yaml": text}).get(DAILY)
+    request = Request(strict_sla, "ABC", TimeRange(to_ms("2024-01-01"), to_ms("2024-04-01")),
+                      "v1", dataset="daily")
+    with pytest.raises(SLAExceeded) as caught:
+        engine(tmp_path, files(tmp_path)).materialize(request)
+    assert "coverage 0.5604 is below min_coverage 0.98" in caught.value.what
+    assert "the data for ABC starts at 2024-02-10T00:00:00Z" in caught.value.what
+    assert caught.value.fix is not None and caught.value.fix.startswith(
+        "move the dataset's `start` to 2024-02-10T00:00:00Z or later; otherwise ")
