@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from qmtl_engine.fingerprint import Fingerprint
+from qmtl_engine.layout import object_key, snapshot_key
 
 CACHE_ENV = "QMTL_LOCK_CACHE"
 
@@ -54,12 +54,10 @@ class ObjectCache:
         return f"ObjectCache({str(self.root)!r})"
 
     def object_file(self, digest: str) -> Path:
-        hexd = Fingerprint(digest).hex
-        return self.root / "objects" / hexd[:2] / f"{hexd}.parquet"
+        return self.root / object_key(digest)  # the store's layout
 
     def snapshot_file(self, fingerprint: str) -> Path:
-        hexd = Fingerprint(fingerprint).hex
-        return self.root / "snapshots" / hexd[:2] / f"{hexd}.json"
+        return self.root / snapshot_key(fingerprint)
 
     def read(self, path: Path) -> bytes | None:
         """The bytes cached at ``path``, or None when there are none (or they cannot be read)."""
