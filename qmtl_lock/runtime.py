@@ -20,9 +20,9 @@ from qmtl_lock.inputs import (
     MANIFEST_NAME,
     StoreSetting,
     resolve_store_url,
-    store_setting_in,
 )
 from qmtl_lock.lockfile import DatasetEntry, Lockfile, SymbolEntry, read_lock
+from qmtl_lock.project_store import project_store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,20 +42,6 @@ def entry_mismatch(snapshot: Snapshot, dataset: DatasetEntry, symbol: str) -> li
     return pin_mismatch(snapshot, symbol=symbol, preset=dataset.request.get("preset"),
                         coverage=entry.coverage_bounds, rows=entry.rows,
                         partitions=entry.partitions)
-
-
-def _manifest_store(manifest: Path) -> StoreSetting:
-    """The store (and cache) seamless.yaml names: only ``store`` and ``cache`` are read, as
-    ``verify`` and ``diff`` read them, since a strategy's start-up should not pay for the
-    manifest's models. A file that cannot be read that way goes through the full reader, whose
-    error says what is wrong with it."""
-    setting = store_setting_in(manifest.read_bytes(), manifest)
-    if setting is not None:
-        return setting
-    from qmtl_lock.manifest import manifest_store_setting, parse_manifest, read_manifest_text
-
-    parsed = parse_manifest(read_manifest_text(manifest), str(manifest))[0]
-    return manifest_store_setting(parsed, manifest.parent)
 
 
 class Lock:
@@ -86,7 +72,7 @@ class Lock:
             setting = StoreSetting(resolve_store_url(DEFAULT_STORE, p.parent))
             manifest = p.with_name(MANIFEST_NAME)
             if manifest.exists():
-                setting = _manifest_store(manifest)
+                setting = project_store(manifest)
         return cls(p, lockfile, setting.url, store_setting=setting)
 
     @property

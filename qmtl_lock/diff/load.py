@@ -38,17 +38,14 @@ def store_for(manifest: Path, store_url: str | None) -> tuple[Store | None, list
 
     Only the manifest's ``store`` (and ``cache``) is read: the rest of it does not matter to a
     diff, and the models would cost more than the diff itself."""
-    from qmtl_lock.inputs import StoreSetting, store_setting_in
+    from qmtl_lock.inputs import StoreSetting
+    from qmtl_lock.project_store import project_store
 
     notes: list[str] = []
     setting = StoreSetting(store_url) if store_url else None
     if manifest.exists() and not store_url:
         try:
-            setting = store_setting_in(manifest.read_bytes(), manifest)
-            if setting is None:  # not YAML, or no text: the manifest's own error says so
-                from qmtl_lock.manifest import load_manifest
-
-                setting = load_manifest(manifest).store_setting
+            setting = project_store(manifest)
         except OSError as exc:
             notes.append(f"{manifest} could not be read, so its store is not used: {exc}")
         except QmtlLockError as exc:
