@@ -244,8 +244,10 @@ def _ends_with_offset(arr: pa.Array) -> bool:
     """Whether the first value of ``arr`` ends in a zone offset (``Z``, ``+02:00``): which of
     the two whole-column casts is worth trying first. Only one of them can succeed on a column,
     so the order changes how soon, never what."""
-    present = arr.drop_null()
-    return bool(len(present)) and bool(_OFFSET_AT_END.search(str(present[0].as_py())))
+    if arr.null_count == len(arr):
+        return False
+    first = 0 if not arr.null_count else int(np.argmax(arrow_np.valid(arr)))
+    return bool(_OFFSET_AT_END.search(str(arr[first].as_py())))
 
 
 def _parse_strings(arr: pa.Array, hints: TsHints) -> _ParsedText:
