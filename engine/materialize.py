@@ -531,6 +531,17 @@ class _Finalize:
         self.as_of = as_of
         self.written = written
         self._edges_read: dict[int, Edges | None] = {}
+        self._read: dict[str, pa.Table] = {}  # the last two objects _stored read
+
+    def _stored(self, i: int, digest: str) -> pa.Table:
+        """Partition ``i``'s stored object, read and checked once for the boundary checks on
+        both its sides (repeated bars, their times, price jumps); the last two are kept."""
+        table = self._read.get(digest)
+        if table is None:
+            name = window_name(self.plan.partitions[i].window, self.preset.partition)
+            table = self.store.check_object(digest, partition=name)
+            self._read = {**dict(list(self._read.items())[-1:]), digest: table}
+        return table
 
     def _keys(self, i: int) -> Any:
         """The distinct row hashes of partition ``i`` (read from the store when reused)."""
@@ -542,8 +553,7 @@ class _Finalize:
         if step.reused is None:  # a bug: every fetched window has an outcome
             raise InputError(f"partition {i} of {self.request.where()} has no outcome",
                              fix="make the plan with Engine.plan")
-        name = window_name(step.window, self.preset.partition)
-        return row_keys(self.store.check_object(step.reused.digest, partition=name))
+        return row_keys(self._stored(i, step.reused.digest))
 
     def _digest(self, i: int) -> str | None:
         """Partition ``i``'s object (None: refused by its own flags, so not stored)."""
@@ -568,9 +578,7 @@ class _Finalize:
             times: Any = ()
             digest = self._digest(i)
             if digest is not None:  # the times of the first few, as every flag shows them
-                step = self.plan.partitions[i]
-                name = window_name(step.window, self.preset.partition)
-                times = repeated_times(self.store.check_object(digest, partition=name), common)
+                times = repeated_times(self._stored(i, digest), common)
             report.add("repeated_bars", int(common.size), times)
         return report
 
@@ -583,9 +591,7 @@ class _Finalize:
         if reused is None or reused.rows == 0:
             return None
         if i not in self._edges_read:
-            name = window_name(self.plan.partitions[i].window, self.preset.partition)
-            self._edges_read[i] = edge_bars(self.store.check_object(reused.digest,
-                                                                    partition=name))
+            self._edges_read[i] = edge_bars(self._stored(i, reused.digest))
         return self._edges_read[i]
 
     def _new_before(self, i: int) -> bool:
