@@ -43,6 +43,21 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     return base / "qmtl-lock"
 
 
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (its folder made) through a temporary file of a unique name
+    beside it and a rename, so a reader, or another writer, never sees part of a file. Raises
+    OSError, leaving no temporary file behind."""
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
 class ObjectCache:
     """The cache folder ``root``: where each immutable file goes, and safe reads and writes."""
 
@@ -72,14 +87,9 @@ class ObjectCache:
     def write(self, path: Path, data: bytes) -> bool:
         """Cache ``data`` at ``path`` (atomically); False, after one warning per cache, when the
         folder cannot be written."""
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_whole(path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             self._warn(f"cannot write to the cache {self.root}: {exc}")
             return False
         return True

@@ -25,7 +25,6 @@ system with neither a time nor a content tag in ``info`` is never indexed.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
+from qmtl_engine.cache import write_whole
 
 INDEX_VERSION = 1
 RACY_SECONDS = 2.0
@@ -189,14 +189,9 @@ class SpanIndex:
         doc = {"version": INDEX_VERSION, "key": key, "span": asdict(summary.span),
                "schema": base64.b64encode(summary.schema.serialize().to_pybytes()).decode(),
                "sample": list(summary.sample)}
-        tmp = path.with_name(f".tmp-{path.name}-{id(summary)}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(doc, default=str), encoding="utf-8")
-            tmp.replace(path)
+            write_whole(path, json.dumps(doc, default=str).encode("utf-8"))
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             if not self._warned:
                 self._warned = True
                 _log.warning("cannot write the files index in %s: %s (files are read again "
