@@ -59,55 +59,27 @@ def _type_tag(typ: pa.DataType) -> str:
     return str(typ)
 
 
-def _buffer_view(arr: pa.Array, dtype: np.dtype) -> np.ndarray:
-    """The values of a fixed-width array, read straight from its value buffer (no copy).
-
-    Not ``Array.to_numpy``: pyarrow imports pandas for it, and a strategy's read path must not
-    pay for pandas (hundreds of milliseconds) to hash numbers.
-    """
-    import numpy as np
-
-    buffer = arr.buffers()[1]
-    if buffer is None or len(arr) == 0:
-        return np.empty(0, dtype=dtype)
-    return np.frombuffer(buffer, dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
-
-
-def _validity(arr: pa.Array) -> np.ndarray:
-    """One byte per row: 1 where there is a value, 0 where there is a null."""
-    import numpy as np
-
-    valid = arr.is_valid()  # Arrow's own answer for every type, as a bit-packed boolean array
-    buffer = valid.buffers()[1]
-    if buffer is None or len(valid) == 0:
-        return np.empty(0, dtype=np.uint8)
-    bits = np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), bitorder="little")
-    return bits[valid.offset: valid.offset + len(valid)]
-
-
 def _column_values(arr: pa.Array) -> np.ndarray:
-    """Little-endian value bytes of a column, with nulls zeroed and floats canonicalized."""
+    """Little-endian value bytes of a column, with nulls zeroed and floats canonicalized.
+
+    Read straight from the value buffer (:func:`qmtl_engine.arrow_np.values`), not with
+    ``Array.to_numpy``, which imports pandas."""
     import numpy as np
     import pyarrow as pa
+    from qmtl_engine import arrow_np
 
     typ = arr.type
     if pa.types.is_timestamp(typ) or pa.types.is_integer(typ):
         # a view, not a cast: the same int64 values, and pyarrow.compute is not imported
         storage = arr.view(pa.int64()) if pa.types.is_timestamp(typ) else arr
-        kind = "u" if pa.types.is_unsigned_integer(storage.type) else "i"
-        native = _buffer_view(storage, np.dtype(f"{kind}{storage.type.bit_width // 8}"))
-        if not arr.null_count:
-            return np.asarray(native, dtype="<i8")  # a view when already little-endian int64
-        values = np.array(native, dtype="<i8", copy=True)
-        values[_validity(arr) == 0] = 0
-        return values
+        # a view when already little-endian int64 without nulls; nulls as 0
+        return np.asarray(arrow_np.values(storage, null=0), dtype="<i8")
     if pa.types.is_floating(typ):
         # widen in Arrow: numpy would trap on signalling NaNs
         wide = arr.cast(pa.float64()) if typ != pa.float64() else arr
-        values = np.array(_buffer_view(wide, np.dtype(np.float64)), dtype="<f8", copy=True)
+        # a null hashes as 0.0 (its validity byte tells)
+        values = np.array(arrow_np.values(wide, null=0.0), dtype="<f8", copy=True)
         bits = values.view("<u8")
-        if arr.null_count:
-            bits[_validity(arr) == 0] = 0  # a null hashes as 0.0 (its validity byte tells)
         bits[bits == np.uint64(_NEGATIVE_ZERO)] = 0  # on the bits: no float op, so no FP traps
         bits[np.isnan(values)] = np.uint64(_CANONICAL_NAN)
         return bits
@@ -123,6 +95,7 @@ def partition_digest(table: pa.Table) -> Fingerprint:
     """
     import numpy as np
     import pyarrow as pa
+    from qmtl_engine import arrow_np
 
     hasher = hashlib.sha256()
     hasher.update(f"{FINGERPRINT_ALGORITHM}/partition\n".encode())
@@ -131,8 +104,8 @@ def partition_digest(table: pa.Table) -> Fingerprint:
         header = json.dumps([name, _type_tag(arr.type), len(arr), arr.null_count],
                             separators=(",", ":"))
         hasher.update(header.encode() + b"\n")
-        if arr.null_count:
-            hasher.update(_validity(arr).tobytes())
+        if arr.null_count:  # one byte per row, 1 where there is a value
+            hasher.update(arrow_np.valid(arr).view(np.uint8).tobytes())
         hasher.update(np.ascontiguousarray(_column_values(arr)).data)
     return Fingerprint.from_hasher(hasher)
 
