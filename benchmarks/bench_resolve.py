@@ -70,6 +70,24 @@ class Probe:
         setattr(owner, attr, wrapper)
         self._undo.append((owner, attr, original))
 
+    @classmethod
+    def of_engine(cls, *extra: tuple[Any, str, str]) -> Probe:
+        """A probe on the source's fetch, conformance and the store's writes, and on each
+        ``(owner, attribute, label)`` of ``extra``."""
+        import qmtl_engine.materialize
+        from qmtl_engine.sources.synthetic import SyntheticSource
+        from qmtl_engine.store import Store
+
+        probe = cls()
+        probe.wrap(SyntheticSource, "fetch", "source fetch")
+        probe.wrap(qmtl_engine.materialize, "conform", "conformance")
+        for owner, attr, label in extra:
+            probe.wrap(owner, attr, label)
+        for writer in ("store_object", "write_checkpoint", "put_snapshot"):
+            if hasattr(Store, writer):
+                probe.wrap(Store, writer, "store writes")
+        return probe
+
     def reset(self) -> None:
         self.seconds.clear()
         self.calls.clear()
@@ -92,7 +110,6 @@ def main() -> None:
     from qmtl_engine.fingerprint import partition_digest
     from qmtl_engine.ranges import TimeRange, partition_windows
     from qmtl_engine.sources import make_source
-    from qmtl_engine.sources.synthetic import SyntheticSource
     from qmtl_engine.store import Store
 
     from qmtl_lock.manifest import load_manifest
@@ -112,13 +129,8 @@ def main() -> None:
     cores = default_jobs()
     with temp_project(args.years, prefix="qmtl-bench-jobs1-") as one_core:
         step(f"first resolve of {args.years} year(s) into an empty store, --jobs 1")
-        probe = Probe()
-        probe.wrap(SyntheticSource, "fetch", "source fetch")
-        probe.wrap(qmtl_engine.materialize, "conform", "conformance")
-        probe.wrap(qmtl_engine.store, "partition_digest", "hash (partition digest)")
-        for writer in ("store_object", "write_checkpoint", "put_snapshot"):
-            if hasattr(Store, writer):
-                probe.wrap(Store, writer, "store writes")
+        probe = Probe.of_engine((qmtl_engine.store, "partition_digest",
+                                 "hash (partition digest)"))
         t_one, _ = timed(lambda: resolve(one_core / "seamless.yaml", jobs=1))
         phases = dict(probe.seconds)
         probe.restore()
@@ -133,15 +145,8 @@ def main() -> None:
         assert rows == expected_rows(args.years), (rows, expected_rows(args.years))
 
         step("no-op resolves (in-process)")
-        probe = Probe()
-        for label, owner, attr in (("source fetch", SyntheticSource, "fetch"),
-                                   ("conformance", qmtl_engine.materialize, "conform"),
-                                   ("store read_object", Store, "read_object"),
-                                   ("pq.read_table", pq, "read_table")):
-            probe.wrap(owner, attr, label)
-        for writer in ("store_object", "write_checkpoint", "put_snapshot"):
-            if hasattr(Store, writer):
-                probe.wrap(Store, writer, "store writes")
+        probe = Probe.of_engine((Store, "read_object", "store read_object"),
+                                (pq, "read_table", "pq.read_table"))
         lock_bytes = (project / "seamless.lock").read_bytes()
         t_noop = median_time(lambda: resolve(manifest), runs=5)
         data_calls = {k: v for k, v in probe.calls.items()}
