@@ -659,7 +659,7 @@ class _Finalize:
         self.written.refused.update(o.digest for o in self.outcomes.values()
                                     if o.digest is not None and o.bytes_written)
         preset_name = self.preset.data.conformance_preset
-        notes, hints = self._extent_findings(total, refused)
+        notes, hints = self._extent_findings(total) if "gap_bars" in refused else ([], [])
         err = ConformanceError(total, blocking=refused, symbol=self.request.symbol,
                                partition=first, preset=preset_name, notes=notes,
                                hints=[*hints, *refusal_hints(total, refused)])
@@ -667,13 +667,10 @@ class _Finalize:
                      f"conformance preset {preset_name}")
         return err
 
-    def _extent_findings(self, total: ConformanceReport, refused: dict[str, int],
-                         ) -> tuple[list[str], list[str]]:
-        """When missing bars block because the range reaches past the data: where the data
+    def _extent_findings(self, total: ConformanceReport) -> tuple[list[str], list[str]]:
+        """When bars are missing because the range reaches past the data: where the data
         starts and ends (as the source lists it, else as the fetched windows had it), and how
         to ask for a range within it. Nothing when the data spans the range."""
-        if "gap_bars" not in refused:
-            return [], []
         request, step = self.request, self.preset.interval_ms
         coverage, symbol = request.coverage, request.symbol
         asked = f"[{iso(coverage.start)}, {iso(coverage.end)})"
@@ -720,7 +717,7 @@ class _Finalize:
         try:
             timer.check_coverage(completion)
         except SLAExceeded as exc:  # too few bars: say where the data lies, when it is short
-            notes, hints = self._extent_findings(total, {"gap_bars": total.counts["gap_bars"]})
+            notes, hints = self._extent_findings(total)
             if notes:
                 exc.what += "; " + "; ".join(notes)
                 exc.fix = "; ".join(hints) + "; otherwise " + (exc.fix or "")
