@@ -691,8 +691,9 @@ def _validate_dataset(name: str, spec: DatasetSpec, registry: PresetRegistry,
 
 
 def _validate_symbols(req: DatasetRequest, doc: LocatedYAML) -> None:
-    """Each symbol once, each symbol's own range inside the dataset's and not empty, and no
-    two symbols that would be read from the same source symbol over the same bars."""
+    """Each symbol's own range inside the dataset's and not empty, and no two symbols that
+    would be read from the same source symbol over the same bars (a symbol listed twice is
+    refused by the model itself, :class:`DatasetSpec`)."""
     name, spec = req.name, req.spec
 
     def fail(what: str, fix: str, key: str | None = None, *, i: int) -> ManifestError:
