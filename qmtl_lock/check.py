@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qmtl_lock.inputs import LOCK_NAME, current_lock, plain_store, record_digest
-from qmtl_lock.symbols import symbol_settings
+from qmtl_lock.symbols import changed_settings, symbol_settings
 
 if TYPE_CHECKING:
     from qmtl_lock.inputs import Inputs
@@ -116,8 +116,8 @@ def compare(loaded: LoadedManifest, lock: Lockfile, *, strict: bool = False) -> 
         own_want, own_have = symbol_settings(want), symbol_settings(have)
         ttl = loaded.registry.retention_ttl_days(ds.spec.retention_class)
         for symbol, sym in sorted(entry.symbols.items()):
-            own_range = all(own_want.get(symbol, {}).get(k) == own_have.get(symbol, {}).get(k)
-                            for k in ("start", "end"))
+            own_range = not {"start", "end"} & set(changed_settings(own_want.get(symbol, {}),
+                                                                     own_have.get(symbol, {})))
             drifts.extend(_entry_drift(name, symbol, sym, ds, strict,
                                        range_asked and own_range))
             expires = None if ttl is None else sym.as_of + ttl * 86_400_000
@@ -248,12 +248,11 @@ def _symbol_settings_drift(name: str, want: dict[str, Any],
     drifts = []
     for symbol in sorted(set(own_want) | set(own_have)):
         w, h = own_want.get(symbol, {}), own_have.get(symbol, {})
-        for key in ("source_symbol", "start", "end"):
-            if w.get(key) != h.get(key):
-                drifts.append(Drift(
-                    name, "request",
-                    f"{key} of {symbol} changed: lock has {h.get(key)!r}, seamless.yaml has "
-                    f"{w.get(key)!r}", _RESOLVE, symbol))
+        for key in changed_settings(w, h):
+            drifts.append(Drift(
+                name, "request",
+                f"{key} of {symbol} changed: lock has {h.get(key)!r}, seamless.yaml has "
+                f"{w.get(key)!r}", _RESOLVE, symbol))
     return drifts  # (a lock whose symbol_settings are not of that shape is refused on read)
 
 

@@ -40,7 +40,7 @@ from qmtl_lock.lockfile import (
 )
 from qmtl_lock.manifest import DATA_KEYS, DatasetRequest, LoadedManifest, load_manifest
 from qmtl_lock.project_lock import DEFAULT_WAIT_S, writing_lock
-from qmtl_lock.symbols import symbol_settings
+from qmtl_lock.symbols import changed_settings, symbol_settings
 
 if TYPE_CHECKING:
     from qmtl_engine import Executor, MaterializeResult, RunMetrics
@@ -124,7 +124,7 @@ def _symbol_changes(want: dict[str, str], have: dict[str, str]) -> list[str]:
     """The settings of a symbol of its own (``source_symbol``, ``start``, ``end``) that differ
     between seamless.yaml (``want``) and the lock (``have``), named as resolve prints them."""
     return [key if key == "source_symbol" else f"symbol {key}"
-            for key in ("source_symbol", "start", "end") if want.get(key) != have.get(key)]
+            for key in changed_settings(want, have)]
 
 
 def _expires(loaded: LoadedManifest, ds: DatasetRequest, as_of: int) -> int | None:

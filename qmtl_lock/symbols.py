@@ -31,3 +31,12 @@ def symbol_settings(request: Mapping[str, Any]) -> dict[str, dict[str, str]]:
         if isinstance(item, Mapping) and isinstance(item.get("symbol"), str):
             out[item["symbol"]] = {str(k): str(v) for k, v in item.items() if k != "symbol"}
     return out
+
+
+SETTING_KEYS = ("source_symbol", "start", "end")  # what a symbol may set of its own
+
+
+def changed_settings(want: Mapping[str, str], have: Mapping[str, str]) -> list[str]:
+    """The keys of :data:`SETTING_KEYS` whose values differ between two settings of one
+    symbol (seamless.yaml's and the lock's, as :func:`symbol_settings` gives them)."""
+    return [key for key in SETTING_KEYS if want.get(key) != have.get(key)]
